@@ -1,0 +1,74 @@
+/*
+ * api.c - the route table, and what handlers share.
+ */
+#include "api/api.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "ulid.h"
+
+/*
+ * Every route, with the roles that may call it. ROLE_NONE marks a route open
+ * without a token; only the probes are. tests/integration/test_auth.py walks
+ * this list without a token.
+ */
+const struct route api_routes[] = {
+    {"GET", "/healthz", ROLE_NONE, api_healthz},
+    {"GET", "/readyz", ROLE_NONE, api_readyz},
+    {"POST", "/v1/jobs", ROLE_SUBMIT, api_job_submit},
+    {"GET", "/v1/jobs", ROLE_ANY, api_job_list},
+    {"GET", "/v1/jobs/:id", ROLE_ANY, api_job_get},
+    {"GET", "/v1/jobs/:id/events", ROLE_ANY, api_job_events},
+    {"POST", "/v1/jobs/:id/cancel", ROLE_SUBMIT, api_job_cancel},
+    {"GET", "/v1/queues/:name", ROLE_ANY, api_queue_get},
+    {"PUT", "/v1/queues/:name", ROLE_ADMIN, api_queue_put},
+};
+const size_t api_n_routes = sizeof(api_routes) / sizeof(api_routes[0]);
+
+static void resume_owner(struct write_op *op)
+{
+    http_resume(op->owner);
+}
+
+void api_write(struct http_request *req, struct write_op *op, http_handler_fn finish)
+{
+    op->owner = req;
+    op->done = resume_owner;
+    http_suspend(req, finish);
+    int rc = writer_submit(api_app(req)->writer, op);
+    if (rc < 0) {
+        op->result = rc;
+        http_resume(req);
+    }
+}
+
+bool api_job_id_param(struct http_request *req, int i, char *id)
+{
+    const char *raw = http_param(req, i);
+    if (ulid_parse(raw, id))
+        return true;
+    http_reply_errorf(req, -DRV_EBAD_REQUEST, "'%s' is not a job id (a 26-character ULID)", raw);
+    return false;
+}
+
+bool api_query_int(struct http_request *req, const char *name, int64_t min, int64_t max,
+                   int64_t dflt, int64_t *out)
+{
+    const char *v = http_query(req, name);
+    if (v == NULL) {
+        *out = dflt;
+        return true;
+    }
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || end == v || *end || n < min || n > max) {
+        http_reply_errorf(req, -DRV_EBAD_REQUEST,
+                          "query parameter '%s' must be a whole number from %lld to %lld", name,
+                          (long long)min, (long long)max);
+        return false;
+    }
+    *out = n;
+    return true;
+}

@@ -1,0 +1,54 @@
+/*
+ * api.h - the /v1 HTTP API: the route table and its handlers (docs/api.md).
+ */
+#ifndef DROVER_API_H
+#define DROVER_API_H
+
+#include <stddef.h>
+
+#include "app.h"
+#include "http/http.h"
+#include "store/writer.h"
+
+extern const struct route api_routes[];
+extern const size_t api_n_routes;
+
+/* Handlers, one module per resource. */
+void api_healthz(struct http_request *req);
+void api_readyz(struct http_request *req);
+void api_job_submit(struct http_request *req);
+void api_job_get(struct http_request *req);
+void api_job_list(struct http_request *req);
+void api_job_events(struct http_request *req);
+void api_job_cancel(struct http_request *req);
+void api_queue_get(struct http_request *req);
+void api_queue_put(struct http_request *req);
+
+/* ---- shared by the handlers (api.c) ---- */
+
+static inline struct app *api_app(struct http_request *req)
+{
+    return http_app(req);
+}
+
+/*
+ * Hand op to the writer and suspend req until it has committed; then
+ * finish(req) runs and replies, reading op->result. op->owner and op->done
+ * are set here.
+ */
+void api_write(struct http_request *req, struct write_op *op, http_handler_fn finish);
+
+/*
+ * Read path parameter i as a job id (canonical form into id, ULID_LEN + 1
+ * bytes). Replies 400 and returns false when it is not one.
+ */
+bool api_job_id_param(struct http_request *req, int i, char *id);
+
+/*
+ * Read an integer query parameter in [min, max]; absent gives dflt. Replies
+ * 400 naming it and returns false when it is malformed or out of range.
+ */
+bool api_query_int(struct http_request *req, const char *name, int64_t min, int64_t max,
+                   int64_t dflt, int64_t *out);
+
+#endif

@@ -1,0 +1,221 @@
+/*
+ * jobs.c - /v1/jobs: submit, get, list, events, cancel.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "job_json.h"
+#include "job_ops.h"
+#include "timeutil.h"
+
+#define LIST_LIMIT_DEFAULT   50
+#define LIST_LIMIT_MAX       500
+#define EVENTS_LIMIT_DEFAULT 100
+#define EVENTS_LIMIT_MAX     1000
+#define CANCEL_REASON_MAX    1000
+
+/* ---- submit ---- */
+
+static void submit_finish(struct http_request *req)
+{
+    struct job_submit_op *s = http_ctx(req);
+    if (s->op.result < 0) {
+        http_reply_error(req, s->op.result, &s->err);
+    } else {
+        char location[64];
+        snprintf(location, sizeof(location), "/v1/jobs/%s", s->job.id);
+        http_add_header(req, "Location", location);
+        http_reply_json(req, 202, job_to_json(&s->job));
+    }
+    job_submit_op_release(s);
+    free(s);
+}
+
+void api_job_submit(struct http_request *req)
+{
+    struct errmsg err = {.field = ""};
+    json_t *body = NULL;
+    struct job_submit_op *s = malloc(sizeof(*s));
+    if (s == NULL) {
+        http_reply_errorf(req, -DRV_ENOMEM, "out of memory");
+        return;
+    }
+    job_submit_op_init(s, NULL);
+    int rc = http_body_json(req, false, &body, &err);
+    if (rc == 0)
+        rc = job_from_submit(body, time_now_ms(), &s->job, &err);
+    json_decref(body);
+    if (rc < 0) {
+        http_reply_error(req, rc, &err);
+        job_submit_op_release(s);
+        free(s);
+        return;
+    }
+    http_set_ctx(req, s);
+    api_write(req, &s->op, submit_finish);
+}
+
+/* ---- get ---- */
+
+void api_job_get(struct http_request *req)
+{
+    char id[ULID_LEN + 1];
+    if (!api_job_id_param(req, 0, id))
+        return;
+    struct job job;
+    int rc = store_job_get(api_app(req)->store, id, &job);
+    if (rc == -DRV_ENOT_FOUND) {
+        http_reply_errorf(req, rc, "no job '%s'", id);
+        return;
+    }
+    if (rc < 0) {
+        http_reply_error(req, rc, NULL);
+        return;
+    }
+    http_reply_json(req, 200, job_to_json(&job));
+    job_release(&job);
+}
+
+/* ---- list ---- */
+
+void api_job_list(struct http_request *req)
+{
+    struct job_filter f = {.queue = http_query(req, "queue"),
+                           .concurrency_key = http_query(req, "key")};
+    char cursor[ULID_LEN + 1];
+    int64_t limit;
+    if (!api_query_int(req, "limit", 1, LIST_LIMIT_MAX, LIST_LIMIT_DEFAULT, &limit))
+        return;
+    f.limit = (int)limit;
+    const char *state = http_query(req, "state");
+    if (state && (f.state = job_state_parse(state)) == JOB_NONE) {
+        http_reply_errorf(req, -DRV_EBAD_REQUEST,
+                          "query parameter 'state' must be one of scheduled, queued, running, "
+                          "succeeded, failed, canceled");
+        return;
+    }
+    const char *after = http_query(req, "after");
+    if (after) {
+        if (!ulid_parse(after, cursor)) {
+            http_reply_errorf(req, -DRV_EBAD_REQUEST,
+                              "query parameter 'after' must be a cursor from a previous page");
+            return;
+        }
+        f.before_id = cursor;
+    }
+    struct job_list list;
+    int rc = store_job_list(api_app(req)->store, &f, &list);
+    if (rc < 0) {
+        http_reply_error(req, rc, NULL);
+        return;
+    }
+    json_t *jobs = json_array();
+    for (int i = 0; i < list.n; i++)
+        json_array_append_new(jobs, job_to_json(&list.jobs[i]));
+    json_t *next = list.more && list.n ? json_string(list.jobs[list.n - 1].id) : json_null();
+    job_list_release(&list);
+    http_reply_json(req, 200, json_pack("{s:o, s:o}", "jobs", jobs, "next", next));
+}
+
+/* ---- events ---- */
+
+void api_job_events(struct http_request *req)
+{
+    char id[ULID_LEN + 1];
+    int64_t after, limit;
+    if (!api_job_id_param(req, 0, id) || !api_query_int(req, "after", 0, INT64_MAX, 0, &after) ||
+        !api_query_int(req, "limit", 1, EVENTS_LIMIT_MAX, EVENTS_LIMIT_DEFAULT, &limit))
+        return;
+    struct app *app = api_app(req);
+    struct event_list list;
+    int rc = store_event_list(app->store, id, after, (int)limit, &list);
+    if (rc == 0 && list.n == 0) {
+        /* No events: tell an unknown job from one with nothing after `after`. */
+        struct job job;
+        rc = store_job_get(app->store, id, &job);
+        if (rc == 0)
+            job_release(&job);
+        else
+            event_list_release(&list);
+    }
+    if (rc == -DRV_ENOT_FOUND) {
+        http_reply_errorf(req, rc, "no job '%s'", id);
+        return;
+    }
+    if (rc < 0) {
+        http_reply_error(req, rc, NULL);
+        return;
+    }
+    json_t *events = json_array();
+    for (int i = 0; i < list.n; i++)
+        json_array_append_new(events, job_event_to_json(&list.events[i]));
+    json_t *next = list.more && list.n ? json_integer(list.events[list.n - 1].seq) : json_null();
+    event_list_release(&list);
+    http_reply_json(req, 200, json_pack("{s:o, s:o}", "events", events, "next", next));
+}
+
+/* ---- cancel ---- */
+
+static void cancel_finish(struct http_request *req)
+{
+    struct job_cancel_op *c = http_ctx(req);
+    if (c->op.result < 0)
+        http_reply_error(req, c->op.result, &c->err);
+    else
+        http_reply_json(req, 200, job_to_json(&c->job));
+    job_cancel_op_release(c);
+    free(c);
+}
+
+/* The optional body: {"reason": string}. */
+static int cancel_body(struct http_request *req, char **reason, struct errmsg *err)
+{
+    json_t *body;
+    int rc = http_body_json(req, true, &body, err);
+    if (rc < 0 || body == NULL)
+        return rc;
+    const char *name;
+    json_t *v;
+    if (!json_is_object(body))
+        rc = errmsg_set(err, -DRV_EBAD_FIELD, "the body must be a JSON object");
+    json_object_foreach(body, name, v)
+    {
+        if (rc < 0)
+            break;
+        if (strcmp(name, "reason") != 0)
+            rc = errmsg_field(err, -DRV_EBAD_FIELD, name, "unknown field '%s'", name);
+        else if (!json_is_string(v) || json_string_length(v) > CANCEL_REASON_MAX)
+            rc = errmsg_field(err, -DRV_EBAD_FIELD, name,
+                              "'reason' must be a string of at most %d bytes", CANCEL_REASON_MAX);
+        else if ((*reason = strdup(json_string_value(v))) == NULL)
+            rc = -DRV_ENOMEM;
+    }
+    json_decref(body);
+    return rc;
+}
+
+void api_job_cancel(struct http_request *req)
+{
+    struct errmsg err = {.field = ""};
+    struct job_cancel_op *c = malloc(sizeof(*c));
+    if (c == NULL) {
+        http_reply_errorf(req, -DRV_ENOMEM, "out of memory");
+        return;
+    }
+    job_cancel_op_init(c, NULL);
+    int rc;
+    if (!api_job_id_param(req, 0, c->id)) {
+        free(c);
+        return;
+    }
+    rc = cancel_body(req, &c->reason, &err);
+    if (rc < 0) {
+        http_reply_error(req, rc, &err);
+        job_cancel_op_release(c);
+        free(c);
+        return;
+    }
+    http_set_ctx(req, c);
+    api_write(req, &c->op, cancel_finish);
+}

@@ -1,0 +1,69 @@
+/*
+ * router.c - segment-by-segment matching of paths against patterns.
+ */
+#include "http/router.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Match path against pattern; captures go to params when not NULL. */
+static bool match(const char *pattern, const char *path, char params[][ROUTER_PARAM_MAX + 1])
+{
+    int n_params = 0;
+    const char *p = pattern, *s = path;
+    while (*p && *s) {
+        if (*p != '/' || *s != '/')
+            return false;
+        p++;
+        s++;
+        const char *pend = strchrnul(p, '/');
+        const char *send = strchrnul(s, '/');
+        size_t plen = (size_t)(pend - p), slen = (size_t)(send - s);
+        if (*p == ':') {
+            if (slen == 0 || slen > ROUTER_PARAM_MAX || n_params == HTTP_MAX_PARAMS)
+                return false;
+            if (params) {
+                memcpy(params[n_params], s, slen);
+                params[n_params][slen] = '\0';
+            }
+            n_params++;
+        } else if (plen != slen || memcmp(p, s, plen) != 0) {
+            return false;
+        }
+        p = pend;
+        s = send;
+    }
+    return *p == '\0' && *s == '\0';
+}
+
+enum router_match router_find(const struct route *routes, size_t n, const char *method,
+                              const char *path, const struct route **route,
+                              char params[][ROUTER_PARAM_MAX + 1])
+{
+    bool path_known = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!match(routes[i].pattern, path, NULL))
+            continue;
+        path_known = true;
+        if (strcmp(routes[i].method, method) == 0) {
+            match(routes[i].pattern, path, params);
+            *route = &routes[i];
+            return ROUTER_FOUND;
+        }
+    }
+    return path_known ? ROUTER_NO_METHOD : ROUTER_NO_PATH;
+}
+
+void router_allowed_methods(const struct route *routes, size_t n, const char *path, char *out,
+                            size_t out_len)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n && len < out_len; i++) {
+        if (!match(routes[i].pattern, path, NULL))
+            continue;
+        len +=
+            (size_t)snprintf(out + len, out_len - len, "%s%s", len ? ", " : "", routes[i].method);
+    }
+}

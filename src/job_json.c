@@ -1,0 +1,186 @@
+/*
+ * job_json.c - the submit body, the job object and the event object.
+ */
+#include "job_json.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "timeutil.h"
+
+bool job_queue_name_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > JOB_QUEUE_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+int json_time_field(const json_t *v, const char *field, int64_t *out_ms, struct errmsg *err)
+{
+    if (json_is_integer(v)) {
+        json_int_t secs = json_integer_value(v);
+        if (secs < 0 || secs > 253402300799LL) /* through year 9999 */
+            return errmsg_field(err, -DRV_EBAD_FIELD, field, "'%s' is out of range", field);
+        *out_ms = (int64_t)secs * 1000;
+        return 0;
+    }
+    if (json_is_string(v) && time_parse_rfc3339(json_string_value(v), out_ms) == 0)
+        return 0;
+    return errmsg_field(err, -DRV_EBAD_FIELD, field,
+                        "'%s' must be an RFC 3339 time or integer Unix seconds", field);
+}
+
+/* A key: a string of 1..JOB_KEY_MAX bytes. */
+static int key_field(const json_t *v, const char *field, char **out, struct errmsg *err)
+{
+    if (!json_is_string(v))
+        return errmsg_field(err, -DRV_EBAD_FIELD, field, "'%s' must be a string", field);
+    size_t n = json_string_length(v);
+    if (n == 0 || n > JOB_KEY_MAX)
+        return errmsg_field(err, -DRV_EBAD_FIELD, field, "'%s' must be 1 to %d bytes", field,
+                            JOB_KEY_MAX);
+    if (memchr(json_string_value(v), '\0', n))
+        return errmsg_field(err, -DRV_EBAD_FIELD, field, "'%s' must not contain NUL", field);
+    *out = strdup(json_string_value(v));
+    return *out ? 0 : -DRV_ENOMEM;
+}
+
+static int lock_keys_field(const json_t *v, json_t **out, struct errmsg *err)
+{
+    if (!json_is_array(v))
+        return errmsg_field(err, -DRV_EBAD_FIELD, "lock_keys",
+                            "'lock_keys' must be an array of strings");
+    if (json_array_size(v) > JOB_LOCK_KEYS_MAX)
+        return errmsg_field(err, -DRV_EBAD_FIELD, "lock_keys", "'lock_keys' holds at most %d keys",
+                            JOB_LOCK_KEYS_MAX);
+    size_t i;
+    json_t *k;
+    json_array_foreach(v, i, k)
+    {
+        size_t n = json_is_string(k) ? json_string_length(k) : 0;
+        if (!json_is_string(k) || n == 0 || n > JOB_KEY_MAX ||
+            memchr(json_string_value(k), '\0', n))
+            return errmsg_field(err, -DRV_EBAD_FIELD, "lock_keys",
+                                "'lock_keys' must hold strings of 1 to %d bytes", JOB_KEY_MAX);
+    }
+    *out = json_deep_copy(v);
+    return *out ? 0 : -DRV_ENOMEM;
+}
+
+static int url_field(const json_t *v, const char *field, char **out, struct errmsg *err)
+{
+    if (!json_is_string(v))
+        return errmsg_field(err, -DRV_EBAD_FIELD, field, "'%s' must be a string", field);
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (n > JOB_URL_MAX || (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) ||
+        memchr(s, '\0', n) || strpbrk(s, " \t\r\n"))
+        return errmsg_field(err, -DRV_EBAD_FIELD, field,
+                            "'%s' must be an http:// or https:// URL of at most %d bytes", field,
+                            JOB_URL_MAX);
+    *out = strdup(s);
+    return *out ? 0 : -DRV_ENOMEM;
+}
+
+int job_from_submit(const json_t *body, int64_t now_ms, struct job *job, struct errmsg *err)
+{
+    if (!json_is_object(body))
+        return errmsg_set(err, -DRV_EBAD_FIELD, "the body must be a JSON object");
+    const char *name;
+    json_t *v;
+    int rc = 0;
+    job->state = JOB_QUEUED;
+    json_object_foreach((json_t *)body, name, v)
+    {
+        if (strcmp(name, "queue") == 0) {
+            if (!json_is_string(v) || !job_queue_name_valid(json_string_value(v)))
+                return errmsg_field(err, -DRV_EBAD_FIELD, "queue",
+                                    "'queue' must be a name of 1 to %d characters [A-Za-z0-9._-]",
+                                    JOB_QUEUE_NAME_MAX);
+            job->queue = strdup(json_string_value(v));
+        } else if (strcmp(name, "payload") == 0) {
+            if (!json_is_object(v))
+                return errmsg_field(err, -DRV_EBAD_FIELD, "payload",
+                                    "'payload' must be a JSON object");
+            job->payload = json_incref(v);
+        } else if (strcmp(name, "dedup_key") == 0) {
+            rc = json_is_null(v) ? 0 : key_field(v, name, &job->dedup_key, err);
+        } else if (strcmp(name, "concurrency_key") == 0) {
+            rc = json_is_null(v) ? 0 : key_field(v, name, &job->concurrency_key, err);
+        } else if (strcmp(name, "lock_keys") == 0) {
+            rc = json_is_null(v) ? 0 : lock_keys_field(v, &job->lock_keys, err);
+        } else if (strcmp(name, "webhook_url") == 0) {
+            rc = json_is_null(v) ? 0 : url_field(v, name, &job->webhook_url, err);
+        } else if (strcmp(name, "run_at") == 0) {
+            rc = json_is_null(v) ? 0 : json_time_field(v, name, &job->run_at_ms, err);
+        } else {
+            return errmsg_field(err, -DRV_EBAD_FIELD, name, "unknown field '%s'", name);
+        }
+        if (rc < 0)
+            return rc;
+    }
+    if (job->queue == NULL)
+        return errmsg_field(err, -DRV_EBAD_FIELD, "queue", "'queue' is required");
+    if (job->payload == NULL)
+        job->payload = json_object();
+    if (job->run_at_ms > now_ms)
+        job->state = JOB_SCHEDULED;
+    return job->payload ? 0 : -DRV_ENOMEM;
+}
+
+static json_t *str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *time_or_null(int64_t ms)
+{
+    if (ms == 0)
+        return json_null();
+    char buf[TIME_RFC3339_LEN];
+    time_format_rfc3339(ms, buf);
+    return json_string(buf);
+}
+
+static json_t *json_or(json_t *v, json_t *dflt)
+{
+    if (v == NULL)
+        return dflt;
+    json_decref(dflt);
+    return json_incref(v);
+}
+
+json_t *job_to_json(const struct job *job)
+{
+    return json_pack(
+        "{s:s, s:s, s:s, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:o, s:o, s:o, s:o, s:o, "
+        "s:I}",
+        "id", job->id, "queue", job->queue ? job->queue : "", "state",
+        job_state_name(job->state) ? job_state_name(job->state) : "", "step",
+        str_or_null(job->step), "attempt", job->attempt, "payload",
+        json_or(job->payload, json_object()), "dedup_key", str_or_null(job->dedup_key),
+        "concurrency_key", str_or_null(job->concurrency_key), "lock_keys",
+        json_or(job->lock_keys, json_array()), "webhook_url", str_or_null(job->webhook_url),
+        "run_at", time_or_null(job->run_at_ms), "cancel_requested", job->cancel_requested, "result",
+        json_or(job->result, json_null()), "error", json_or(job->error, json_null()), "checkpoints",
+        json_or(job->checkpoints, json_object()), "created_at", time_or_null(job->created_at_ms),
+        "updated_at", time_or_null(job->updated_at_ms), "seq", (json_int_t)job->seq);
+}
+
+json_t *job_event_to_json(const struct job_event *ev)
+{
+    const char *prev = job_state_name(ev->prev_state);
+    return json_pack("{s:I, s:s, s:o, s:s, s:o, s:o, s:i, s:o}", "seq", (json_int_t)ev->seq, "type",
+                     ev->type ? ev->type : "", "at", time_or_null(ev->at_ms), "state",
+                     job_state_name(ev->state) ? job_state_name(ev->state) : "", "prev_state",
+                     str_or_null(prev), "step", str_or_null(ev->step), "attempt", ev->attempt,
+                     "data", json_or(ev->data, json_null()));
+}

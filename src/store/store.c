@@ -1,0 +1,50 @@
+/*
+ * store.c - engine lookup and the engine-independent parts of the store.
+ */
+#include "store/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const struct store_engine *const engines[] = {
+    &store_sqlite_engine,
+};
+
+const struct store_engine *store_engine_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof(engines) / sizeof(engines[0]); i++) {
+        if (strcmp(engines[i]->name, name) == 0)
+            return engines[i];
+    }
+    return NULL;
+}
+
+int store_open(const struct store_engine *engine, const struct store_options *opt,
+               struct store **out)
+{
+    if (engine->version != STORE_ENGINE_VERSION)
+        return -DRV_EINTERNAL;
+    return engine->open(opt, out);
+}
+
+void store_close(struct store *st)
+{
+    if (st)
+        st->engine->close(st);
+}
+
+void job_list_release(struct job_list *l)
+{
+    for (int i = 0; i < l->n; i++)
+        job_release(&l->jobs[i]);
+    free(l->jobs);
+    memset(l, 0, sizeof(*l));
+}
+
+void event_list_release(struct event_list *l)
+{
+    for (int i = 0; i < l->n; i++)
+        job_event_release(&l->events[i]);
+    free(l->events);
+    memset(l, 0, sizeof(*l));
+}

@@ -1,0 +1,175 @@
+/*
+ * store.h - the store interface: one opaque handle, engines behind a
+ * versioned table of operations (like sqlite3_io_methods).
+ *
+ * Two sides:
+ *
+ *  - Write side: called only from the store's writer thread (writer.h),
+ *    always inside a transaction the writer opened with store_tx_begin().
+ *    Many requests' operations share one transaction (group commit); each
+ *    runs inside a savepoint so a failing one leaves no trace.
+ *  - Read side: any thread, each call on a connection of its own from the
+ *    engine's reader pool; sees only committed data.
+ *
+ * Ownership: outputs filled into caller structs (struct job, job_event,
+ * policy, lists) become the caller's and are released with their
+ * *_release() functions. Inputs are borrowed.
+ */
+#ifndef DROVER_STORE_H
+#define DROVER_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "job.h"
+#include "policy.h"
+
+#define STORE_ENGINE_VERSION 1
+
+struct store;
+
+struct store_options {
+    const char *data_dir; /* created if missing */
+    int readers;          /* read connections */
+};
+
+/* Which jobs GET /v1/jobs wants. Strings borrowed; NULL = any. */
+struct job_filter {
+    const char *queue;
+    enum job_state state; /* JOB_NONE = any */
+    const char *concurrency_key;
+    const char *before_id; /* cursor: only ids below this one (newest first) */
+    int limit;
+};
+
+struct job_list {
+    struct job *jobs;
+    int n;
+    bool more; /* there is at least one more after the last */
+};
+
+struct event_list {
+    struct job_event *events;
+    int n;
+    bool more;
+};
+
+struct store_engine {
+    int version; /* STORE_ENGINE_VERSION */
+    const char *name;
+
+    int (*open)(const struct store_options *opt, struct store **out);
+    void (*close)(struct store *st);
+
+    /* Write side (the writer thread only). */
+    int (*tx_begin)(struct store *st);
+    int (*tx_commit)(struct store *st);
+    void (*tx_rollback)(struct store *st);
+    int (*tx_savepoint)(struct store *st);
+    void (*tx_release)(struct store *st);
+    void (*tx_rollback_savepoint)(struct store *st);
+
+    int (*job_insert)(struct store *st, const struct job *job);
+    int (*job_update)(struct store *st, const struct job *job);
+    /* Load a job inside the transaction (for update). -DRV_ENOT_FOUND if absent. */
+    int (*job_load)(struct store *st, const char *id, struct job *out);
+    int (*event_insert)(struct store *st, const struct job_event *ev);
+    int (*policy_put)(struct store *st, const char *queue, const struct policy *p, int64_t now_ms);
+
+    /* Read side (any thread). */
+    int (*job_get)(struct store *st, const char *id, struct job *out);
+    int (*job_list)(struct store *st, const struct job_filter *f, struct job_list *out);
+    int (*event_list)(struct store *st, const char *job_id, int64_t after_seq, int limit,
+                      struct event_list *out);
+    /* -DRV_ENOT_FOUND when the queue has no stored policy. */
+    int (*policy_get)(struct store *st, const char *queue, struct policy *out);
+    /* A cheap round trip to the database, for /readyz. */
+    int (*ping)(struct store *st);
+};
+
+/* Every engine's handle starts with this. */
+struct store {
+    const struct store_engine *engine;
+};
+
+extern const struct store_engine store_sqlite_engine;
+
+/* Find an engine by name ("sqlite"); NULL if unknown. */
+const struct store_engine *store_engine_find(const char *name);
+
+int store_open(const struct store_engine *engine, const struct store_options *opt,
+               struct store **out);
+void store_close(struct store *st);
+
+static inline int store_tx_begin(struct store *st)
+{
+    return st->engine->tx_begin(st);
+}
+static inline int store_tx_commit(struct store *st)
+{
+    return st->engine->tx_commit(st);
+}
+static inline void store_tx_rollback(struct store *st)
+{
+    st->engine->tx_rollback(st);
+}
+static inline int store_tx_savepoint(struct store *st)
+{
+    return st->engine->tx_savepoint(st);
+}
+static inline void store_tx_release(struct store *st)
+{
+    st->engine->tx_release(st);
+}
+static inline void store_tx_rollback_savepoint(struct store *st)
+{
+    st->engine->tx_rollback_savepoint(st);
+}
+static inline int store_job_insert(struct store *st, const struct job *job)
+{
+    return st->engine->job_insert(st, job);
+}
+static inline int store_job_update(struct store *st, const struct job *job)
+{
+    return st->engine->job_update(st, job);
+}
+static inline int store_job_load(struct store *st, const char *id, struct job *out)
+{
+    return st->engine->job_load(st, id, out);
+}
+static inline int store_event_insert(struct store *st, const struct job_event *ev)
+{
+    return st->engine->event_insert(st, ev);
+}
+static inline int store_policy_put(struct store *st, const char *queue, const struct policy *p,
+                                   int64_t now_ms)
+{
+    return st->engine->policy_put(st, queue, p, now_ms);
+}
+static inline int store_job_get(struct store *st, const char *id, struct job *out)
+{
+    return st->engine->job_get(st, id, out);
+}
+static inline int store_job_list(struct store *st, const struct job_filter *f, struct job_list *out)
+{
+    return st->engine->job_list(st, f, out);
+}
+static inline int store_event_list(struct store *st, const char *job_id, int64_t after_seq,
+                                   int limit, struct event_list *out)
+{
+    return st->engine->event_list(st, job_id, after_seq, limit, out);
+}
+static inline int store_policy_get(struct store *st, const char *queue, struct policy *out)
+{
+    return st->engine->policy_get(st, queue, out);
+}
+static inline int store_ping(struct store *st)
+{
+    return st->engine->ping(st);
+}
+
+void job_list_release(struct job_list *l);
+void event_list_release(struct event_list *l);
+
+#endif

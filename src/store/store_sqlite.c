@@ -1,0 +1,877 @@
+/*
+ * store_sqlite.c - the embedded SQLite engine.
+ *
+ * One database file (DATA_DIR/drover.db) in WAL mode with synchronous=FULL:
+ * a COMMIT returns only after the WAL is fsync'ed, so whatever the writer
+ * acknowledges survives kill -9 and power loss. The writer connection is
+ * used only by the writer thread; readers take a connection of their own
+ * from a small pool and see committed data only.
+ *
+ * Checkpoints (copying the WAL back into the database, with an fsync of
+ * their own) never run on the writer's commit path: the writer connection
+ * has auto-checkpoint off, and its WAL hook wakes a checkpointer thread with
+ * a connection of its own once the WAL passes CHECKPOINT_PAGES.
+ *
+ * The schema is versioned with PRAGMA user_version and migrated forward at
+ * open, each migration in its own transaction.
+ */
+#include "store/store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+
+/* Each entry moves the schema from version i to i + 1. Never edit a shipped one. */
+static const char *const migrations[] = {
+    /* 1: jobs, their history, queue policies. */
+    "CREATE TABLE jobs ("
+    "  id TEXT NOT NULL UNIQUE,"
+    "  queue TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  step TEXT,"
+    "  attempt INTEGER NOT NULL DEFAULT 0,"
+    "  payload TEXT NOT NULL,"
+    "  dedup_key TEXT,"
+    "  concurrency_key TEXT,"
+    "  lock_keys TEXT,"
+    "  webhook_url TEXT,"
+    "  run_at INTEGER,"
+    "  cancel_requested INTEGER NOT NULL DEFAULT 0,"
+    "  result TEXT,"
+    "  error TEXT,"
+    "  checkpoints TEXT,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL"
+    ");"
+    /* Listing by queue / state / key, newest first by id (ULIDs sort by time). */
+    "CREATE INDEX jobs_by_queue ON jobs(queue, id);"
+    "CREATE INDEX jobs_by_state ON jobs(state, id);"
+    "CREATE INDEX jobs_by_ckey ON jobs(concurrency_key, id) WHERE concurrency_key IS NOT NULL;"
+    /* A claim takes the oldest ready job of a queue: one descent of this index. */
+    "CREATE INDEX jobs_ready ON jobs(queue, id) WHERE state = 'queued';"
+    "CREATE TABLE job_events ("
+    "  job_id TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  at INTEGER NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  prev_state TEXT,"
+    "  step TEXT,"
+    "  attempt INTEGER NOT NULL,"
+    "  data TEXT,"
+    "  PRIMARY KEY (job_id, seq)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE queues ("
+    "  name TEXT PRIMARY KEY NOT NULL,"
+    "  policy TEXT NOT NULL,"
+    "  updated_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;",
+};
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+#define JOB_COLUMNS                                                                                \
+    "id, queue, state, step, attempt, payload, dedup_key, concurrency_key, lock_keys, "            \
+    "webhook_url, run_at, cancel_requested, result, error, checkpoints, created_at, "              \
+    "updated_at, seq"
+
+#define EVENT_COLUMNS "job_id, seq, type, at, state, prev_state, step, attempt, data"
+
+enum writer_stmt {
+    W_BEGIN,
+    W_COMMIT,
+    W_ROLLBACK,
+    W_SAVEPOINT,
+    W_RELEASE,
+    W_ROLLBACK_TO,
+    W_JOB_INSERT,
+    W_JOB_UPDATE,
+    W_JOB_LOAD,
+    W_EVENT_INSERT,
+    W_POLICY_PUT,
+    W__COUNT
+};
+
+static const char *const writer_sql[W__COUNT] = {
+    [W_BEGIN] = "BEGIN IMMEDIATE",
+    [W_COMMIT] = "COMMIT",
+    [W_ROLLBACK] = "ROLLBACK",
+    [W_SAVEPOINT] = "SAVEPOINT op",
+    [W_RELEASE] = "RELEASE op",
+    [W_ROLLBACK_TO] = "ROLLBACK TO op",
+    [W_JOB_INSERT] = "INSERT INTO jobs (" JOB_COLUMNS ") VALUES "
+                     "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
+                     "?17, ?18)",
+    [W_JOB_UPDATE] = "UPDATE jobs SET state = ?3, step = ?4, attempt = ?5, payload = ?6, "
+                     "dedup_key = ?7, concurrency_key = ?8, lock_keys = ?9, webhook_url = ?10, "
+                     "run_at = ?11, cancel_requested = ?12, result = ?13, error = ?14, "
+                     "checkpoints = ?15, updated_at = ?17, seq = ?18 WHERE id = ?1",
+    [W_JOB_LOAD] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
+    [W_EVENT_INSERT] = "INSERT INTO job_events (" EVENT_COLUMNS ") VALUES "
+                       "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [W_POLICY_PUT] = "INSERT INTO queues (name, policy, updated_at) VALUES (?1, ?2, ?3) "
+                     "ON CONFLICT (name) DO UPDATE SET policy = excluded.policy, "
+                     "updated_at = excluded.updated_at",
+};
+
+enum reader_stmt { R_JOB_GET, R_EVENTS, R_POLICY_GET, R_PING, R__COUNT };
+
+static const char *const reader_sql[R__COUNT] = {
+    [R_JOB_GET] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
+    [R_EVENTS] = "SELECT " EVENT_COLUMNS " FROM job_events WHERE job_id = ?1 AND seq > ?2 "
+                 "ORDER BY seq LIMIT ?3",
+    [R_POLICY_GET] = "SELECT policy FROM queues WHERE name = ?1",
+    [R_PING] = "SELECT 1",
+};
+
+struct reader {
+    sqlite3 *db;
+    sqlite3_stmt *stmt[R__COUNT];
+    struct reader *next_free;
+};
+
+#define CHECKPOINT_PAGES 4000
+
+struct checkpointer {
+    sqlite3 *db;
+    pthread_t thread;
+    bool running;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool wanted;
+    bool stopping;
+};
+
+struct sqlite_store {
+    struct store base;
+    char *path;
+    struct checkpointer ckpt;
+    sqlite3 *wdb;
+    sqlite3_stmt *wstmt[W__COUNT];
+    struct reader *readers;
+    int n_readers;
+    struct reader *free_readers;
+    pthread_mutex_t pool_lock;
+    pthread_cond_t pool_cond;
+};
+
+static int checkpointer_start(struct sqlite_store *s);
+
+static struct sqlite_store *sqlite_store(struct store *st)
+{
+    return (struct sqlite_store *)st;
+}
+
+/* Log an SQLite failure and map it to a drover code. */
+static int fail(sqlite3 *db, const char *what)
+{
+    struct log_line l;
+    if (log_begin(&l, LOG_ERROR, "sqlite error")) {
+        log_str(&l, "op", what);
+        log_str(&l, "error", sqlite3_errmsg(db));
+        log_int(&l, "code", sqlite3_extended_errcode(db));
+        log_end(&l);
+    }
+    int code = sqlite3_errcode(db);
+    return code == SQLITE_NOMEM ? -DRV_ENOMEM : -DRV_ESTORE;
+}
+
+/* Run a statement that returns no rows, then reset it. */
+static int step_done(sqlite3 *db, sqlite3_stmt *stmt, const char *what)
+{
+    int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc == SQLITE_DONE ? 0 : fail(db, what);
+}
+
+static int exec(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        log_printf(LOG_ERROR, "sqlite: %s: %s", sql, msg ? msg : "?");
+        sqlite3_free(msg);
+        return -DRV_ESTORE;
+    }
+    return 0;
+}
+
+/* ---- binding and reading columns ---- */
+
+static void bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+/* Bind a JSON value as compact text; NULL binds SQL NULL. */
+static int bind_json(sqlite3_stmt *s, int i, const json_t *v)
+{
+    if (v == NULL) {
+        sqlite3_bind_null(s, i);
+        return 0;
+    }
+    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (text == NULL)
+        return -DRV_ENOMEM;
+    sqlite3_bind_text(s, i, text, -1, free);
+    return 0;
+}
+
+static void bind_ms(sqlite3_stmt *s, int i, int64_t ms)
+{
+    if (ms)
+        sqlite3_bind_int64(s, i, ms);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+static char *column_strdup(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return t ? strdup((const char *)t) : NULL;
+}
+
+static json_t *column_json(sqlite3_stmt *s, int i)
+{
+    const char *t = (const char *)sqlite3_column_text(s, i);
+    if (t == NULL)
+        return NULL;
+    return json_loadb(t, (size_t)sqlite3_column_bytes(s, i), JSON_DECODE_ANY, NULL);
+}
+
+static enum job_state column_state(sqlite3_stmt *s, int i)
+{
+    const char *t = (const char *)sqlite3_column_text(s, i);
+    return t ? job_state_parse(t) : JOB_NONE;
+}
+
+static int bind_job(sqlite3_stmt *s, const struct job *job)
+{
+    int rc = 0;
+    bind_text(s, 1, job->id);
+    bind_text(s, 2, job->queue);
+    bind_text(s, 3, job_state_name(job->state));
+    bind_text(s, 4, job->step);
+    sqlite3_bind_int(s, 5, job->attempt);
+    rc = rc ? rc : bind_json(s, 6, job->payload);
+    bind_text(s, 7, job->dedup_key);
+    bind_text(s, 8, job->concurrency_key);
+    rc = rc ? rc : bind_json(s, 9, job->lock_keys);
+    bind_text(s, 10, job->webhook_url);
+    bind_ms(s, 11, job->run_at_ms);
+    sqlite3_bind_int(s, 12, job->cancel_requested);
+    rc = rc ? rc : bind_json(s, 13, job->result);
+    rc = rc ? rc : bind_json(s, 14, job->error);
+    rc = rc ? rc : bind_json(s, 15, job->checkpoints);
+    sqlite3_bind_int64(s, 16, job->created_at_ms);
+    sqlite3_bind_int64(s, 17, job->updated_at_ms);
+    sqlite3_bind_int64(s, 18, job->seq);
+    return rc;
+}
+
+/* Fill job from a row of JOB_COLUMNS. */
+static int read_job(sqlite3_stmt *s, struct job *job)
+{
+    job_init(job);
+    const char *id = (const char *)sqlite3_column_text(s, 0);
+    snprintf(job->id, sizeof(job->id), "%s", id ? id : "");
+    job->queue = column_strdup(s, 1);
+    job->state = column_state(s, 2);
+    job->step = column_strdup(s, 3);
+    job->attempt = sqlite3_column_int(s, 4);
+    job->payload = column_json(s, 5);
+    job->dedup_key = column_strdup(s, 6);
+    job->concurrency_key = column_strdup(s, 7);
+    job->lock_keys = column_json(s, 8);
+    job->webhook_url = column_strdup(s, 9);
+    job->run_at_ms = sqlite3_column_int64(s, 10);
+    job->cancel_requested = sqlite3_column_int(s, 11) != 0;
+    job->result = column_json(s, 12);
+    job->error = column_json(s, 13);
+    job->checkpoints = column_json(s, 14);
+    job->created_at_ms = sqlite3_column_int64(s, 15);
+    job->updated_at_ms = sqlite3_column_int64(s, 16);
+    job->seq = sqlite3_column_int64(s, 17);
+    if (job->queue == NULL || job->payload == NULL) {
+        job_release(job);
+        return -DRV_ENOMEM;
+    }
+    return 0;
+}
+
+static int read_event(sqlite3_stmt *s, struct job_event *ev)
+{
+    job_event_init(ev);
+    const char *id = (const char *)sqlite3_column_text(s, 0);
+    snprintf(ev->job_id, sizeof(ev->job_id), "%s", id ? id : "");
+    ev->seq = sqlite3_column_int64(s, 1);
+    ev->type = column_strdup(s, 2);
+    ev->at_ms = sqlite3_column_int64(s, 3);
+    ev->state = column_state(s, 4);
+    ev->prev_state = column_state(s, 5);
+    ev->step = column_strdup(s, 6);
+    ev->attempt = sqlite3_column_int(s, 7);
+    ev->data = column_json(s, 8);
+    if (ev->type == NULL) {
+        job_event_release(ev);
+        return -DRV_ENOMEM;
+    }
+    return 0;
+}
+
+/* ---- opening, migrating, closing ---- */
+
+static int open_db(const char *path, int flags, sqlite3 **out)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        log_printf(LOG_ERROR, "cannot open '%s': %s", path,
+                   db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return -DRV_ESTORE;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, 5000);
+    *out = db;
+    return 0;
+}
+
+static int migrate(sqlite3 *db)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK)
+        return fail(db, "user_version");
+    int version = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+    sqlite3_finalize(s);
+    if (version < 0)
+        return fail(db, "user_version");
+    if (version > SCHEMA_VERSION) {
+        log_printf(LOG_ERROR, "the database has schema version %d; this drover knows up to %d",
+                   version, SCHEMA_VERSION);
+        return -DRV_ESTORE;
+    }
+    for (int v = version; v < SCHEMA_VERSION; v++) {
+        char bump[64];
+        snprintf(bump, sizeof(bump), "PRAGMA user_version = %d", v + 1);
+        int rc = exec(db, "BEGIN IMMEDIATE");
+        if (rc == 0)
+            rc = exec(db, migrations[v]);
+        if (rc == 0)
+            rc = exec(db, bump);
+        if (rc == 0)
+            rc = exec(db, "COMMIT");
+        if (rc < 0) {
+            exec(db, "ROLLBACK");
+            return rc;
+        }
+        log_printf(LOG_INFO, "migrated the store to schema version %d", v + 1);
+    }
+    return 0;
+}
+
+static int prepare_all(sqlite3 *db, const char *const *sql, sqlite3_stmt **stmt, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (sqlite3_prepare_v3(db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &stmt[i], NULL) !=
+            SQLITE_OK)
+            return fail(db, sql[i]);
+    }
+    return 0;
+}
+
+static void finalize_all(sqlite3_stmt **stmt, int n)
+{
+    for (int i = 0; i < n; i++) {
+        sqlite3_finalize(stmt[i]);
+        stmt[i] = NULL;
+    }
+}
+
+static void checkpointer_stop(struct checkpointer *c)
+{
+    if (c->running) {
+        pthread_mutex_lock(&c->lock);
+        c->stopping = true;
+        pthread_cond_signal(&c->cond);
+        pthread_mutex_unlock(&c->lock);
+        pthread_join(c->thread, NULL);
+        c->running = false;
+    }
+    sqlite3_close(c->db);
+    c->db = NULL;
+}
+
+static void sqlite_close(struct store *st)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    checkpointer_stop(&s->ckpt);
+    for (int i = 0; i < s->n_readers; i++) {
+        finalize_all(s->readers[i].stmt, R__COUNT);
+        sqlite3_close(s->readers[i].db);
+    }
+    free(s->readers);
+    finalize_all(s->wstmt, W__COUNT);
+    if (s->wdb) {
+        /* Fold the WAL back into the database so a clean stop leaves one file. */
+        sqlite3_wal_checkpoint_v2(s->wdb, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+        sqlite3_close(s->wdb);
+    }
+    pthread_mutex_destroy(&s->pool_lock);
+    pthread_cond_destroy(&s->pool_cond);
+    pthread_mutex_destroy(&s->ckpt.lock);
+    pthread_cond_destroy(&s->ckpt.cond);
+    free(s->path);
+    free(s);
+}
+
+static int sqlite_open(const struct store_options *opt, struct store **out)
+{
+    int rc = 0;
+    struct sqlite_store *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -DRV_ENOMEM;
+    s->base.engine = &store_sqlite_engine;
+    pthread_mutex_init(&s->pool_lock, NULL);
+    pthread_cond_init(&s->pool_cond, NULL);
+    pthread_mutex_init(&s->ckpt.lock, NULL);
+    pthread_cond_init(&s->ckpt.cond, NULL);
+
+    if (mkdir(opt->data_dir, 0700) < 0 && errno != EEXIST) {
+        log_printf(LOG_ERROR, "cannot create '%s': %s", opt->data_dir, strerror(errno));
+        rc = -DRV_EIO;
+        goto out;
+    }
+    if (asprintf(&s->path, "%s/drover.db", opt->data_dir) < 0) {
+        s->path = NULL;
+        rc = -DRV_ENOMEM;
+        goto out;
+    }
+    rc = open_db(s->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &s->wdb);
+    if (rc < 0)
+        goto out;
+    /* WAL + synchronous=FULL: every COMMIT is on disk before it returns. */
+    rc = exec(s->wdb, "PRAGMA journal_mode = WAL;"
+                      "PRAGMA synchronous = FULL;"
+                      "PRAGMA foreign_keys = OFF;"
+                      "PRAGMA temp_store = MEMORY;"
+                      "PRAGMA cache_size = -65536;"
+                      "PRAGMA wal_autocheckpoint = 0;");
+    if (rc == 0)
+        rc = migrate(s->wdb);
+    if (rc == 0)
+        rc = prepare_all(s->wdb, writer_sql, s->wstmt, W__COUNT);
+    if (rc < 0)
+        goto out;
+
+    s->n_readers = opt->readers > 0 ? opt->readers : 1;
+    s->readers = calloc((size_t)s->n_readers, sizeof(*s->readers));
+    if (s->readers == NULL) {
+        s->n_readers = 0;
+        rc = -DRV_ENOMEM;
+        goto out;
+    }
+    for (int i = 0; i < s->n_readers; i++) {
+        struct reader *r = &s->readers[i];
+        rc = open_db(s->path, SQLITE_OPEN_READONLY, &r->db);
+        if (rc == 0)
+            rc = exec(r->db, "PRAGMA query_only = ON; PRAGMA cache_size = -16384;");
+        if (rc == 0)
+            rc = prepare_all(r->db, reader_sql, r->stmt, R__COUNT);
+        if (rc < 0)
+            goto out;
+        r->next_free = s->free_readers;
+        s->free_readers = r;
+    }
+    rc = checkpointer_start(s);
+    if (rc < 0)
+        goto out;
+    *out = &s->base;
+    s = NULL;
+out:
+    if (s)
+        sqlite_close(&s->base);
+    return rc;
+}
+
+/* ---- the checkpointer ---- */
+
+static void *checkpointer_main(void *arg)
+{
+    struct sqlite_store *s = arg;
+    struct checkpointer *c = &s->ckpt;
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        while (!c->wanted && !c->stopping)
+            pthread_cond_wait(&c->cond, &c->lock);
+        if (c->stopping)
+            break;
+        c->wanted = false;
+        pthread_mutex_unlock(&c->lock);
+        /* PASSIVE: copy what no reader still needs, never wait for anyone. */
+        int log_frames = 0, done_frames = 0;
+        int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+                                           &done_frames);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            fail(c->db, "checkpoint");
+        pthread_mutex_lock(&c->lock);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+/* After each commit on the writer connection: wake the checkpointer when the WAL is long. */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void)db;
+    (void)name;
+    struct checkpointer *c = arg;
+    if (pages >= CHECKPOINT_PAGES) {
+        pthread_mutex_lock(&c->lock);
+        c->wanted = true;
+        pthread_cond_signal(&c->cond);
+        pthread_mutex_unlock(&c->lock);
+    }
+    return SQLITE_OK;
+}
+
+static int checkpointer_start(struct sqlite_store *s)
+{
+    int rc = open_db(s->path, SQLITE_OPEN_READWRITE, &s->ckpt.db);
+    if (rc < 0)
+        return rc;
+    if (pthread_create(&s->ckpt.thread, NULL, checkpointer_main, s) != 0)
+        return -DRV_EINTERNAL;
+    s->ckpt.running = true;
+    sqlite3_wal_hook(s->wdb, on_wal_commit, &s->ckpt);
+    return 0;
+}
+
+/* ---- the reader pool ---- */
+
+static struct reader *reader_acquire(struct sqlite_store *s)
+{
+    pthread_mutex_lock(&s->pool_lock);
+    while (s->free_readers == NULL)
+        pthread_cond_wait(&s->pool_cond, &s->pool_lock);
+    struct reader *r = s->free_readers;
+    s->free_readers = r->next_free;
+    pthread_mutex_unlock(&s->pool_lock);
+    return r;
+}
+
+static void reader_release(struct sqlite_store *s, struct reader *r)
+{
+    pthread_mutex_lock(&s->pool_lock);
+    r->next_free = s->free_readers;
+    s->free_readers = r;
+    pthread_cond_signal(&s->pool_cond);
+    pthread_mutex_unlock(&s->pool_lock);
+}
+
+/* ---- write side ---- */
+
+static int run_writer(struct store *st, enum writer_stmt w)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    return step_done(s->wdb, s->wstmt[w], writer_sql[w]);
+}
+
+static int sqlite_tx_begin(struct store *st)
+{
+    return run_writer(st, W_BEGIN);
+}
+
+static int sqlite_tx_commit(struct store *st)
+{
+    return run_writer(st, W_COMMIT);
+}
+
+static void sqlite_tx_rollback(struct store *st)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    if (!sqlite3_get_autocommit(s->wdb))
+        run_writer(st, W_ROLLBACK);
+}
+
+static int sqlite_tx_savepoint(struct store *st)
+{
+    return run_writer(st, W_SAVEPOINT);
+}
+
+static void sqlite_tx_release(struct store *st)
+{
+    run_writer(st, W_RELEASE);
+}
+
+static void sqlite_tx_rollback_savepoint(struct store *st)
+{
+    /* ROLLBACK TO keeps the savepoint open; RELEASE closes it. */
+    run_writer(st, W_ROLLBACK_TO);
+    run_writer(st, W_RELEASE);
+}
+
+static int sqlite_job_insert(struct store *st, const struct job *job)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_JOB_INSERT];
+    int rc = bind_job(stmt, job);
+    if (rc < 0) {
+        sqlite3_clear_bindings(stmt);
+        return rc;
+    }
+    return step_done(s->wdb, stmt, "job insert");
+}
+
+static int sqlite_job_update(struct store *st, const struct job *job)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_JOB_UPDATE];
+    int rc = bind_job(stmt, job);
+    if (rc < 0) {
+        sqlite3_clear_bindings(stmt);
+        return rc;
+    }
+    rc = step_done(s->wdb, stmt, "job update");
+    if (rc == 0 && sqlite3_changes(s->wdb) != 1)
+        rc = -DRV_ENOT_FOUND;
+    return rc;
+}
+
+/* Look one job up by id with stmt (bound at ?1). */
+static int query_job(sqlite3 *db, sqlite3_stmt *stmt, const char *id, struct job *out)
+{
+    bind_text(stmt, 1, id);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        rc = read_job(stmt, out);
+    else if (rc == SQLITE_DONE)
+        rc = -DRV_ENOT_FOUND;
+    else
+        rc = fail(db, "job get");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc;
+}
+
+static int sqlite_job_load(struct store *st, const char *id, struct job *out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    return query_job(s->wdb, s->wstmt[W_JOB_LOAD], id, out);
+}
+
+static int sqlite_event_insert(struct store *st, const struct job_event *ev)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_EVENT_INSERT];
+    bind_text(stmt, 1, ev->job_id);
+    sqlite3_bind_int64(stmt, 2, ev->seq);
+    bind_text(stmt, 3, ev->type);
+    sqlite3_bind_int64(stmt, 4, ev->at_ms);
+    bind_text(stmt, 5, job_state_name(ev->state));
+    bind_text(stmt, 6, job_state_name(ev->prev_state));
+    bind_text(stmt, 7, ev->step);
+    sqlite3_bind_int(stmt, 8, ev->attempt);
+    int rc = bind_json(stmt, 9, ev->data);
+    if (rc < 0) {
+        sqlite3_clear_bindings(stmt);
+        return rc;
+    }
+    return step_done(s->wdb, stmt, "event insert");
+}
+
+static int sqlite_policy_put(struct store *st, const char *queue, const struct policy *p,
+                             int64_t now_ms)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_POLICY_PUT];
+    json_t *obj = policy_to_json(p, true);
+    if (obj == NULL)
+        return -DRV_ENOMEM;
+    bind_text(stmt, 1, queue);
+    int rc = bind_json(stmt, 2, obj);
+    json_decref(obj);
+    sqlite3_bind_int64(stmt, 3, now_ms);
+    if (rc < 0) {
+        sqlite3_clear_bindings(stmt);
+        return rc;
+    }
+    return step_done(s->wdb, stmt, "policy put");
+}
+
+/* ---- read side ---- */
+
+static int sqlite_job_get(struct store *st, const char *id, struct job *out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    struct reader *r = reader_acquire(s);
+    int rc = query_job(r->db, r->stmt[R_JOB_GET], id, out);
+    reader_release(s, r);
+    return rc;
+}
+
+static int sqlite_job_list(struct store *st, const struct job_filter *f, struct job_list *out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    char sql[512];
+    int n = snprintf(sql, sizeof(sql), "SELECT " JOB_COLUMNS " FROM jobs WHERE 1");
+    /* Only the filters given appear in the SQL, so SQLite can pick the matching index. */
+    if (f->queue)
+        n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND queue = ?1");
+    if (f->state != JOB_NONE)
+        n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND state = ?2");
+    if (f->concurrency_key)
+        n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND concurrency_key = ?3");
+    if (f->before_id)
+        n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND id < ?4");
+    snprintf(sql + n, sizeof(sql) - (size_t)n, " ORDER BY id DESC LIMIT ?5");
+
+    memset(out, 0, sizeof(*out));
+    out->jobs = calloc((size_t)f->limit + 1, sizeof(*out->jobs));
+    if (out->jobs == NULL)
+        return -DRV_ENOMEM;
+
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = NULL;
+    int rc = 0;
+    if (sqlite3_prepare_v2(r->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+        rc = fail(r->db, "job list");
+        goto out;
+    }
+    if (f->queue)
+        bind_text(stmt, 1, f->queue);
+    if (f->state != JOB_NONE)
+        bind_text(stmt, 2, job_state_name(f->state));
+    if (f->concurrency_key)
+        bind_text(stmt, 3, f->concurrency_key);
+    if (f->before_id)
+        bind_text(stmt, 4, f->before_id);
+    sqlite3_bind_int(stmt, 5, f->limit + 1); /* one more tells whether there is a next page */
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (out->n == f->limit) {
+            out->more = true;
+            break;
+        }
+        rc = read_job(stmt, &out->jobs[out->n]);
+        if (rc < 0)
+            goto out;
+        out->n++;
+    }
+    rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail(r->db, "job list");
+out:
+    sqlite3_finalize(stmt);
+    reader_release(s, r);
+    if (rc < 0)
+        job_list_release(out);
+    return rc;
+}
+
+static int sqlite_event_list(struct store *st, const char *job_id, int64_t after_seq, int limit,
+                             struct event_list *out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    memset(out, 0, sizeof(*out));
+    out->events = calloc((size_t)limit + 1, sizeof(*out->events));
+    if (out->events == NULL)
+        return -DRV_ENOMEM;
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[R_EVENTS];
+    bind_text(stmt, 1, job_id);
+    sqlite3_bind_int64(stmt, 2, after_seq);
+    sqlite3_bind_int(stmt, 3, limit + 1);
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (out->n == limit) {
+            out->more = true;
+            break;
+        }
+        rc = read_event(stmt, &out->events[out->n]);
+        if (rc < 0)
+            break;
+        out->n++;
+    }
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+        rc = 0;
+    else if (rc > 0)
+        rc = fail(r->db, "event list");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    reader_release(s, r);
+    if (rc < 0)
+        event_list_release(out);
+    return rc;
+}
+
+static int sqlite_policy_get(struct store *st, const char *queue, struct policy *out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[R_POLICY_GET];
+    bind_text(stmt, 1, queue);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        const char *text = (const char *)sqlite3_column_text(stmt, 0);
+        json_t *obj = text ? json_loads(text, 0, NULL) : NULL;
+        struct errmsg err;
+        policy_init(out);
+        rc = obj ? policy_from_json(obj, out, &err) : -DRV_ESTORE;
+        json_decref(obj);
+        if (rc < 0) {
+            log_printf(LOG_ERROR, "stored policy of queue '%s' does not parse", queue);
+            policy_release(out);
+            rc = -DRV_ESTORE;
+        }
+    } else if (rc == SQLITE_DONE) {
+        rc = -DRV_ENOT_FOUND;
+    } else {
+        rc = fail(r->db, "policy get");
+    }
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    reader_release(s, r);
+    return rc;
+}
+
+static int sqlite_ping(struct store *st)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[R_PING];
+    int rc = sqlite3_step(stmt) == SQLITE_ROW ? 0 : fail(r->db, "ping");
+    sqlite3_reset(stmt);
+    reader_release(s, r);
+    return rc;
+}
+
+const struct store_engine store_sqlite_engine = {
+    .version = STORE_ENGINE_VERSION,
+    .name = "sqlite",
+    .open = sqlite_open,
+    .close = sqlite_close,
+    .tx_begin = sqlite_tx_begin,
+    .tx_commit = sqlite_tx_commit,
+    .tx_rollback = sqlite_tx_rollback,
+    .tx_savepoint = sqlite_tx_savepoint,
+    .tx_release = sqlite_tx_release,
+    .tx_rollback_savepoint = sqlite_tx_rollback_savepoint,
+    .job_insert = sqlite_job_insert,
+    .job_update = sqlite_job_update,
+    .job_load = sqlite_job_load,
+    .event_insert = sqlite_event_insert,
+    .policy_put = sqlite_policy_put,
+    .job_get = sqlite_job_get,
+    .job_list = sqlite_job_list,
+    .event_list = sqlite_event_list,
+    .policy_get = sqlite_policy_get,
+    .ping = sqlite_ping,
+};

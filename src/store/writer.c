@@ -1,0 +1,163 @@
+/*
+ * writer.c - the group-commit writer thread.
+ */
+#include "store/writer.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "log.h"
+#include "timeutil.h"
+
+struct writer {
+    struct store *store;
+    int batch_max;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct write_op *head, *tail; /* FIFO of queued ops */
+    bool stopping;
+    struct ulid_gen ulid;
+    struct writer_stats stats;
+};
+
+/* Take up to batch_max queued ops, oldest first. Called with the lock held. */
+static struct write_op *take_batch(struct writer *w, int *n_out)
+{
+    struct write_op *batch = w->head, *last = NULL, *op = w->head;
+    int n = 0;
+    while (op && n < w->batch_max) {
+        last = op;
+        op = op->next;
+        n++;
+    }
+    if (last)
+        last->next = NULL;
+    w->head = op;
+    if (op == NULL)
+        w->tail = NULL;
+    *n_out = n;
+    return batch;
+}
+
+static void run_batch(struct writer *w, struct write_op *batch)
+{
+    struct write_ctx ctx = {.store = w->store, .ulid = &w->ulid};
+    int rc = store_tx_begin(w->store);
+    for (struct write_op *op = batch; op; op = op->next) {
+        if (rc < 0) {
+            op->result = rc;
+            continue;
+        }
+        ctx.now_ms = time_now_ms();
+        op->result = store_tx_savepoint(w->store);
+        if (op->result == 0) {
+            op->result = op->apply(&ctx, op);
+            if (op->result < 0)
+                store_tx_rollback_savepoint(w->store);
+            else
+                store_tx_release(w->store);
+        }
+    }
+    if (rc == 0)
+        rc = store_tx_commit(w->store);
+    if (rc < 0) {
+        /* Nothing of this batch is durable: every op fails, none is acknowledged. */
+        store_tx_rollback(w->store);
+        for (struct write_op *op = batch; op; op = op->next)
+            op->result = -DRV_ESTORE;
+    }
+    while (batch) {
+        struct write_op *next = batch->next; /* done() may free the op */
+        batch->done(batch);
+        batch = next;
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct writer *w = arg;
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        while (w->head == NULL && !w->stopping)
+            pthread_cond_wait(&w->cond, &w->lock);
+        if (w->head == NULL && w->stopping)
+            break;
+        int n;
+        struct write_op *batch = take_batch(w, &n);
+        pthread_mutex_unlock(&w->lock);
+
+        run_batch(w, batch);
+
+        pthread_mutex_lock(&w->lock);
+        w->stats.batches++;
+        w->stats.ops += (uint64_t)n;
+        if ((uint64_t)n > w->stats.largest_batch)
+            w->stats.largest_batch = (uint64_t)n;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+int writer_start(struct store *st, int batch_max, struct writer **out)
+{
+    struct writer *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return -DRV_ENOMEM;
+    w->store = st;
+    w->batch_max = batch_max > 0 ? batch_max : 1;
+    ulid_gen_init(&w->ulid);
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        pthread_mutex_destroy(&w->lock);
+        pthread_cond_destroy(&w->cond);
+        free(w);
+        return -DRV_EINTERNAL;
+    }
+    *out = w;
+    return 0;
+}
+
+int writer_submit(struct writer *w, struct write_op *op)
+{
+    op->next = NULL;
+    pthread_mutex_lock(&w->lock);
+    if (w->stopping) {
+        pthread_mutex_unlock(&w->lock);
+        return -DRV_ESHUTTING_DOWN;
+    }
+    if (w->tail)
+        w->tail->next = op;
+    else
+        w->head = op;
+    w->tail = op;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    return 0;
+}
+
+void writer_stop(struct writer *w)
+{
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->stopping = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    log_printf(LOG_INFO, "writer stopped after %llu ops in %llu batches (largest %llu)",
+               (unsigned long long)w->stats.ops, (unsigned long long)w->stats.batches,
+               (unsigned long long)w->stats.largest_batch);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->cond);
+    free(w);
+}
+
+void writer_get_stats(struct writer *w, struct writer_stats *out)
+{
+    pthread_mutex_lock(&w->lock);
+    *out = w->stats;
+    pthread_mutex_unlock(&w->lock);
+}

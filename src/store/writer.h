@@ -1,0 +1,71 @@
+/*
+ * writer.h - group commit: one thread owns the store's write side.
+ *
+ * Requests queue a write_op and wait (an HTTP request is suspended, holding
+ * no thread). The writer takes everything queued, runs each op's apply()
+ * inside one transaction (each in its own savepoint, so a failing op leaves
+ * no trace and does not fail the others), commits once — one fsync for the
+ * whole batch — and then calls every op's done(). Nothing is acknowledged
+ * before its commit is on disk; throughput comes from batching, not from
+ * weaker durability (docs/adr/0002-write-path-group-commit.md).
+ */
+#ifndef DROVER_WRITER_H
+#define DROVER_WRITER_H
+
+#include <stdint.h>
+
+#include "store/store.h"
+#include "ulid.h"
+
+/* What apply() gets besides its op: the store's write side and the batch's clock. */
+struct write_ctx {
+    struct store *store;
+    struct ulid_gen *ulid; /* monotonic ids in commit order */
+    int64_t now_ms;        /* wall clock, read once per op */
+};
+
+struct write_op;
+
+/* Runs on the writer thread inside the transaction. Returns 0 or a negative code. */
+typedef int (*write_apply_fn)(struct write_ctx *ctx, struct write_op *op);
+
+/*
+ * Runs on the writer thread after the batch committed (or failed): op->result
+ * holds apply()'s code, or -DRV_ESTORE when the commit failed. Must be quick
+ * (typically: resume the waiting request). The op may be freed inside it.
+ */
+typedef void (*write_done_fn)(struct write_op *op);
+
+/* Embed in a larger struct; fill apply and done, then writer_submit(). */
+struct write_op {
+    struct write_op *next; /* the writer's */
+    write_apply_fn apply;
+    write_done_fn done;
+    void *owner; /* the submitter's, e.g. the waiting HTTP request */
+    int result;
+};
+
+struct writer_stats {
+    uint64_t batches;
+    uint64_t ops;
+    uint64_t largest_batch;
+};
+
+struct writer;
+
+/* Start the writer thread. batch_max caps the ops in one transaction. */
+int writer_start(struct store *st, int batch_max, struct writer **out);
+
+/*
+ * Queue op. Returns 0 (done() will be called exactly once, on the writer
+ * thread, possibly before this returns) or -DRV_ESHUTTING_DOWN (done() is
+ * never called).
+ */
+int writer_submit(struct writer *w, struct write_op *op);
+
+/* Finish everything queued, stop the thread, free w. */
+void writer_stop(struct writer *w);
+
+void writer_get_stats(struct writer *w, struct writer_stats *out);
+
+#endif

@@ -1,0 +1,177 @@
+"""Authentication and the role matrix over every route of docs/api.md.
+
+ROUTES is the one table of routes: add each new route here (method, path
+template, the roles that may use it, the status of a successful call, and a
+body). {id} is replaced by a fresh queued job, {queue} by a queue name.
+"""
+
+import pytest
+
+from conftest import TOKENS, assert_error
+
+ALL = {"admin", "submit", "worker", "read"}
+
+#  method  path template              roles allowed            success  body
+ROUTES = [
+    ("POST", "/v1/jobs",              {"admin", "submit"},     202, {"queue": "authq"}),
+    ("GET",  "/v1/jobs",              ALL,                     200, None),
+    ("GET",  "/v1/jobs/{id}",         ALL,                     200, None),
+    ("GET",  "/v1/jobs/{id}/events",  ALL,                     200, None),
+    ("POST", "/v1/jobs/{id}/cancel",  {"admin", "submit"},     200, None),
+    ("GET",  "/v1/queues/{queue}",    ALL,                     200, None),
+    ("PUT",  "/v1/queues/{queue}",    {"admin"},               200, {"max_attempts": 2,
+                                                                     "retry_cap": 4}),
+]
+
+# Routes open without a token.
+OPEN_ROUTES = [
+    ("GET", "/healthz", 200, {"status": "ok"}),
+    ("GET", "/readyz", 200, {"status": "ready"}),
+]
+
+ROUTE_IDS = [f"{m} {p}" for m, p, *_ in ROUTES]
+
+BAD_AUTH_HEADERS = [
+    None,                                          # no Authorization at all
+    "Bearer garbage-token-that-nobody-issued",
+    "Bearer ",
+    "Bearer",
+    "Basic " + "YWRtaW46YWRtaW4=",                 # another scheme
+    TOKENS["admin"],                               # token without the scheme
+    "Bearer " + TOKENS["admin"][:-1],              # a prefix of a real token
+    "Bearer " + TOKENS["admin"] + "x",             # a real token plus a byte
+    "Bearer " + TOKENS["admin"].upper(),
+]
+
+
+def fill(server, path, queue="authq"):
+    if "{id}" in path:
+        job = server.submit("authq", token="admin")
+        path = path.replace("{id}", job["id"])
+    return path.replace("{queue}", queue)
+
+
+def call(server, method, path, body, auth_header):
+    headers = {}
+    if auth_header is not None:
+        headers["Authorization"] = auth_header
+    return server.request(method, path, body, token=None, headers=headers)
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
+def test_bad_or_missing_token_is_401(server, route):
+    method, template, _roles, _ok, body = route
+    path = fill(server, template)
+    before = server.request("GET", "/v1/jobs?limit=500", token="admin").json
+    for auth in BAD_AUTH_HEADERS:
+        r = call(server, method, path, body, auth)
+        assert_error(r, 401, "unauthorized")
+        www = r.headers.get("www-authenticate", "")
+        assert www.lower().startswith("bearer"), (auth, r.headers)
+    after = server.request("GET", "/v1/jobs?limit=500", token="admin").json
+    assert after == before, "an unauthenticated request changed something"
+    if template.startswith("/v1/queues/"):
+        g = server.request("GET", path, token="admin").json
+        assert g["max_attempts"] == 1, "an unauthenticated PUT changed the policy"
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
+def test_401_comes_before_validation(server, route):
+    method, template, *_ = route
+    # A malformed body or id still gets 401 without a token: nothing about
+    # the request is judged before its caller is known.
+    path = template.replace("{id}", "not-a-ulid").replace("{queue}", "bad%20name")
+    raw = b"{not json" if method in ("POST", "PUT") else None
+    headers = {"Content-Type": "application/json"} if raw else None
+    r = server.request(method, path, raw=raw, token=None, headers=headers)
+    assert_error(r, 401, "unauthorized")
+
+
+@pytest.mark.parametrize("role", sorted(ALL))
+@pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
+def test_role_matrix(server, route, role):
+    method, template, roles, ok, body = route
+    path = fill(server, template, queue=f"q-{role}")
+    r = server.request(method, path, body, token=role)
+    if role in roles:
+        assert r.status == ok, (role, method, path, r)
+    else:
+        assert_error(r, 403, "forbidden")
+        # and nothing happened
+        if template == "/v1/jobs" and method == "POST":
+            jobs = server.request("GET", "/v1/jobs?queue=authq", token="admin").json["jobs"]
+            assert jobs == [], "a forbidden submit created a job"
+        if template.endswith("/cancel"):
+            job_id = path.split("/")[3]
+            assert server.get_job(job_id, token="admin")["state"] == "queued"
+        if method == "PUT" and template.startswith("/v1/queues/"):
+            g = server.request("GET", path, token="admin").json
+            assert g["max_attempts"] == 1 and g["retry_cap"] == 5, g
+
+
+def test_read_role_cannot_write(server):
+    job = server.submit("w")
+    assert_error(server.request("POST", "/v1/jobs", {"queue": "w"}, token="read"), 403,
+                 "forbidden")
+    assert_error(server.request("POST", f"/v1/jobs/{job['id']}/cancel", token="read"), 403,
+                 "forbidden")
+    assert_error(server.request("PUT", "/v1/queues/w", {"max_attempts": 2}, token="read"), 403,
+                 "forbidden")
+    assert server.get_job(job["id"])["state"] == "queued"
+
+
+def test_submit_role_cannot_put_queue(server):
+    r = server.request("PUT", "/v1/queues/w", {"max_attempts": 2}, token="submit")
+    assert_error(r, 403, "forbidden")
+    assert server.request("GET", "/v1/queues/w", token="admin").json["max_attempts"] == 1
+
+
+def test_worker_can_read(server):
+    job = server.submit("w")
+    assert server.request("GET", f"/v1/jobs/{job['id']}", token="worker").status == 200
+    assert server.request("GET", f"/v1/jobs/{job['id']}/events", token="worker").status == 200
+    assert server.request("GET", "/v1/jobs", token="worker").status == 200
+    assert server.request("GET", "/v1/queues/w", token="worker").status == 200
+    assert_error(server.request("POST", "/v1/jobs", {"queue": "w"}, token="worker"), 403,
+                 "forbidden")
+
+
+def test_admin_can_do_everything(server):
+    r = server.request("POST", "/v1/jobs", {"queue": "a"}, token="admin")
+    assert r.status == 202, r
+    jid = r.json["id"]
+    assert server.request("GET", f"/v1/jobs/{jid}", token="admin").status == 200
+    assert server.request("GET", f"/v1/jobs/{jid}/events", token="admin").status == 200
+    assert server.request("GET", "/v1/jobs", token="admin").status == 200
+    assert server.request("POST", f"/v1/jobs/{jid}/cancel", token="admin").status == 200
+    assert server.request("PUT", "/v1/queues/a", {"max_attempts": 2}, token="admin").status == 200
+    assert server.request("GET", "/v1/queues/a", token="admin").status == 200
+
+
+@pytest.mark.parametrize("method,path,status,body", OPEN_ROUTES)
+def test_open_routes_need_no_token(server, method, path, status, body):
+    r = server.request(method, path, token=None)
+    assert r.status == status and r.json == body, r
+    # a garbage token does not turn an open route into a 401
+    r = server.request(method, path, token="garbage-token")
+    assert r.status == status, r
+
+
+def test_env_admin_token(make_server):
+    s = make_server(env={"DROVER_ADMIN_TOKEN": "env-admin-token-abcdef0123"})
+    r = s.request("PUT", "/v1/queues/e", {"max_attempts": 2},
+                  token="env-admin-token-abcdef0123")
+    assert r.status == 200, r
+    r = s.request("POST", "/v1/jobs", {"queue": "e"}, token="env-admin-token-abcdef0123")
+    assert r.status == 202, r
+    # the config's tokens still work alongside it
+    assert s.request("GET", "/v1/jobs", token="read").status == 200
+
+
+def test_tokens_do_not_leak_into_logs(server):
+    server.request("GET", "/v1/jobs", token="admin")
+    server.request("GET", "/v1/jobs", token="wrong-token-zzzzzzzz")
+    log = server.log()
+    for t in TOKENS.values():
+        assert t not in log, "a token appeared in the log"
+    assert "wrong-token-zzzzzzzz" not in log
