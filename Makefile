@@ -39,8 +39,9 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OUT)/tests/%)
 
 all: drover
 
+# rm first: a running ./drover keeps its old file (no "text file busy").
 drover: $(OUT)/drover
-	cp $< $@
+	rm -f $@ && cp $< $@
 
 $(OUT)/drover: $(OUT)/src/main.o $(OUT)/libdrover.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -58,7 +59,7 @@ $(OUT)/tests/%: tests/unit/%.c $(OUT)/libdrover.a
 
 # Unit tests: each cmocka binary is its own process.
 test-unit: $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	@failed=0; for t in $(UNIT_BIN); do echo "== $$t"; $$t || failed=1; done; exit $$failed
 
 # Integration tests start the real binary on loopback ports.
 test-integration: $(OUT)/drover

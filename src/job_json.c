@@ -8,6 +8,20 @@
 
 #include "timeutil.h"
 
+const char *json_text(const json_t *v)
+{
+    const char *s = json_string_value(v);
+    return s && strlen(s) == json_string_length(v) ? s : NULL;
+}
+
+bool url_is_http(const char *s)
+{
+    size_t scheme = strncmp(s, "http://", 7) == 0 ? 7 : strncmp(s, "https://", 8) == 0 ? 8 : 0;
+    if (scheme == 0 || s[scheme] == '\0' || s[scheme] == '/')
+        return false;
+    return strpbrk(s, " \t\r\n") == NULL;
+}
+
 bool job_queue_name_valid(const char *s)
 {
     size_t n = strlen(s);
@@ -32,7 +46,7 @@ int json_time_field(const json_t *v, const char *field, int64_t *out_ms, struct 
         *out_ms = (int64_t)secs * 1000;
         return 0;
     }
-    if (json_is_string(v) && time_parse_rfc3339(json_string_value(v), out_ms) == 0)
+    if (json_text(v) && time_parse_rfc3339(json_text(v), out_ms) == 0)
         return 0;
     return errmsg_field(err, -DRV_EBAD_FIELD, field,
                         "'%s' must be an RFC 3339 time or integer Unix seconds", field);
@@ -47,9 +61,9 @@ static int key_field(const json_t *v, const char *field, char **out, struct errm
     if (n == 0 || n > JOB_KEY_MAX)
         return errmsg_field(err, -DRV_EBAD_FIELD, field, "'%s' must be 1 to %d bytes", field,
                             JOB_KEY_MAX);
-    if (memchr(json_string_value(v), '\0', n))
+    if (json_text(v) == NULL)
         return errmsg_field(err, -DRV_EBAD_FIELD, field, "'%s' must not contain NUL", field);
-    *out = strdup(json_string_value(v));
+    *out = strdup(json_text(v));
     return *out ? 0 : -DRV_ENOMEM;
 }
 
@@ -66,8 +80,7 @@ static int lock_keys_field(const json_t *v, json_t **out, struct errmsg *err)
     json_array_foreach(v, i, k)
     {
         size_t n = json_is_string(k) ? json_string_length(k) : 0;
-        if (!json_is_string(k) || n == 0 || n > JOB_KEY_MAX ||
-            memchr(json_string_value(k), '\0', n))
+        if (json_text(k) == NULL || n == 0 || n > JOB_KEY_MAX)
             return errmsg_field(err, -DRV_EBAD_FIELD, "lock_keys",
                                 "'lock_keys' must hold strings of 1 to %d bytes", JOB_KEY_MAX);
     }
@@ -79,10 +92,8 @@ static int url_field(const json_t *v, const char *field, char **out, struct errm
 {
     if (!json_is_string(v))
         return errmsg_field(err, -DRV_EBAD_FIELD, field, "'%s' must be a string", field);
-    const char *s = json_string_value(v);
-    size_t n = json_string_length(v);
-    if (n > JOB_URL_MAX || (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) ||
-        memchr(s, '\0', n) || strpbrk(s, " \t\r\n"))
+    const char *s = json_text(v);
+    if (s == NULL || strlen(s) > JOB_URL_MAX || !url_is_http(s))
         return errmsg_field(err, -DRV_EBAD_FIELD, field,
                             "'%s' must be an http:// or https:// URL of at most %d bytes", field,
                             JOB_URL_MAX);
@@ -101,11 +112,11 @@ int job_from_submit(const json_t *body, int64_t now_ms, struct job *job, struct 
     json_object_foreach((json_t *)body, name, v)
     {
         if (strcmp(name, "queue") == 0) {
-            if (!json_is_string(v) || !job_queue_name_valid(json_string_value(v)))
+            if (!json_text(v) || !job_queue_name_valid(json_text(v)))
                 return errmsg_field(err, -DRV_EBAD_FIELD, "queue",
                                     "'queue' must be a name of 1 to %d characters [A-Za-z0-9._-]",
                                     JOB_QUEUE_NAME_MAX);
-            job->queue = strdup(json_string_value(v));
+            job->queue = strdup(json_text(v));
         } else if (strcmp(name, "payload") == 0) {
             if (!json_is_object(v))
                 return errmsg_field(err, -DRV_EBAD_FIELD, "payload",

@@ -23,6 +23,16 @@ json_t *job_to_json(const struct job *job);
 /* The event as the API shows it. Returns a new reference, NULL on OOM. */
 json_t *job_event_to_json(const struct job_event *ev);
 
+/*
+ * The value of a JSON string that holds no NUL byte, else NULL. Bodies may
+ * carry "\u0000" inside payloads; drover's own fields are C strings and
+ * refuse it through this.
+ */
+const char *json_text(const json_t *v);
+
+/* Is s an http:// or https:// URL with a host, and no whitespace? */
+bool url_is_http(const char *s);
+
 /* Is s a valid queue name: [A-Za-z0-9._-]{1,64}? */
 bool job_queue_name_valid(const char *s);
 

@@ -82,7 +82,7 @@ static bool step_name_valid(const json_t *v)
     if (!json_is_string(v))
         return false;
     size_t n = json_string_length(v);
-    return n > 0 && n <= POLICY_STEP_MAX && !memchr(json_string_value(v), '\0', n);
+    return n > 0 && n <= POLICY_STEP_MAX && json_text(v) != NULL;
 }
 
 static int steps_field(const json_t *v, json_t **out, struct errmsg *err)
@@ -100,7 +100,7 @@ static int steps_field(const json_t *v, json_t **out, struct errmsg *err)
         for (j = 0; j < i; j++) {
             if (json_equal(s, json_array_get(v, j)))
                 return errmsg_field(err, -DRV_EBAD_FIELD, "steps", "step '%s' appears twice",
-                                    json_string_value(s));
+                                    json_text(s));
         }
     }
     json_decref(*out);
@@ -137,11 +137,6 @@ static int backoff_field(const json_t *v, struct policy_backoff *b, struct errms
     return 0;
 }
 
-static bool http_url(const char *s)
-{
-    return (strncmp(s, "http://", 7) == 0 && s[7]) || (strncmp(s, "https://", 8) == 0 && s[8]);
-}
-
 static int dispatch_field(const json_t *v, json_t **out, struct errmsg *err)
 {
     if (!json_is_object(v))
@@ -152,13 +147,12 @@ static int dispatch_field(const json_t *v, json_t **out, struct errmsg *err)
     json_object_foreach((json_t *)v, name, f)
     {
         if (strcmp(name, "url") == 0) {
-            if (!json_is_string(f) || json_string_length(f) > JOB_URL_MAX ||
-                !http_url(json_string_value(f)))
+            if (!json_text(f) || json_string_length(f) > JOB_URL_MAX || !url_is_http(json_text(f)))
                 return errmsg_field(err, -DRV_EBAD_FIELD, "dispatch.url",
                                     "'dispatch.url' must be an http:// or https:// URL");
             have_url = true;
         } else if (strcmp(name, "method") == 0) {
-            const char *m = json_string_value(f);
+            const char *m = json_text(f);
             if (!m || (strcmp(m, "POST") && strcmp(m, "PUT") && strcmp(m, "PATCH")))
                 return errmsg_field(err, -DRV_EBAD_FIELD, "dispatch.method",
                                     "'dispatch.method' must be POST, PUT or PATCH");
@@ -171,7 +165,7 @@ static int dispatch_field(const json_t *v, json_t **out, struct errmsg *err)
             json_t *hv;
             json_object_foreach(f, hname, hv)
             {
-                if (!json_is_string(hv) || strpbrk(json_string_value(hv), "\r\n") ||
+                if (!json_text(hv) || strpbrk(json_text(hv), "\r\n") ||
                     strpbrk(hname, " :\r\n\t") || !hname[0])
                     return errmsg_field(err, -DRV_EBAD_FIELD, "dispatch.headers",
                                         "header '%s' must have a token name and a one-line "
@@ -192,7 +186,7 @@ static int dispatch_field(const json_t *v, json_t **out, struct errmsg *err)
     return *out ? 0 : -DRV_ENOMEM;
 }
 
-/* whsec_ followed by base64 of at least 16 bytes. */
+/* whsec_ followed by standard base64 of at least 16 bytes. */
 static bool whsec_valid(const char *s)
 {
     if (strncmp(s, "whsec_", 6) != 0)
@@ -201,17 +195,23 @@ static bool whsec_valid(const char *s)
     size_t n = strlen(b64);
     if (n < 24 || n > 256 || n % 4 != 0)
         return false;
+    /* '=' only as the last one or two characters. */
+    size_t pad = b64[n - 1] == '=' ? (b64[n - 2] == '=' ? 2 : 1) : 0;
+    if (memchr(b64, '=', n - pad))
+        return false;
     unsigned char out[200];
-    int len = EVP_DecodeBlock(out, (const unsigned char *)b64, (int)n);
-    return len >= 18; /* decoded length before padding adjustment: >= 16 real bytes */
+    if (EVP_DecodeBlock(out, (const unsigned char *)b64, (int)n) < 0)
+        return false;
+    return n / 4 * 3 - pad >= 16;
 }
 
 static int string_field(const json_t *v, const char *field, char **out, struct errmsg *err)
 {
-    if (!json_is_string(v))
-        return errmsg_field(err, -DRV_EBAD_FIELD, field, "'%s' must be a string", field);
+    if (!json_text(v))
+        return errmsg_field(err, -DRV_EBAD_FIELD, field, "'%s' must be a string without NUL",
+                            field);
     free(*out);
-    *out = strdup(json_string_value(v));
+    *out = strdup(json_text(v));
     return *out ? 0 : -DRV_ENOMEM;
 }
 
@@ -225,7 +225,7 @@ int policy_from_json(const json_t *obj, struct policy *p, struct errmsg *err)
     json_object_foreach((json_t *)obj, name, v)
     {
         if (strcmp(name, "mode") == 0) {
-            const char *m = json_string_value(v);
+            const char *m = json_text(v);
             if (m && strcmp(m, "pull") == 0)
                 p->mode = POLICY_PULL;
             else if (m && strcmp(m, "http") == 0)
@@ -250,7 +250,7 @@ int policy_from_json(const json_t *obj, struct policy *p, struct errmsg *err)
         } else if (strcmp(name, "concurrency_limit") == 0) {
             rc = int32_field(v, name, 0, 100000, &p->concurrency_limit, err);
         } else if (strcmp(name, "on_limit") == 0) {
-            const char *m = json_string_value(v);
+            const char *m = json_text(v);
             if (m && strcmp(m, "queue") == 0)
                 p->on_limit = POLICY_LIMIT_QUEUE;
             else if (m && strcmp(m, "reject") == 0)
@@ -264,7 +264,7 @@ int policy_from_json(const json_t *obj, struct policy *p, struct errmsg *err)
             if (json_is_null(v)) {
                 free(p->on_failure);
                 p->on_failure = NULL;
-            } else if (!json_is_string(v) || !job_queue_name_valid(json_string_value(v))) {
+            } else if (!json_text(v) || !job_queue_name_valid(json_text(v))) {
                 return errmsg_field(err, -DRV_EBAD_FIELD, name,
                                     "'on_failure' must be a queue name or null");
             } else {
@@ -285,7 +285,7 @@ int policy_from_json(const json_t *obj, struct policy *p, struct errmsg *err)
             if (json_is_null(v)) {
                 free(p->callback_secret);
                 p->callback_secret = NULL;
-            } else if (!json_is_string(v) || !whsec_valid(json_string_value(v))) {
+            } else if (!json_text(v) || !whsec_valid(json_text(v))) {
                 return errmsg_field(err, -DRV_EBAD_FIELD, name,
                                     "'callback_secret' must be \"whsec_\" followed by base64 of "
                                     "at least 16 bytes");

@@ -134,7 +134,7 @@ int time_parse_rfc3339(const char *s, int64_t *out_ms)
     if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60)
         return -DRV_EBAD_FIELD;
     if (sec == 60)
-        sec = 59; /* a leap second is held at :59.999 rather than refused */
+        sec = 59; /* a leap second is read as :59 rather than refused */
     int64_t days = days_from_civil(y, mo, d);
     int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - (int64_t)offset_min * 60;
     *out_ms = secs * 1000 + millis;

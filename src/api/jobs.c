@@ -185,10 +185,10 @@ static int cancel_body(struct http_request *req, char **reason, struct errmsg *e
             break;
         if (strcmp(name, "reason") != 0)
             rc = errmsg_field(err, -DRV_EBAD_FIELD, name, "unknown field '%s'", name);
-        else if (!json_is_string(v) || json_string_length(v) > CANCEL_REASON_MAX)
+        else if (!json_text(v) || json_string_length(v) > CANCEL_REASON_MAX)
             rc = errmsg_field(err, -DRV_EBAD_FIELD, name,
                               "'reason' must be a string of at most %d bytes", CANCEL_REASON_MAX);
-        else if ((*reason = strdup(json_string_value(v))) == NULL)
+        else if ((*reason = strdup(json_text(v))) == NULL)
             rc = -DRV_ENOMEM;
     }
     json_decref(body);

@@ -74,7 +74,7 @@ void api_queue_put(struct http_request *req)
     if (rc == 0) {
         /* "name" may be echoed back from a GET; it must match the path. */
         json_t *echoed = json_object_get(body, "name");
-        if (echoed && !(json_is_string(echoed) && strcmp(json_string_value(echoed), name) == 0))
+        if (echoed && !(json_text(echoed) && strcmp(json_text(echoed), name) == 0))
             rc = errmsg_field(&err, -DRV_EBAD_FIELD, "name",
                               "'name' must match the queue in the path");
         else if (echoed)

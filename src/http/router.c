@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <microhttpd.h>
+
 /* Match path against pattern; captures go to params when not NULL. */
 static bool match(const char *pattern, const char *path, char params[][ROUTER_PARAM_MAX + 1])
 {
@@ -24,8 +26,12 @@ static bool match(const char *pattern, const char *path, char params[][ROUTER_PA
             if (slen == 0 || slen > ROUTER_PARAM_MAX || n_params == HTTP_MAX_PARAMS)
                 return false;
             if (params) {
+                /* Paths arrive still escaped, so "%2F" stays inside its segment;
+                 * the capture is decoded here. A decoded NUL cannot be a name. */
                 memcpy(params[n_params], s, slen);
                 params[n_params][slen] = '\0';
+                if (MHD_http_unescape(params[n_params]) != strlen(params[n_params]))
+                    return false;
             }
             n_params++;
         } else if (plen != slen || memcmp(p, s, plen) != 0) {

@@ -3,6 +3,8 @@
  *
  * Patterns are literal segments and ':name' captures ("/v1/jobs/:id/cancel").
  * A capture matches one non-empty segment of at most ROUTER_PARAM_MAX bytes.
+ * Paths are matched still percent-encoded (so an encoded '/' stays inside
+ * its segment); captures are decoded.
  */
 #ifndef DROVER_ROUTER_H
 #define DROVER_ROUTER_H

@@ -26,6 +26,7 @@
 #include "timeutil.h"
 
 #define HTTP_MAX_EXTRA_HEADERS 4
+#define HTTP_MAX_QUERY_VALUES  8
 #define REQUEST_ID_MAX         64
 
 struct http_server {
@@ -63,6 +64,9 @@ struct http_request {
         char value[256];
     } extra[HTTP_MAX_EXTRA_HEADERS];
     int n_extra;
+
+    char *query_values[HTTP_MAX_QUERY_VALUES]; /* decoded copies, freed with the request */
+    int n_query_values;
 
     bool replied;
     int status;
@@ -148,9 +152,27 @@ const char *http_param(const struct http_request *req, int i)
     return i >= 0 && i < HTTP_MAX_PARAMS ? req->params[i] : "";
 }
 
+/*
+ * MHD leaves URLs escaped (see keep_escaped()), so decode the value here:
+ * '+' is a space, then %XX. A value that decodes to a NUL, or one past the
+ * per-request cap, comes back as "\x7f", which no parameter accepts.
+ */
 const char *http_query(const struct http_request *req, const char *name)
 {
-    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+    struct http_request *r = (struct http_request *)req;
+    const char *raw = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+    if (raw == NULL || r->n_query_values == HTTP_MAX_QUERY_VALUES)
+        return raw == NULL ? NULL : "\x7f";
+    char *v = strdup(raw);
+    if (v == NULL)
+        return "\x7f";
+    for (char *p = v; *p; p++) {
+        if (*p == '+')
+            *p = ' ';
+    }
+    size_t len = MHD_http_unescape(v);
+    r->query_values[r->n_query_values++] = v;
+    return len == strlen(v) ? v : "\x7f";
 }
 
 const char *http_header(const struct http_request *req, const char *name)
@@ -184,7 +206,7 @@ int http_body_json(const struct http_request *req, bool allow_empty, json_t **ou
         return errmsg_set(err, -DRV_EBAD_JSON, "the request needs a JSON body");
     }
     json_error_t jerr;
-    *out = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    *out = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (*out == NULL)
         return errmsg_set(err, -DRV_EBAD_JSON, "malformed JSON at line %d column %d: %s", jerr.line,
                           jerr.column, jerr.text);
@@ -464,6 +486,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             log_int(&l, "aborted", (int64_t)toe);
         log_end(&l);
     }
+    for (int i = 0; i < req->n_query_values; i++)
+        free(req->query_values[i]);
     free(req->body);
     free(req);
     *con_cls = NULL;
@@ -483,6 +507,18 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
         log_str(&l, "detail", msg);
         log_end(&l);
     }
+}
+
+/*
+ * Leave the URL and its arguments escaped: routing must see "%2F" as part of
+ * a segment, not as a separator. Captures and query values are decoded on
+ * their own (router.c, http_query()).
+ */
+static size_t keep_escaped(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    return strlen(s);
 }
 
 /* ---- lifecycle ---- */
@@ -564,15 +600,15 @@ int http_start(const struct http_options *opt, const struct route *routes, size_
         flags |= MHD_USE_IPv6;
     /* MHD's own per-connection pool must hold the largest header we accept, so
      * that the limit check (and its JSON 431) is ours, not MHD's. */
-    size_t pool = (size_t)opt->max_header_bytes + 16 * 1024;
+    size_t pool = (size_t)opt->max_header_bytes * 2 + 32 * 1024;
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)opt->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)opt->connection_limit,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)opt->connection_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-        MHD_OPTION_END);
+        MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
     if (srv->daemon == NULL) {
         log_printf(LOG_ERROR, "cannot listen on '%s'", opt->listen);
         free(srv);

@@ -246,7 +246,8 @@ static json_t *column_json(sqlite3_stmt *s, int i)
     const char *t = (const char *)sqlite3_column_text(s, i);
     if (t == NULL)
         return NULL;
-    return json_loadb(t, (size_t)sqlite3_column_bytes(s, i), JSON_DECODE_ANY, NULL);
+    return json_loadb(t, (size_t)sqlite3_column_bytes(s, i), JSON_DECODE_ANY | JSON_ALLOW_NUL,
+                      NULL);
 }
 
 static enum job_state column_state(sqlite3_stmt *s, int i)

@@ -77,8 +77,8 @@ static void test_table_shape(void **state)
 static void test_unknown_codes(void **state)
 {
     (void)state;
-    const int unknown[] = {-DRV__ERROR_COUNT, -(DRV__ERROR_COUNT + 1), -1000, -INT_MAX,
-                           DRV__ERROR_COUNT,  INT_MAX};
+    const int unknown[] = {-DRV__ERROR_COUNT, -(DRV__ERROR_COUNT + 1), -1000,
+                           -INT_MAX,          DRV__ERROR_COUNT,        INT_MAX};
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
         assert_string_equal(err_name(unknown[i]), "internal");
         assert_int_equal(err_http_status(unknown[i]), 500);
@@ -181,12 +181,9 @@ static void test_errmsg_truncation(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_code),
-        cmocka_unit_test(test_table_shape),
-        cmocka_unit_test(test_unknown_codes),
-        cmocka_unit_test(test_errmsg_set),
-        cmocka_unit_test(test_errmsg_field),
-        cmocka_unit_test(test_errmsg_truncation),
+        cmocka_unit_test(test_every_code),      cmocka_unit_test(test_table_shape),
+        cmocka_unit_test(test_unknown_codes),   cmocka_unit_test(test_errmsg_set),
+        cmocka_unit_test(test_errmsg_field),    cmocka_unit_test(test_errmsg_truncation),
         cmocka_unit_test(test_unknown_int_min),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,7 +19,7 @@
 #include "test_util.h"
 
 /* Every state, JOB_NONE included. */
-static const enum job_state all_states[] = {JOB_NONE,      JOB_SCHEDULED, JOB_QUEUED, JOB_RUNNING,
+static const enum job_state all_states[] = {JOB_NONE,      JOB_SCHEDULED, JOB_QUEUED,  JOB_RUNNING,
                                             JOB_SUCCEEDED, JOB_FAILED,    JOB_CANCELED};
 #define N_STATES (sizeof(all_states) / sizeof(all_states[0]))
 
@@ -38,19 +38,19 @@ static const enum job_state all_states[] = {JOB_NONE,      JOB_SCHEDULED, JOB_QU
 static const struct {
     enum job_state from, to;
 } design_edges[] = {
-    {JOB_NONE, JOB_SCHEDULED},      {JOB_NONE, JOB_QUEUED},
+    {JOB_NONE, JOB_SCHEDULED},    {JOB_NONE, JOB_QUEUED},
 
-    {JOB_SCHEDULED, JOB_QUEUED},    {JOB_SCHEDULED, JOB_FAILED},  {JOB_SCHEDULED, JOB_CANCELED},
+    {JOB_SCHEDULED, JOB_QUEUED},  {JOB_SCHEDULED, JOB_FAILED},   {JOB_SCHEDULED, JOB_CANCELED},
 
-    {JOB_QUEUED, JOB_RUNNING},      {JOB_QUEUED, JOB_SCHEDULED},  {JOB_QUEUED, JOB_FAILED},
+    {JOB_QUEUED, JOB_RUNNING},    {JOB_QUEUED, JOB_SCHEDULED},   {JOB_QUEUED, JOB_FAILED},
     {JOB_QUEUED, JOB_CANCELED},
 
-    {JOB_RUNNING, JOB_SUCCEEDED},   {JOB_RUNNING, JOB_FAILED},    {JOB_RUNNING, JOB_CANCELED},
-    {JOB_RUNNING, JOB_QUEUED},      {JOB_RUNNING, JOB_SCHEDULED},
+    {JOB_RUNNING, JOB_SUCCEEDED}, {JOB_RUNNING, JOB_FAILED},     {JOB_RUNNING, JOB_CANCELED},
+    {JOB_RUNNING, JOB_QUEUED},    {JOB_RUNNING, JOB_SCHEDULED},
 
-    {JOB_FAILED, JOB_QUEUED},       {JOB_FAILED, JOB_SCHEDULED},
+    {JOB_FAILED, JOB_QUEUED},     {JOB_FAILED, JOB_SCHEDULED},
 
-    {JOB_CANCELED, JOB_QUEUED},     {JOB_CANCELED, JOB_SCHEDULED},
+    {JOB_CANCELED, JOB_QUEUED},   {JOB_CANCELED, JOB_SCHEDULED},
 };
 
 static bool design_allows(enum job_state from, enum job_state to)
@@ -214,9 +214,8 @@ static void test_lifecycle(void **state)
         enum job_state to;
         const char *type;
     } walk[] = {
-        {JOB_SCHEDULED, "job.created"}, {JOB_QUEUED, "job.due"},
-        {JOB_RUNNING, "job.started"},   {JOB_FAILED, "job.failed"},
-        {JOB_QUEUED, "job.retried"},    {JOB_RUNNING, "job.started"},
+        {JOB_SCHEDULED, "job.created"},   {JOB_QUEUED, "job.due"},     {JOB_RUNNING, "job.started"},
+        {JOB_FAILED, "job.failed"},       {JOB_QUEUED, "job.retried"}, {JOB_RUNNING, "job.started"},
         {JOB_SUCCEEDED, "job.succeeded"},
     };
     enum job_state prev = JOB_NONE;
@@ -303,8 +302,8 @@ static void test_state_names(void **state)
         assert_non_null(n);
         assert_int_equal(job_state_parse(n), all_states[i]);
     }
-    const char *unknown[] = {"", "none", "queue", "queued ", " queued", "cancelled", "done",
-                             "succeeded\n"};
+    const char *unknown[] = {"",        "none",      "queue", "queued ",
+                             " queued", "cancelled", "done",  "succeeded\n"};
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++)
         assert_int_equal(job_state_parse(unknown[i]), JOB_NONE);
 }

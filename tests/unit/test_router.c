@@ -14,18 +14,18 @@
 #include "test_util.h"
 
 static const struct route routes[] = {
-    {"GET", "/v1/jobs", 0, NULL},                        /* 0 */
-    {"POST", "/v1/jobs", 0, NULL},                       /* 1 */
-    {"GET", "/v1/jobs/:id", 0, NULL},                    /* 2 */
-    {"POST", "/v1/jobs/:id/cancel", 0, NULL},            /* 3 */
-    {"GET", "/v1/jobs/:id/events", 0, NULL},             /* 4 */
-    {"GET", "/v1/queues/:name", 0, NULL},                /* 5 */
-    {"PUT", "/v1/queues/:name", 0, NULL},                /* 6 */
-    {"GET", "/v1/jobs/:id/artifacts/:name", 0, NULL},    /* 7 */
-    {"PUT", "/v1/jobs/:id/artifacts/:name", 0, NULL},    /* 8 */
-    {"GET", "/healthz", 0, NULL},                        /* 9 */
-    {"GET", "/", 0, NULL},                               /* 10 */
-    {"POST", "/v1/queues/:queue/claim", 0, NULL},        /* 11 */
+    {"GET", "/v1/jobs", 0, NULL},                     /* 0 */
+    {"POST", "/v1/jobs", 0, NULL},                    /* 1 */
+    {"GET", "/v1/jobs/:id", 0, NULL},                 /* 2 */
+    {"POST", "/v1/jobs/:id/cancel", 0, NULL},         /* 3 */
+    {"GET", "/v1/jobs/:id/events", 0, NULL},          /* 4 */
+    {"GET", "/v1/queues/:name", 0, NULL},             /* 5 */
+    {"PUT", "/v1/queues/:name", 0, NULL},             /* 6 */
+    {"GET", "/v1/jobs/:id/artifacts/:name", 0, NULL}, /* 7 */
+    {"PUT", "/v1/jobs/:id/artifacts/:name", 0, NULL}, /* 8 */
+    {"GET", "/healthz", 0, NULL},                     /* 9 */
+    {"GET", "/", 0, NULL},                            /* 10 */
+    {"POST", "/v1/queues/:queue/claim", 0, NULL},     /* 11 */
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -108,9 +108,19 @@ static void test_not_found(void **state)
     struct params ps;
     const struct route *r;
     const char *paths[] = {
-        "/v1/nope", "/v1", "/v1/job", "/v1/jobsx", "/v1/jobs/x/nope",
-        "/v1/jobs/x/cancel/extra", "/healthz/x", "/healthzz", "", "v1/jobs", "/V1/JOBS",
-        "/v1/jobs/x/artifacts", "/v1/jobs/x/artifacts/a/b",
+        "/v1/nope",
+        "/v1",
+        "/v1/job",
+        "/v1/jobsx",
+        "/v1/jobs/x/nope",
+        "/v1/jobs/x/cancel/extra",
+        "/healthz/x",
+        "/healthzz",
+        "",
+        "v1/jobs",
+        "/V1/JOBS",
+        "/v1/jobs/x/artifacts",
+        "/v1/jobs/x/artifacts/a/b",
     };
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
         enum router_match m = find("GET", paths[i], &r, &ps);
@@ -263,16 +273,11 @@ static void test_first_match_wins(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_literal),
-        cmocka_unit_test(test_params),
-        cmocka_unit_test(test_not_found),
-        cmocka_unit_test(test_method_not_allowed),
-        cmocka_unit_test(test_allow_list),
-        cmocka_unit_test(test_allow_list_truncated),
-        cmocka_unit_test(test_trailing_slash),
-        cmocka_unit_test(test_param_length),
-        cmocka_unit_test(test_too_many_captures),
-        cmocka_unit_test(test_first_match_wins),
+        cmocka_unit_test(test_literal),           cmocka_unit_test(test_params),
+        cmocka_unit_test(test_not_found),         cmocka_unit_test(test_method_not_allowed),
+        cmocka_unit_test(test_allow_list),        cmocka_unit_test(test_allow_list_truncated),
+        cmocka_unit_test(test_trailing_slash),    cmocka_unit_test(test_param_length),
+        cmocka_unit_test(test_too_many_captures), cmocka_unit_test(test_first_match_wins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

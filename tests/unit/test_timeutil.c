@@ -109,8 +109,8 @@ static void test_round_trip(void **state)
 static void test_calendar_against_timegm(void **state)
 {
     (void)state;
-    struct tm tm = {.tm_year = 70, .tm_mon = 0, .tm_mday = 1, .tm_hour = 12, .tm_min = 34,
-                    .tm_sec = 56};
+    struct tm tm = {
+        .tm_year = 70, .tm_mon = 0, .tm_mday = 1, .tm_hour = 12, .tm_min = 34, .tm_sec = 56};
     for (int day = 0; day < 47847; day++) {
         struct tm t = tm;
         t.tm_mday += day;
@@ -139,7 +139,8 @@ static void test_offsets(void **state)
     /* Crossing the epoch and a year boundary. */
     assert_int_equal(parse_ok("1970-01-01T01:00:00+01:00"), 0);
     assert_int_equal(parse_ok("1969-12-31T19:00:00-05:00"), 0);
-    assert_int_equal(parse_ok("2025-01-01T00:30:00.250+01:00"), parse_ok("2024-12-31T23:30:00.250Z"));
+    assert_int_equal(parse_ok("2025-01-01T00:30:00.250+01:00"),
+                     parse_ok("2024-12-31T23:30:00.250Z"));
 }
 
 static void test_fractions(void **state)
@@ -150,10 +151,10 @@ static void test_fractions(void **state)
         const char *frac;
         int ms;
     } cases[] = {
-        {".1", 100},       {".12", 120},        {".123", 123},        {".1234", 123},
-        {".12345", 123},   {".123456", 123},    {".1234567", 123},    {".12345678", 123},
-        {".123456789", 123}, {".000000001", 0}, {".999999999", 999},  {".5", 500},
-        {".05", 50},       {".007", 7},
+        {".1", 100},         {".12", 120},      {".123", 123},       {".1234", 123},
+        {".12345", 123},     {".123456", 123},  {".1234567", 123},   {".12345678", 123},
+        {".123456789", 123}, {".000000001", 0}, {".999999999", 999}, {".5", 500},
+        {".05", 50},         {".007", 7},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char s[64];

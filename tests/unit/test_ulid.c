@@ -87,8 +87,8 @@ static void test_encode_matches_reference(void **state)
 static void test_time_round_trip(void **state)
 {
     (void)state;
-    const int64_t times[] = {0, 1, 999, 1469918176385, 1700000000000, 4102444800000,
-                             281474976710655LL};
+    const int64_t times[] = {
+        0, 1, 999, 1469918176385, 1700000000000, 4102444800000, 281474976710655LL};
     uint8_t r[10];
     memset(r, 0xa5, sizeof(r));
     for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {

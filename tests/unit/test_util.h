@@ -33,7 +33,7 @@ TU_UNUSED static json_t *tu_json(const char *text)
         if (!json_equal((json_t *)tu_a_, (json_t *)tu_b_)) {                                       \
             char *tu_sa_ = json_dumps(tu_a_, JSON_SORT_KEYS | JSON_ENCODE_ANY);                    \
             char *tu_sb_ = json_dumps(tu_b_, JSON_SORT_KEYS | JSON_ENCODE_ANY);                    \
-            print_error("%s\n  != %s\n", tu_sa_ ? tu_sa_ : "(null)", tu_sb_ ? tu_sb_ : "(null)");   \
+            print_error("%s\n  != %s\n", tu_sa_ ? tu_sa_ : "(null)", tu_sb_ ? tu_sb_ : "(null)");  \
             free(tu_sa_);                                                                          \
             free(tu_sb_);                                                                          \
             fail_msg("JSON values differ: %s != %s", #a, #b);                                      \
