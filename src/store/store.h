@@ -6,8 +6,7 @@
  *
  *  - Write side: called only from the store's writer thread (writer.h),
  *    always inside a transaction the writer opened with store_tx_begin().
- *    Many requests' operations share one transaction (group commit); each
- *    runs inside a savepoint so a failing one leaves no trace.
+ *    Many requests' operations share one transaction (group commit).
  *  - Read side: any thread, each call on a connection of its own from the
  *    engine's reader pool; sees only committed data.
  *
@@ -66,9 +65,6 @@ struct store_engine {
     int (*tx_begin)(struct store *st);
     int (*tx_commit)(struct store *st);
     void (*tx_rollback)(struct store *st);
-    int (*tx_savepoint)(struct store *st);
-    void (*tx_release)(struct store *st);
-    void (*tx_rollback_savepoint)(struct store *st);
 
     int (*job_insert)(struct store *st, const struct job *job);
     int (*job_update)(struct store *st, const struct job *job);
@@ -113,18 +109,6 @@ static inline int store_tx_commit(struct store *st)
 static inline void store_tx_rollback(struct store *st)
 {
     st->engine->tx_rollback(st);
-}
-static inline int store_tx_savepoint(struct store *st)
-{
-    return st->engine->tx_savepoint(st);
-}
-static inline void store_tx_release(struct store *st)
-{
-    st->engine->tx_release(st);
-}
-static inline void store_tx_rollback_savepoint(struct store *st)
-{
-    st->engine->tx_rollback_savepoint(st);
 }
 static inline int store_job_insert(struct store *st, const struct job *job)
 {

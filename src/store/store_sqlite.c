@@ -88,9 +88,6 @@ enum writer_stmt {
     W_BEGIN,
     W_COMMIT,
     W_ROLLBACK,
-    W_SAVEPOINT,
-    W_RELEASE,
-    W_ROLLBACK_TO,
     W_JOB_INSERT,
     W_JOB_UPDATE,
     W_JOB_LOAD,
@@ -103,9 +100,6 @@ static const char *const writer_sql[W__COUNT] = {
     [W_BEGIN] = "BEGIN IMMEDIATE",
     [W_COMMIT] = "COMMIT",
     [W_ROLLBACK] = "ROLLBACK",
-    [W_SAVEPOINT] = "SAVEPOINT op",
-    [W_RELEASE] = "RELEASE op",
-    [W_ROLLBACK_TO] = "ROLLBACK TO op",
     [W_JOB_INSERT] = "INSERT INTO jobs (" JOB_COLUMNS ") VALUES "
                      "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
                      "?17, ?18)",
@@ -605,23 +599,6 @@ static void sqlite_tx_rollback(struct store *st)
         run_writer(st, W_ROLLBACK);
 }
 
-static int sqlite_tx_savepoint(struct store *st)
-{
-    return run_writer(st, W_SAVEPOINT);
-}
-
-static void sqlite_tx_release(struct store *st)
-{
-    run_writer(st, W_RELEASE);
-}
-
-static void sqlite_tx_rollback_savepoint(struct store *st)
-{
-    /* ROLLBACK TO keeps the savepoint open; RELEASE closes it. */
-    run_writer(st, W_ROLLBACK_TO);
-    run_writer(st, W_RELEASE);
-}
-
 static int sqlite_job_insert(struct store *st, const struct job *job)
 {
     struct sqlite_store *s = sqlite_store(st);
@@ -862,9 +839,6 @@ const struct store_engine store_sqlite_engine = {
     .tx_begin = sqlite_tx_begin,
     .tx_commit = sqlite_tx_commit,
     .tx_rollback = sqlite_tx_rollback,
-    .tx_savepoint = sqlite_tx_savepoint,
-    .tx_release = sqlite_tx_release,
-    .tx_rollback_savepoint = sqlite_tx_rollback_savepoint,
     .job_insert = sqlite_job_insert,
     .job_update = sqlite_job_update,
     .job_load = sqlite_job_load,

@@ -41,24 +41,23 @@ static struct write_op *take_batch(struct writer *w, int *n_out)
     return batch;
 }
 
+/* A failure of the store itself, after which the transaction cannot be trusted. */
+static bool store_failure(int rc)
+{
+    return rc == -DRV_ESTORE || rc == -DRV_ENOMEM || rc == -DRV_EIO || rc == -DRV_EINTERNAL;
+}
+
 static void run_batch(struct writer *w, struct write_op *batch)
 {
     struct write_ctx ctx = {.store = w->store, .ulid = &w->ulid};
     int rc = store_tx_begin(w->store);
-    for (struct write_op *op = batch; op; op = op->next) {
-        if (rc < 0) {
-            op->result = rc;
-            continue;
-        }
+    for (struct write_op *op = batch; op && rc == 0; op = op->next) {
         ctx.now_ms = time_now_ms();
-        op->result = store_tx_savepoint(w->store);
-        if (op->result == 0) {
-            op->result = op->apply(&ctx, op);
-            if (op->result < 0)
-                store_tx_rollback_savepoint(w->store);
-            else
-                store_tx_release(w->store);
-        }
+        op->result = op->apply(&ctx, op);
+        /* A refusal (bad state, not found...) wrote nothing: the batch goes on.
+         * A store failure may have written half an op: the whole batch fails. */
+        if (store_failure(op->result))
+            rc = op->result;
     }
     if (rc == 0)
         rc = store_tx_commit(w->store);
