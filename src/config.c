@@ -122,7 +122,7 @@ static const struct field config_fields[] = {
     INT_FIELD("http.max_body_bytes", max_body_bytes, int64_t, "1048576", 1024, 67108864,
               .flags = FIELD_BYTES, .env = "DROVER_HTTP_MAX_BODY_BYTES",
               .help = "Largest request body accepted; a bigger one gets 413."),
-    INT_FIELD("http.max_header_bytes", max_header_bytes, int, "16384", 1024, 65536,
+    INT_FIELD("http.max_header_bytes", max_header_bytes, int, "8192", 1024, 65536,
               .flags = FIELD_BYTES, .env = "DROVER_HTTP_MAX_HEADER_BYTES",
               .help = "Largest request line and headers accepted; bigger gets 431."),
     INT_FIELD("http.connection_limit", connection_limit, int, "1024", 1, 100000,

@@ -49,7 +49,7 @@ struct config {
     int drain_timeout_s; /* SIGTERM drain budget, 0..3600, default 10 */
     /* [http] */
     int64_t max_body_bytes;   /* 1024..67108864, default 1048576 */
-    int max_header_bytes;     /* 1024..65536, default 16384 */
+    int max_header_bytes;     /* 1024..65536, default 8192 */
     int connection_limit;     /* 1..100000, default 1024 */
     int connection_timeout_s; /* idle keep-alive timeout, 1..3600, default 120 */
     /* [store] */

@@ -103,7 +103,7 @@ static void assert_defaults(const struct config *cfg)
     assert_int_equal(cfg->threads, 2);
     assert_int_equal(cfg->drain_timeout_s, 10);
     assert_int_equal(cfg->max_body_bytes, 1048576);
-    assert_int_equal(cfg->max_header_bytes, 16384);
+    assert_int_equal(cfg->max_header_bytes, 8192);
     assert_int_equal(cfg->connection_limit, 1024);
     assert_int_equal(cfg->connection_timeout_s, 120);
     assert_string_equal(cfg->engine, "sqlite");
@@ -1142,7 +1142,7 @@ static void test_example_lists_everything(void **state)
         "# threads = 2\n",
         "# drain_timeout_s = 10\n",
         "# max_body_bytes = 1048576\n",
-        "# max_header_bytes = 16384\n",
+        "# max_header_bytes = 8192\n",
         "# connection_limit = 1024\n",
         "# connection_timeout_s = 120\n",
         "# engine = sqlite\n",
