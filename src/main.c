@@ -17,10 +17,15 @@ struct command {
     int (*main)(int argc, char **argv);
 };
 
+/* clang-format off */
 static const struct command commands[] = {
-    {"serve", serve_main},   {"submit", cli_submit_main}, {"get", cli_get_main},
-    {"list", cli_list_main}, {"cancel", cli_cancel_main},
+    {"serve", serve_main},
+    {"submit", cli_submit_main},
+    {"get", cli_get_main},
+    {"list", cli_list_main},
+    {"cancel", cli_cancel_main},
 };
+/* clang-format on */
 
 int main(int argc, char **argv)
 {
