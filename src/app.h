@@ -5,14 +5,22 @@
 #ifndef DROVER_APP_H
 #define DROVER_APP_H
 
+#include "claims.h"
 #include "config.h"
+#include "job_ops.h"
+#include "policy_cache.h"
 #include "store/store.h"
 #include "store/writer.h"
+#include "timers.h"
 
 struct app {
     const struct config *cfg;
     struct store *store;
     struct writer *writer;
+    struct policy_cache *policies;
+    struct timers *timers;
+    struct claims *claims;
+    struct job_env env;
 };
 
 #endif

@@ -82,6 +82,8 @@ void job_release(struct job *job)
     free(job->dedup_key);
     free(job->concurrency_key);
     free(job->webhook_url);
+    free(job->lease_token);
+    free(job->worker);
     json_decref(job->payload);
     json_decref(job->lock_keys);
     json_decref(job->result);

@@ -53,6 +53,12 @@ struct job {
     json_t *result;      /* any JSON, NULL until succeeded */
     json_t *error;       /* {kind, message, step, run_id, at} or NULL */
     json_t *checkpoints; /* object step -> data, NULL when none */
+    /* The current attempt's lease, while running (NULL/0 otherwise). */
+    char *lease_token; /* never shown: the worker's fencing token */
+    char *worker;
+    int64_t lease_expires_ms;
+    int64_t started_at_ms; /* when the current attempt started */
+    int64_t due_at_ms;     /* the next deadline to check (run_at, lease, timeouts); 0 = none */
     int64_t created_at_ms;
     int64_t updated_at_ms;
     int64_t seq; /* sequence number of the latest event */

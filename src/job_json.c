@@ -169,7 +169,7 @@ static json_t *json_or(json_t *v, json_t *dflt)
     return json_incref(v);
 }
 
-json_t *job_to_json(const struct job *job)
+static json_t *job_core_json(const struct job *job)
 {
     return json_pack(
         "{s:s, s:s, s:s, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:o, s:o, s:o, s:o, s:o, "
@@ -184,6 +184,18 @@ json_t *job_to_json(const struct job *job)
         json_or(job->result, json_null()), "error", json_or(job->error, json_null()), "checkpoints",
         json_or(job->checkpoints, json_object()), "created_at", time_or_null(job->created_at_ms),
         "updated_at", time_or_null(job->updated_at_ms), "seq", (json_int_t)job->seq);
+}
+
+json_t *job_to_json(const struct job *job)
+{
+    json_t *obj = job_core_json(job);
+    if (obj == NULL)
+        return NULL;
+    /* Who holds it and until when; the lease token itself is never shown. */
+    json_object_set_new(obj, "worker", str_or_null(job->worker));
+    json_object_set_new(obj, "started_at", time_or_null(job->started_at_ms));
+    json_object_set_new(obj, "lease_expires_at", time_or_null(job->lease_expires_ms));
+    return obj;
 }
 
 json_t *job_event_to_json(const struct job_event *ev)

@@ -1,13 +1,306 @@
 /*
- * job_ops.c - submit, cancel and policy writes, inside the group transaction.
+ * job_ops.c - every change to a job, inside the group transaction: submit,
+ * cancel, claim, the lease calls, retries, deadlines, and policy writes.
+ *
+ * The rules of an attempt's end live in one place, attempt_ended(): a
+ * cancel request wins, then the retry policy (max_attempts, retry_cap,
+ * backoff with jitter) decides between scheduled, queued and failed.
  */
 #include "job_ops.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "log.h"
 #include "timeutil.h"
 #include "util.h"
+
+/* ---- effects that wait for the commit ---- */
+
+struct due_effect {
+    char id[ULID_LEN + 1];
+    int64_t due_ms;
+};
+
+struct ready_effect {
+    char queue[JOB_QUEUE_NAME_MAX + 1];
+    int n;
+};
+
+struct policy_effect {
+    char queue[JOB_QUEUE_NAME_MAX + 1];
+    struct policy policy;
+};
+
+struct job_effects {
+    struct due_effect *dues;
+    int n_dues, cap_dues;
+    struct ready_effect *ready;
+    int n_ready, cap_ready;
+    struct policy_effect *policies;
+    int n_policies, cap_policies;
+};
+
+/* Grow an effect array by one; NULL when out of memory. */
+static void *grow(void **items, int *n, int *cap, size_t size)
+{
+    if (*n == *cap) {
+        int ncap = *cap ? *cap * 2 : 64;
+        void *p = realloc(*items, (size_t)ncap * size);
+        if (p == NULL)
+            return NULL;
+        *items = p;
+        *cap = ncap;
+    }
+    return (char *)*items + (size_t)(*n)++ * size;
+}
+
+static int effect_due(struct job_env *env, const struct job *job)
+{
+    if (env == NULL || job->due_at_ms == 0)
+        return 0;
+    struct job_effects *fx = env->effects;
+    struct due_effect *d = grow((void **)&fx->dues, &fx->n_dues, &fx->cap_dues, sizeof(*d));
+    if (d == NULL)
+        return -DRV_ENOMEM;
+    memcpy(d->id, job->id, sizeof(d->id));
+    d->due_ms = job->due_at_ms;
+    return 0;
+}
+
+static int effect_ready(struct job_env *env, const char *queue)
+{
+    if (env == NULL)
+        return 0;
+    struct job_effects *fx = env->effects;
+    for (int i = 0; i < fx->n_ready; i++) {
+        if (strcmp(fx->ready[i].queue, queue) == 0) {
+            fx->ready[i].n++;
+            return 0;
+        }
+    }
+    struct ready_effect *r = grow((void **)&fx->ready, &fx->n_ready, &fx->cap_ready, sizeof(*r));
+    if (r == NULL)
+        return -DRV_ENOMEM;
+    snprintf(r->queue, sizeof(r->queue), "%s", queue);
+    r->n = 1;
+    return 0;
+}
+
+static int effect_policy(struct job_env *env, const char *queue, const struct policy *p)
+{
+    if (env == NULL)
+        return 0;
+    struct job_effects *fx = env->effects;
+    struct policy_effect *e =
+        grow((void **)&fx->policies, &fx->n_policies, &fx->cap_policies, sizeof(*e));
+    if (e == NULL)
+        return -DRV_ENOMEM;
+    snprintf(e->queue, sizeof(e->queue), "%s", queue);
+    if (policy_copy(&e->policy, p) < 0) {
+        fx->n_policies--;
+        return -DRV_ENOMEM;
+    }
+    return 0;
+}
+
+int job_env_init(struct job_env *env, struct policy_cache *policies)
+{
+    memset(env, 0, sizeof(*env));
+    env->policies = policies;
+    env->effects = calloc(1, sizeof(*env->effects));
+    return env->effects ? 0 : -DRV_ENOMEM;
+}
+
+static void effects_clear(struct job_effects *fx)
+{
+    for (int i = 0; i < fx->n_policies; i++)
+        policy_release(&fx->policies[i].policy);
+    fx->n_dues = fx->n_ready = fx->n_policies = 0;
+}
+
+void job_env_release(struct job_env *env)
+{
+    if (env->effects) {
+        effects_clear(env->effects);
+        free(env->effects->dues);
+        free(env->effects->ready);
+        free(env->effects->policies);
+        free(env->effects);
+    }
+    memset(env, 0, sizeof(*env));
+}
+
+void job_env_after_batch(struct job_env *env, bool committed)
+{
+    struct job_effects *fx = env->effects;
+    if (committed) {
+        /* Policies first: a woken claim must see the queue's new policy. */
+        for (int i = 0; i < fx->n_policies; i++)
+            policy_cache_put(env->policies, fx->policies[i].queue, &fx->policies[i].policy);
+        for (int i = 0; i < fx->n_dues; i++)
+            timers_add(env->timers, fx->dues[i].due_ms, TIMER_JOB, fx->dues[i].id);
+        for (int i = 0; i < fx->n_ready; i++) {
+            if (env->claims)
+                claims_notify(env->claims, fx->ready[i].queue, fx->ready[i].n);
+        }
+    }
+    effects_clear(fx);
+}
+
+/* ---- shared rules ---- */
+
+static const struct policy *policy_for(struct write_ctx *ctx, const char *queue,
+                                       struct policy *fallback)
+{
+    if (ctx->env && ctx->env->policies)
+        return policy_cache_acquire(ctx->env->policies, queue);
+    policy_init(fallback);
+    return fallback;
+}
+
+static void policy_done(struct write_ctx *ctx, const struct policy *p, struct policy *fallback)
+{
+    if (p == fallback)
+        policy_release(fallback);
+    else
+        policy_cache_unref(ctx->env->policies, p);
+}
+
+static int64_t earliest(int64_t a, int64_t b)
+{
+    if (a == 0)
+        return b;
+    if (b == 0)
+        return a;
+    return a < b ? a : b;
+}
+
+/* When the first attempt must have started by (queue_timeout_s), or 0. */
+static int64_t queue_deadline(const struct job *job, const struct policy *p)
+{
+    if (job->attempt > 0 || p->queue_timeout_s == 0)
+        return 0;
+    int64_t base = job->run_at_ms ? job->run_at_ms : job->created_at_ms;
+    return base + (int64_t)p->queue_timeout_s * 1000;
+}
+
+/* When the attempt must have finished (timeout_s), or 0. */
+static int64_t attempt_deadline(const struct job *job, const struct policy *p)
+{
+    return p->timeout_s ? job->started_at_ms + (int64_t)p->timeout_s * 1000 : 0;
+}
+
+/* The job's next deadline of any kind, for due_at and the timers. */
+static int64_t next_due(const struct job *job, const struct policy *p)
+{
+    switch (job->state) {
+    case JOB_SCHEDULED: return earliest(job->run_at_ms, queue_deadline(job, p));
+    case JOB_QUEUED: return queue_deadline(job, p);
+    case JOB_RUNNING: return earliest(job->lease_expires_ms, attempt_deadline(job, p));
+    default: return 0;
+    }
+}
+
+static void clear_lease(struct job *job)
+{
+    free(job->lease_token);
+    job->lease_token = NULL;
+    job->lease_expires_ms = 0;
+}
+
+static int new_lease_token(char *out)
+{
+    unsigned char raw[LEASE_TOKEN_LEN / 2];
+    if (RAND_bytes(raw, sizeof(raw)) != 1)
+        return -DRV_EINTERNAL;
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    return 0;
+}
+
+/* A uniform number in [0, 1) for backoff jitter. */
+static double random_unit(void)
+{
+    uint32_t r = 0;
+    if (RAND_bytes((unsigned char *)&r, sizeof(r)) != 1)
+        return 0.5;
+    return (double)r / 4294967296.0;
+}
+
+static json_t *error_object(const char *kind, const char *message, const char *step, int attempt,
+                            int64_t now_ms)
+{
+    char at[TIME_RFC3339_LEN];
+    time_format_rfc3339(now_ms, at);
+    return json_pack("{s:s, s:s, s:o, s:n, s:i, s:s}", "kind", kind, "message",
+                     message ? message : "", "step", step ? json_string(step) : json_null(),
+                     "run_id", "attempt", attempt, "at", at);
+}
+
+/* Store the job and its event; the event is released either way. */
+static int save(struct write_ctx *ctx, const struct job *job, struct job_event *ev)
+{
+    int rc = store_job_update(ctx->store, job);
+    if (rc == 0 && ev)
+        rc = store_event_insert(ctx->store, ev);
+    if (ev)
+        job_event_release(ev);
+    if (rc == 0)
+        rc = effect_due(ctx->env, job);
+    return rc;
+}
+
+/*
+ * The running attempt ended without success (fail, timeout, lost lease).
+ * Decide what follows and fill ev; nothing is written here.
+ */
+static int attempt_ended(struct write_ctx *ctx, struct job *job, const struct policy *p,
+                         const char *kind, const char *message, const char *step, bool retryable,
+                         struct job_event *ev)
+{
+    int64_t now = ctx->now_ms;
+    json_t *error =
+        error_object(job->cancel_requested ? "canceled" : kind, message, step, job->attempt, now);
+    if (error == NULL)
+        return -DRV_ENOMEM;
+    json_decref(job->error);
+    job->error = error;
+    clear_lease(job);
+
+    int rc;
+    if (job->cancel_requested) {
+        rc = job_transition(job, JOB_CANCELED, "job.canceled", now, ev);
+    } else if (retryable && job->attempt < p->max_attempts && job->attempt < p->retry_cap) {
+        int64_t delay = policy_backoff_ms(p, job->attempt, random_unit());
+        if (delay > 0) {
+            job->run_at_ms = now + delay;
+            rc = job_transition(job, JOB_SCHEDULED, "job.scheduled", now, ev);
+        } else {
+            rc = job_transition(job, JOB_QUEUED, "job.queued", now, ev);
+            if (rc == 0)
+                rc = effect_ready(ctx->env, job->queue);
+        }
+    } else {
+        rc = job_transition(job, JOB_FAILED, "job.failed", now, ev);
+    }
+    if (rc < 0)
+        return rc;
+    ev->data = json_pack("{s:O}", "error", job->error);
+    if (job->state == JOB_SCHEDULED && ev->data) {
+        char at[TIME_RFC3339_LEN];
+        time_format_rfc3339(job->run_at_ms, at);
+        json_object_set_new(ev->data, "retry_at", json_string(at));
+    }
+    job->due_at_ms = next_due(job, p);
+    return 0;
+}
+
+/* ---- submit ---- */
 
 static int submit_apply(struct write_ctx *ctx, struct write_op *op)
 {
@@ -25,21 +318,22 @@ static int submit_apply(struct write_ctx *ctx, struct write_op *op)
     rc = job_transition(job, first, "job.created", ctx->now_ms, &ev);
     if (rc < 0)
         return rc;
+    struct policy fallback;
+    const struct policy *p = policy_for(ctx, job->queue, &fallback);
+    job->due_at_ms = next_due(job, p);
+    policy_done(ctx, p, &fallback);
     rc = store_job_insert(ctx->store, job);
     if (rc == 0)
         rc = store_event_insert(ctx->store, &ev);
     job_event_release(&ev);
+    if (rc == 0)
+        rc = effect_due(ctx->env, job);
+    if (rc == 0 && job->state == JOB_QUEUED)
+        rc = effect_ready(ctx->env, job->queue);
     return rc;
 }
 
-static json_t *cancel_error(const struct job *job, const char *reason, int64_t now_ms)
-{
-    char at[TIME_RFC3339_LEN];
-    time_format_rfc3339(now_ms, at);
-    return json_pack("{s:s, s:s, s:o, s:n, s:s}", "kind", "canceled", "message",
-                     reason ? reason : "canceled by request", "step",
-                     job->step ? json_string(job->step) : json_null(), "run_id", "at", at);
-}
+/* ---- cancel ---- */
 
 static int cancel_apply(struct write_ctx *ctx, struct write_op *op)
 {
@@ -65,22 +359,320 @@ static int cancel_apply(struct write_ctx *ctx, struct write_op *op)
             return errmsg_set(&c->err, rc, "job '%s' cannot be canceled while %s", c->id,
                               job_state_name(job->state));
         json_decref(job->error);
-        job->error = cancel_error(job, c->reason, ctx->now_ms);
+        job->error = error_object("canceled", c->reason ? c->reason : "canceled by request",
+                                  job->step, job->attempt, ctx->now_ms);
+        job->due_at_ms = 0;
     }
     if (c->reason)
         ev.data = json_pack("{s:s}", "reason", c->reason);
-    rc = store_job_update(ctx->store, job);
-    if (rc == 0)
-        rc = store_event_insert(ctx->store, &ev);
-    job_event_release(&ev);
-    return rc;
+    return save(ctx, job, &ev);
 }
+
+/* ---- policy ---- */
 
 static int policy_put_apply(struct write_ctx *ctx, struct write_op *op)
 {
     struct policy_put_op *p = container_of(op, struct policy_put_op, op);
-    return store_policy_put(ctx->store, p->queue, &p->policy, ctx->now_ms);
+    int rc = store_policy_put(ctx->store, p->queue, &p->policy, ctx->now_ms);
+    if (rc == 0)
+        rc = effect_policy(ctx->env, p->queue, &p->policy);
+    return rc;
 }
+
+/* ---- claim ---- */
+
+static int claim_one(struct write_ctx *ctx, struct job_claim_op *c, const struct policy *p,
+                     const char *id, struct job *job)
+{
+    struct job_event ev;
+    char token[LEASE_TOKEN_LEN + 1];
+    int rc = store_job_load(ctx->store, id, job);
+    if (rc < 0)
+        return rc == -DRV_ENOT_FOUND ? -DRV_ESTORE : rc; /* the index just named it */
+    if (new_lease_token(token) < 0)
+        return -DRV_EINTERNAL;
+    job->attempt++;
+    rc = job_transition(job, JOB_RUNNING, "job.running", ctx->now_ms, &ev);
+    if (rc < 0) {
+        job->attempt--;
+        return rc;
+    }
+    free(job->worker);
+    free(job->lease_token);
+    job->worker = strdup(c->worker);
+    job->lease_token = strdup(token);
+    if (job->worker == NULL || job->lease_token == NULL) {
+        job_event_release(&ev);
+        return -DRV_ENOMEM;
+    }
+    json_decref(job->error); /* the last attempt's error stays in its event */
+    job->error = NULL;
+    job->started_at_ms = ctx->now_ms;
+    job->lease_expires_ms = ctx->now_ms + policy_lease_ms(p);
+    job->due_at_ms = next_due(job, p);
+    ev.data = json_pack("{s:s}", "worker", c->worker);
+    return save(ctx, job, &ev);
+}
+
+static int claim_apply(struct write_ctx *ctx, struct write_op *op)
+{
+    struct job_claim_op *c = container_of(op, struct job_claim_op, op);
+    char ids[CLAIM_MAX][ULID_LEN + 1];
+    int n = 0;
+    int rc = store_job_ready_ids(ctx->store, c->queue, c->max, ids, &n);
+    if (rc < 0 || n == 0)
+        return rc;
+    struct policy fallback;
+    const struct policy *p = policy_for(ctx, c->queue, &fallback);
+    for (int i = 0; i < n && rc == 0; i++) {
+        rc = claim_one(ctx, c, p, ids[i], &c->jobs[c->n]);
+        if (rc == 0)
+            c->n++;
+        else
+            job_release(&c->jobs[c->n]);
+    }
+    policy_done(ctx, p, &fallback);
+    return rc;
+}
+
+/* ---- lease calls ---- */
+
+static bool lease_valid(const struct job *job, const char *token)
+{
+    return job->state == JOB_RUNNING && job->lease_token &&
+           strlen(job->lease_token) == strlen(token) &&
+           CRYPTO_memcmp(job->lease_token, token, strlen(token)) == 0;
+}
+
+/* The furthest reported step in the declared order; the latest one when none is declared. */
+static void update_current_step(struct job *job, const struct policy *p, const char *reported)
+{
+    const char *best = NULL;
+    size_t i;
+    json_t *name;
+    json_array_foreach(p->steps, i, name)
+    {
+        if (json_object_get(job->checkpoints, json_string_value(name)))
+            best = json_string_value(name);
+    }
+    if (best == NULL && json_array_size(p->steps) == 0)
+        best = reported;
+    if (best && (job->step == NULL || strcmp(job->step, best) != 0)) {
+        free(job->step);
+        job->step = strdup(best);
+    }
+}
+
+static int lease_step(struct write_ctx *ctx, struct job_lease_op *l, const struct policy *p,
+                      struct job *job)
+{
+    json_t *data = l->data ? l->data : json_null();
+    json_t *old = job->checkpoints ? json_object_get(job->checkpoints, l->step) : NULL;
+    job->lease_expires_ms = ctx->now_ms + policy_lease_ms(p);
+    job->due_at_ms = next_due(job, p);
+    if (old && json_equal(old, data))
+        return save(ctx, job, NULL); /* a repeat: only the lease moves */
+    if (job->checkpoints == NULL && (job->checkpoints = json_object()) == NULL)
+        return -DRV_ENOMEM;
+    if (json_object_set(job->checkpoints, l->step, data) < 0)
+        return -DRV_ENOMEM;
+    update_current_step(job, p, l->step);
+    struct job_event ev;
+    job_note(job, "job.step", ctx->now_ms, &ev);
+    free(ev.step);
+    ev.step = strdup(l->step);
+    ev.data = json_pack("{s:s, s:O}", "step", l->step, "data", data);
+    return save(ctx, job, &ev);
+}
+
+static int lease_apply(struct write_ctx *ctx, struct write_op *op)
+{
+    struct job_lease_op *l = container_of(op, struct job_lease_op, op);
+    struct job *job = &l->job;
+    struct job_event ev;
+    int rc = store_job_load(ctx->store, l->id, job);
+    if (rc == -DRV_ENOT_FOUND)
+        return errmsg_set(&l->err, rc, "no job '%s'", l->id);
+    if (rc < 0)
+        return rc;
+    if (!lease_valid(job, l->token))
+        return errmsg_set(&l->err, -DRV_ELEASE_LOST,
+                          "the lease is not valid: job '%s' is %s%s, attempt %d", l->id,
+                          job_state_name(job->state),
+                          job->state == JOB_RUNNING ? " under another lease" : "", job->attempt);
+    struct policy fallback;
+    const struct policy *p = policy_for(ctx, job->queue, &fallback);
+    switch (l->action) {
+    case LEASE_HEARTBEAT:
+        job->lease_expires_ms = ctx->now_ms + policy_lease_ms(p);
+        job->due_at_ms = next_due(job, p);
+        rc = save(ctx, job, NULL);
+        break;
+    case LEASE_STEP: rc = lease_step(ctx, l, p, job); break;
+    case LEASE_COMPLETE:
+        rc = job_transition(job, JOB_SUCCEEDED, "job.succeeded", ctx->now_ms, &ev);
+        if (rc < 0)
+            break;
+        json_decref(job->result);
+        job->result = l->data ? json_incref(l->data) : NULL;
+        json_decref(job->error);
+        job->error = NULL;
+        clear_lease(job);
+        job->due_at_ms = 0;
+        rc = save(ctx, job, &ev);
+        break;
+    case LEASE_FAIL:
+        rc = attempt_ended(ctx, job, p, "error", l->message, l->step, l->retryable, &ev);
+        if (rc == 0)
+            rc = save(ctx, job, &ev);
+        break;
+    }
+    policy_done(ctx, p, &fallback);
+    return rc;
+}
+
+/* ---- manual retry ---- */
+
+static int retry_apply(struct write_ctx *ctx, struct write_op *op)
+{
+    struct job_retry_op *r = container_of(op, struct job_retry_op, op);
+    struct job *job = &r->job;
+    struct job_event ev;
+    int rc = store_job_load(ctx->store, r->id, job);
+    if (rc == -DRV_ENOT_FOUND)
+        return errmsg_set(&r->err, rc, "no job '%s'", r->id);
+    if (rc < 0)
+        return rc;
+    if (job->state != JOB_FAILED && job->state != JOB_CANCELED)
+        return errmsg_set(&r->err, -DRV_EILLEGAL_TRANSITION,
+                          "job '%s' is %s; only failed or canceled jobs can be retried", r->id,
+                          job_state_name(job->state));
+    struct policy fallback;
+    const struct policy *p = policy_for(ctx, job->queue, &fallback);
+    int cap = p->retry_cap;
+    if (job->attempt >= cap && !r->force) {
+        policy_done(ctx, p, &fallback);
+        return errmsg_set(&r->err, -DRV_ERETRY_CAP,
+                          "job '%s' has used %d of its %d attempts (retry_cap); an admin may "
+                          "force another with {\"force\": true}",
+                          r->id, job->attempt, cap);
+    }
+    rc = job_transition(job, JOB_QUEUED, "job.queued", ctx->now_ms, &ev);
+    if (rc == 0) {
+        job->cancel_requested = false;
+        json_decref(job->error);
+        job->error = NULL;
+        job->due_at_ms = next_due(job, p);
+        ev.data = json_pack("{s:b, s:b}", "manual", 1, "forced", job->attempt >= cap);
+        rc = save(ctx, job, &ev);
+    }
+    if (rc == 0)
+        rc = effect_ready(ctx->env, job->queue);
+    policy_done(ctx, p, &fallback);
+    return rc;
+}
+
+/* ---- deadlines ---- */
+
+struct deadline_op {
+    struct write_op op;
+    char id[ULID_LEN + 1];
+};
+
+static int deadline_check(struct write_ctx *ctx, struct job *job, const struct policy *p)
+{
+    int64_t now = ctx->now_ms;
+    struct job_event ev;
+    char message[256];
+    int rc;
+    int64_t qd = queue_deadline(job, p);
+    if ((job->state == JOB_QUEUED || job->state == JOB_SCHEDULED) && qd && qd <= now) {
+        snprintf(message, sizeof(message), "not started within queue_timeout_s (%d s)",
+                 p->queue_timeout_s);
+        rc = job_transition(job, JOB_FAILED, "job.failed", now, &ev);
+        if (rc < 0)
+            return rc;
+        json_decref(job->error);
+        job->error = error_object("queue_timeout", message, NULL, job->attempt, now);
+        ev.data = json_pack("{s:O}", "error", job->error);
+        job->due_at_ms = 0;
+        return save(ctx, job, &ev);
+    }
+    if (job->state == JOB_SCHEDULED && job->run_at_ms <= now) {
+        rc = job_transition(job, JOB_QUEUED, "job.queued", now, &ev);
+        if (rc < 0)
+            return rc;
+        job->due_at_ms = next_due(job, p);
+        rc = save(ctx, job, &ev);
+        return rc ? rc : effect_ready(ctx->env, job->queue);
+    }
+    if (job->state == JOB_RUNNING) {
+        int64_t ad = attempt_deadline(job, p);
+        if (ad && ad <= now) {
+            snprintf(message, sizeof(message), "attempt %d did not finish within timeout_s (%d s)",
+                     job->attempt, p->timeout_s);
+            rc = attempt_ended(ctx, job, p, "timeout", message, job->step, true, &ev);
+            return rc ? rc : save(ctx, job, &ev);
+        }
+        if (job->lease_expires_ms && job->lease_expires_ms <= now) {
+            snprintf(message, sizeof(message),
+                     "no heartbeat or step from worker '%s' within %lld s", job->worker,
+                     (long long)(policy_lease_ms(p) / 1000));
+            rc = attempt_ended(ctx, job, p, "heartbeat_timeout", message, job->step, true, &ev);
+            return rc ? rc : save(ctx, job, &ev);
+        }
+    }
+    /* Nothing due yet (a heartbeat moved the lease, or the policy changed): re-arm. */
+    int64_t due = next_due(job, p);
+    if (due != job->due_at_ms) {
+        job->due_at_ms = due;
+        return save(ctx, job, NULL);
+    }
+    return effect_due(ctx->env, job);
+}
+
+static int deadline_apply(struct write_ctx *ctx, struct write_op *op)
+{
+    struct deadline_op *d = container_of(op, struct deadline_op, op);
+    struct job job;
+    int rc = store_job_load(ctx->store, d->id, &job);
+    if (rc == -DRV_ENOT_FOUND)
+        return 0; /* gone (retention): nothing to do */
+    if (rc < 0)
+        return rc;
+    if (!job_state_terminal(job.state)) {
+        struct policy fallback;
+        const struct policy *p = policy_for(ctx, job.queue, &fallback);
+        rc = deadline_check(ctx, &job, p);
+        policy_done(ctx, p, &fallback);
+    }
+    job_release(&job);
+    return rc;
+}
+
+static void deadline_done(struct write_op *op)
+{
+    struct deadline_op *d = container_of(op, struct deadline_op, op);
+    if (op->result < 0 && op->result != -DRV_ESHUTTING_DOWN)
+        log_printf(LOG_ERROR, "deadline check of job '%s' failed: %s", d->id, err_name(op->result));
+    free(d);
+}
+
+void job_deadline_fire(struct writer *w, const char *job_id)
+{
+    struct deadline_op *d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        log_printf(LOG_ERROR, "out of memory checking job '%s'", job_id);
+        return;
+    }
+    snprintf(d->id, sizeof(d->id), "%s", job_id);
+    d->op.apply = deadline_apply;
+    d->op.done = deadline_done;
+    if (writer_submit(w, &d->op) < 0)
+        free(d); /* stopping: the store keeps due_at for the next start */
+}
+
+/* ---- init and release ---- */
 
 void job_submit_op_init(struct job_submit_op *s, write_done_fn done)
 {
@@ -106,6 +698,32 @@ void policy_put_op_init(struct policy_put_op *p, write_done_fn done)
     p->op.done = done;
 }
 
+void job_claim_op_init(struct job_claim_op *c, write_done_fn done)
+{
+    memset(c, 0, sizeof(*c));
+    c->op.apply = claim_apply;
+    c->op.done = done;
+    c->wait.op = &c->op;
+}
+
+void job_lease_op_init(struct job_lease_op *l, enum lease_action action, write_done_fn done)
+{
+    memset(l, 0, sizeof(*l));
+    job_init(&l->job);
+    l->action = action;
+    l->retryable = true;
+    l->op.apply = lease_apply;
+    l->op.done = done;
+}
+
+void job_retry_op_init(struct job_retry_op *r, write_done_fn done)
+{
+    memset(r, 0, sizeof(*r));
+    job_init(&r->job);
+    r->op.apply = retry_apply;
+    r->op.done = done;
+}
+
 void job_submit_op_release(struct job_submit_op *s)
 {
     job_release(&s->job);
@@ -121,4 +739,26 @@ void job_cancel_op_release(struct job_cancel_op *c)
 void policy_put_op_release(struct policy_put_op *p)
 {
     policy_release(&p->policy);
+}
+
+void job_claim_op_release(struct job_claim_op *c)
+{
+    for (int i = 0; i < c->n; i++)
+        job_release(&c->jobs[i]);
+    c->n = 0;
+}
+
+void job_lease_op_release(struct job_lease_op *l)
+{
+    job_release(&l->job);
+    free(l->step);
+    free(l->message);
+    json_decref(l->data);
+    l->step = l->message = NULL;
+    l->data = NULL;
+}
+
+void job_retry_op_release(struct job_retry_op *r)
+{
+    job_release(&r->job);
 }

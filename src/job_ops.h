@@ -2,18 +2,50 @@
  * job_ops.h - the write operations on jobs and queues, run by the writer
  * (store/writer.h) inside its group transaction.
  *
- * Each op validates against the stored state first and writes only when it
- * will succeed, so a refused op changes nothing; the writer's savepoint
- * covers the rest. Each op embeds a struct write_op: the caller fills its
- * inputs and `op.done`, sets nothing else, and reads the outputs in done().
+ * Each op checks against the stored state first and writes last, so a
+ * refused op changes nothing (the writer's contract). Each op embeds a
+ * struct write_op: the caller fills the inputs and `op.done`, and reads the
+ * outputs in done().
+ *
+ * Effects that must wait for the commit — arming a deadline, waking waiting
+ * claims, publishing a new policy — are collected in the job_env during the
+ * batch and carried out by job_env_after_batch() once it committed.
  */
 #ifndef DROVER_JOB_OPS_H
 #define DROVER_JOB_OPS_H
 
+#include <stdbool.h>
+
+#include "claims.h"
 #include "error.h"
 #include "job.h"
 #include "policy.h"
+#include "policy_cache.h"
 #include "store/writer.h"
+#include "timers.h"
+
+#define CLAIM_MAX         100
+#define LEASE_TOKEN_LEN   32
+#define WORKER_NAME_MAX   128
+#define STEP_NAME_MAX     64
+#define ERROR_MESSAGE_MAX 4096
+
+/* What ops need beyond the store. Owned by serve.c; used on the writer thread. */
+struct job_env {
+    struct policy_cache *policies;
+    struct timers *timers;
+    struct claims *claims;
+    struct job_effects *effects; /* this batch's, private */
+};
+
+int job_env_init(struct job_env *env, struct policy_cache *policies);
+void job_env_release(struct job_env *env);
+
+/* The writer's after-batch hook: carry out (or drop) the batch's effects. */
+void job_env_after_batch(struct job_env *env, bool committed);
+
+/* A timer for a job fired: queue an op that checks its deadlines (any thread). */
+void job_deadline_fire(struct writer *w, const char *job_id);
 
 /* Submit. In: job as job_from_submit() filled it. Out: the stored job (id, times, seq). */
 struct job_submit_op {
@@ -46,9 +78,60 @@ struct policy_put_op {
 };
 void policy_put_op_init(struct policy_put_op *p, write_done_fn done);
 
+/*
+ * Claim up to max ready jobs of queue for worker. Out: jobs[0..n) running,
+ * each with its new lease (job.lease_token, job.lease_expires_ms). The
+ * caller decides in done() whether to wait (claims.h) when n is 0.
+ */
+struct job_claim_op {
+    struct write_op op;
+    char queue[JOB_QUEUE_NAME_MAX + 1];
+    char worker[WORKER_NAME_MAX + 1];
+    int max;
+    struct claim_wait wait;
+    struct job jobs[CLAIM_MAX];
+    int n;
+};
+void job_claim_op_init(struct job_claim_op *c, write_done_fn done);
+
+/* What a worker does with its lease. */
+enum lease_action { LEASE_HEARTBEAT, LEASE_STEP, LEASE_COMPLETE, LEASE_FAIL };
+
+/*
+ * A call under a lease. In: id, token, action and its inputs (owned).
+ * Out: the job after. A token that is not the running attempt's is
+ * -DRV_ELEASE_LOST.
+ */
+struct job_lease_op {
+    struct write_op op;
+    char id[ULID_LEN + 1];
+    char token[LEASE_TOKEN_LEN + 1];
+    enum lease_action action;
+    char *step;     /* LEASE_STEP: the step; LEASE_FAIL: the failed step or NULL */
+    json_t *data;   /* LEASE_STEP: checkpoint data; LEASE_COMPLETE: result */
+    char *message;  /* LEASE_FAIL */
+    bool retryable; /* LEASE_FAIL */
+    struct job job;
+    struct errmsg err;
+};
+void job_lease_op_init(struct job_lease_op *l, enum lease_action action, write_done_fn done);
+
+/* Manual retry of a failed or canceled job. force passes retry_cap (admins only). */
+struct job_retry_op {
+    struct write_op op;
+    char id[ULID_LEN + 1];
+    bool force;
+    struct job job;
+    struct errmsg err;
+};
+void job_retry_op_init(struct job_retry_op *r, write_done_fn done);
+
 /* Release what the op owns (not the op itself). */
 void job_submit_op_release(struct job_submit_op *s);
 void job_cancel_op_release(struct job_cancel_op *c);
 void policy_put_op_release(struct policy_put_op *p);
+void job_claim_op_release(struct job_claim_op *c); /* also resets it for another run */
+void job_lease_op_release(struct job_lease_op *l);
+void job_retry_op_release(struct job_retry_op *r);
 
 #endif

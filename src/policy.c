@@ -41,6 +41,40 @@ void policy_release(struct policy *p)
     memset(p, 0, sizeof(*p));
 }
 
+int policy_copy(struct policy *dst, const struct policy *src)
+{
+    *dst = *src;
+    dst->steps = src->steps ? json_deep_copy(src->steps) : NULL;
+    dst->dispatch = src->dispatch ? json_deep_copy(src->dispatch) : NULL;
+    dst->on_failure = src->on_failure ? strdup(src->on_failure) : NULL;
+    dst->callback_secret = src->callback_secret ? strdup(src->callback_secret) : NULL;
+    if ((src->steps && !dst->steps) || (src->dispatch && !dst->dispatch) ||
+        (src->on_failure && !dst->on_failure) || (src->callback_secret && !dst->callback_secret)) {
+        policy_release(dst);
+        return -DRV_ENOMEM;
+    }
+    return 0;
+}
+
+int64_t policy_lease_ms(const struct policy *p)
+{
+    int s = p->heartbeat_timeout_s ? p->heartbeat_timeout_s
+            : p->timeout_s         ? p->timeout_s
+                                   : POLICY_LEASE_DEFAULT_S;
+    return (int64_t)s * 1000;
+}
+
+int64_t policy_backoff_ms(const struct policy *p, int attempt, double u)
+{
+    double delay = p->backoff.initial_s;
+    for (int i = 1; i < attempt && delay < p->backoff.max_s; i++)
+        delay *= p->backoff.factor;
+    if (delay > p->backoff.max_s)
+        delay = p->backoff.max_s;
+    delay *= 1.0 - p->backoff.jitter * u;
+    return (int64_t)(delay * 1000.0);
+}
+
 static int int_field(const json_t *v, const char *field, int64_t min, int64_t max, int64_t *out,
                      struct errmsg *err)
 {

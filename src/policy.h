@@ -61,6 +61,23 @@ void policy_release(struct policy *p);
  */
 int policy_from_json(const json_t *obj, struct policy *p, struct errmsg *err);
 
+/* Make dst (uninitialised) a deep copy of src. Returns 0 or -DRV_ENOMEM. */
+int policy_copy(struct policy *dst, const struct policy *src);
+
+/*
+ * How long a lease lasts before it must be renewed: heartbeat_timeout_s, or
+ * timeout_s when that is 0, or POLICY_LEASE_DEFAULT_S when both are.
+ */
+#define POLICY_LEASE_DEFAULT_S 600
+int64_t policy_lease_ms(const struct policy *p);
+
+/*
+ * The delay before attempt n+1 after attempt n failed, in ms:
+ * min(max_s, initial_s * factor^(n-1)), less a random fraction of at most
+ * `jitter` of it. u is a uniform random number in [0, 1).
+ */
+int64_t policy_backoff_ms(const struct policy *p, int attempt, double u);
+
 /* The full policy as JSON; secrets shown only when show_secrets. New reference. */
 json_t *policy_to_json(const struct policy *p, bool show_secrets);
 

@@ -229,6 +229,67 @@ static int ensure_admin_token(const char *dir, struct auth *auth)
     return auth_add(auth, ROLE_ADMIN, token);
 }
 
+/* A timer fired: check a job's deadlines, or answer a claim that waited long enough. */
+static void on_timer(void *ctx, enum timer_kind kind, const char *key)
+{
+    struct app *app = ctx;
+    if (kind == TIMER_JOB)
+        job_deadline_fire(app->writer, key);
+    else
+        claims_expire(app->claims, strtoull(key, NULL, 10));
+}
+
+static void arm_job(void *arg, const char *id, int64_t due_ms)
+{
+    timers_add(arg, due_ms, TIMER_JOB, id);
+}
+
+/*
+ * The store, the policy cache, the writer, the timers and the waiting
+ * claims, in dependency order. Deadlines are re-armed from the store, so
+ * those that passed while the server was down fire at once.
+ */
+static int start_core(const struct config *cfg, struct app *app)
+{
+    const struct store_engine *engine = store_engine_find(cfg->engine);
+    struct store_options sopt = {.data_dir = cfg->data_dir, .readers = cfg->readers};
+    int rc = engine ? store_open(engine, &sopt, &app->store) : -DRV_ECONFIG;
+    if (rc == 0)
+        rc = policy_cache_new(&app->policies);
+    if (rc == 0)
+        rc = policy_cache_fill(app->policies, app->store);
+    if (rc == 0)
+        rc = job_env_init(&app->env, app->policies);
+    if (rc == 0)
+        rc = writer_start(app->store, cfg->batch_max, &app->env, job_env_after_batch, &app->writer);
+    if (rc == 0)
+        rc = timers_start(on_timer, app, &app->timers);
+    if (rc == 0)
+        rc = claims_new(app->writer, app->timers, &app->claims);
+    if (rc < 0)
+        return rc;
+    /* Published to the writer thread through its queue's lock with the first op. */
+    app->env.timers = app->timers;
+    app->env.claims = app->claims;
+    rc = store_due_list(app->store, arm_job, app->timers);
+    if (rc == 0) {
+        log_printf(LOG_INFO, "armed %d deadlines from the store", timers_pending(app->timers));
+    }
+    return rc;
+}
+
+static void stop_core(struct app *app)
+{
+    timers_stop(app->timers);
+    writer_stop(app->writer);
+    app->writer = NULL;
+    timers_free(app->timers);
+    claims_free(app->claims);
+    job_env_release(&app->env);
+    policy_cache_free(app->policies);
+    store_close(app->store);
+}
+
 /* Wait until no request is in flight, up to timeout_ms. */
 static void wait_idle(struct http_server *http, int64_t timeout_ms)
 {
@@ -268,11 +329,7 @@ static int run(const struct config *cfg)
     if (rc < 0)
         goto out;
 
-    const struct store_engine *engine = store_engine_find(cfg->engine);
-    struct store_options sopt = {.data_dir = cfg->data_dir, .readers = cfg->readers};
-    rc = engine ? store_open(engine, &sopt, &app.store) : -DRV_ECONFIG;
-    if (rc == 0)
-        rc = writer_start(app.store, cfg->batch_max, &app.writer);
+    rc = start_core(cfg, &app);
     if (rc < 0)
         goto out;
 
@@ -317,18 +374,21 @@ static int run(const struct config *cfg)
         break;
     }
 
-    /* Drain: no new connections or requests; let those in flight finish. */
+    /* Drain: no new connections or requests; waiting claims answer empty;
+     * let requests in flight finish. */
     http_quiesce(http);
+    claims_close(app.claims);
     wait_idle(http, (int64_t)cfg->drain_timeout_s * 1000);
-    /* Commit whatever the writer still holds; its requests resume and reply. */
+    /* No more deadlines fire (the store keeps them for the next start); the
+     * writer commits what it still holds and its requests resume and reply. */
+    timers_stop(app.timers);
     writer_stop(app.writer);
     app.writer = NULL;
     wait_idle(http, 2000);
     rc = 0;
 out:
     http_stop(http);
-    writer_stop(app.writer);
-    store_close(app.store);
+    stop_core(&app);
     auth_free(auth);
     if (lock_fd >= 0)
         close(lock_fd);

@@ -21,6 +21,12 @@ const struct route api_routes[] = {
     {"GET", "/v1/jobs/:id", ROLE_ANY, api_job_get},
     {"GET", "/v1/jobs/:id/events", ROLE_ANY, api_job_events},
     {"POST", "/v1/jobs/:id/cancel", ROLE_SUBMIT, api_job_cancel},
+    {"POST", "/v1/jobs/:id/retry", ROLE_SUBMIT, api_job_retry},
+    {"POST", "/v1/queues/:name/claim", ROLE_WORKER, api_claim},
+    {"POST", "/v1/jobs/:id/heartbeat", ROLE_WORKER, api_heartbeat},
+    {"POST", "/v1/jobs/:id/steps", ROLE_WORKER, api_step},
+    {"POST", "/v1/jobs/:id/complete", ROLE_WORKER, api_complete},
+    {"POST", "/v1/jobs/:id/fail", ROLE_WORKER, api_fail},
     {"GET", "/v1/queues/:name", ROLE_ANY, api_queue_get},
     {"PUT", "/v1/queues/:name", ROLE_ADMIN, api_queue_put},
 };
@@ -34,7 +40,8 @@ static void resume_owner(struct write_op *op)
 void api_write(struct http_request *req, struct write_op *op, http_handler_fn finish)
 {
     op->owner = req;
-    op->done = resume_owner;
+    if (op->done == NULL)
+        op->done = resume_owner;
     http_suspend(req, finish);
     int rc = writer_submit(api_app(req)->writer, op);
     if (rc < 0) {

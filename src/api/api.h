@@ -23,6 +23,12 @@ void api_job_events(struct http_request *req);
 void api_job_cancel(struct http_request *req);
 void api_queue_get(struct http_request *req);
 void api_queue_put(struct http_request *req);
+void api_job_retry(struct http_request *req);
+void api_claim(struct http_request *req);
+void api_heartbeat(struct http_request *req);
+void api_step(struct http_request *req);
+void api_complete(struct http_request *req);
+void api_fail(struct http_request *req);
 
 /* ---- shared by the handlers (api.c) ---- */
 
@@ -33,8 +39,9 @@ static inline struct app *api_app(struct http_request *req)
 
 /*
  * Hand op to the writer and suspend req until it has committed; then
- * finish(req) runs and replies, reading op->result. op->owner and op->done
- * are set here.
+ * finish(req) runs and replies, reading op->result. op->owner is set here,
+ * and op->done too unless the op brought its own (which must end in
+ * http_resume(op->owner)).
  */
 void api_write(struct http_request *req, struct write_op *op, http_handler_fn finish);
 

@@ -155,6 +155,62 @@ void api_job_events(struct http_request *req)
     http_reply_json(req, 200, json_pack("{s:o, s:o}", "events", events, "next", next));
 }
 
+/* ---- retry ---- */
+
+static void retry_finish(struct http_request *req)
+{
+    struct job_retry_op *r = http_ctx(req);
+    if (r->op.result < 0)
+        http_reply_error(req, r->op.result, &r->err);
+    else
+        http_reply_json(req, 200, job_to_json(&r->job));
+    job_retry_op_release(r);
+    free(r);
+}
+
+void api_job_retry(struct http_request *req)
+{
+    char id[ULID_LEN + 1];
+    if (!api_job_id_param(req, 0, id))
+        return;
+    struct errmsg err = {.field = ""};
+    json_t *body = NULL;
+    bool force = false;
+    int rc = http_body_json(req, true, &body, &err);
+    if (rc == 0 && body) {
+        const char *name;
+        json_t *v;
+        if (!json_is_object(body))
+            rc = errmsg_set(&err, -DRV_EBAD_FIELD, "the body must be a JSON object");
+        json_object_foreach(body, name, v)
+        {
+            if (rc < 0)
+                break;
+            if (strcmp(name, "force") != 0)
+                rc = errmsg_field(&err, -DRV_EBAD_FIELD, name, "unknown field '%s'", name);
+            else if (!json_is_boolean(v))
+                rc = errmsg_field(&err, -DRV_EBAD_FIELD, name, "'force' must be true or false");
+            else
+                force = json_is_true(v);
+        }
+    }
+    json_decref(body);
+    if (rc == 0 && force && http_role(req) != ROLE_ADMIN)
+        rc = errmsg_set(&err, -DRV_EFORBIDDEN, "only an admin may force a retry past retry_cap");
+    struct job_retry_op *r = rc == 0 ? malloc(sizeof(*r)) : NULL;
+    if (rc == 0 && r == NULL)
+        rc = -DRV_ENOMEM;
+    if (rc < 0) {
+        http_reply_error(req, rc, &err);
+        return;
+    }
+    job_retry_op_init(r, NULL);
+    memcpy(r->id, id, sizeof(r->id));
+    r->force = force;
+    http_set_ctx(req, r);
+    api_write(req, &r->op, retry_finish);
+}
+
 /* ---- cancel ---- */
 
 static void cancel_finish(struct http_request *req)

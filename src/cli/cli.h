@@ -49,4 +49,10 @@ int cli_list_main(int argc, char **argv);
 /* drover cancel ID [options]: cancel a job. */
 int cli_cancel_main(int argc, char **argv);
 
+/* drover watch ID [options]: follow a job until it ends; exit 0 succeeded, 1 failed/canceled. */
+int cli_watch_main(int argc, char **argv);
+
+/* drover retry ID [options]: start a new attempt of a failed or canceled job. */
+int cli_retry_main(int argc, char **argv);
+
 #endif

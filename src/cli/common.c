@@ -24,9 +24,14 @@ static const struct {
     const char *name;
     const char *summary;
 } cli_commands[] = {
-    {"serve", "run the server"}, {"submit", "submit a job and print its id"},
-    {"get", "show one job"},     {"list", "list jobs, newest first"},
+    {"serve", "run the server"},
+    {"submit", "submit a job and print its id"},
+    {"get", "show one job"},
+    {"list", "list jobs, newest first"},
+    {"watch", "follow a job's steps until it ends"},
     {"cancel", "cancel a job"},
+    {"retry", "start a new attempt of a failed or canceled job"},
+    {"worker", "run a command for each job of a queue (pull worker)"},
 };
 
 void cli_usage(FILE *out)

@@ -72,6 +72,9 @@ struct store_engine {
     int (*job_load)(struct store *st, const char *id, struct job *out);
     int (*event_insert)(struct store *st, const struct job_event *ev);
     int (*policy_put)(struct store *st, const char *queue, const struct policy *p, int64_t now_ms);
+    /* Up to max ids of the queue's ready jobs, oldest first (O(log n) per claim). */
+    int (*job_ready_ids)(struct store *st, const char *queue, int max, char (*ids)[ULID_LEN + 1],
+                         int *n_out);
 
     /* Read side (any thread). */
     int (*job_get)(struct store *st, const char *id, struct job *out);
@@ -82,6 +85,13 @@ struct store_engine {
     int (*policy_get)(struct store *st, const char *queue, struct policy *out);
     /* A cheap round trip to the database, for /readyz. */
     int (*ping)(struct store *st);
+    /* Every job with a deadline (due_at), for rebuilding the timers at start. */
+    int (*due_list)(struct store *st, void (*each)(void *arg, const char *id, int64_t due_ms),
+                    void *arg);
+    /* Every stored queue policy, for filling the policy cache at start. */
+    int (*policy_list)(struct store *st,
+                       void (*each)(void *arg, const char *queue, const struct policy *p),
+                       void *arg);
 };
 
 /* Every engine's handle starts with this. */
@@ -131,6 +141,11 @@ static inline int store_policy_put(struct store *st, const char *queue, const st
 {
     return st->engine->policy_put(st, queue, p, now_ms);
 }
+static inline int store_job_ready_ids(struct store *st, const char *queue, int max,
+                                      char (*ids)[ULID_LEN + 1], int *n_out)
+{
+    return st->engine->job_ready_ids(st, queue, max, ids, n_out);
+}
 static inline int store_job_get(struct store *st, const char *id, struct job *out)
 {
     return st->engine->job_get(st, id, out);
@@ -151,6 +166,17 @@ static inline int store_policy_get(struct store *st, const char *queue, struct p
 static inline int store_ping(struct store *st)
 {
     return st->engine->ping(st);
+}
+static inline int store_due_list(struct store *st,
+                                 void (*each)(void *arg, const char *id, int64_t due_ms), void *arg)
+{
+    return st->engine->due_list(st, each, arg);
+}
+static inline int
+store_policy_list(struct store *st,
+                  void (*each)(void *arg, const char *queue, const struct policy *p), void *arg)
+{
+    return st->engine->policy_list(st, each, arg);
 }
 
 void job_list_release(struct job_list *l);

@@ -74,13 +74,21 @@ static const char *const migrations[] = {
     "  policy TEXT NOT NULL,"
     "  updated_at INTEGER NOT NULL"
     ") WITHOUT ROWID;",
+    /* 2: leases and deadlines. due_at is the job's next deadline of any kind,
+     * so the timers can be rebuilt after a restart from one index. */
+    "ALTER TABLE jobs ADD COLUMN lease_token TEXT;"
+    "ALTER TABLE jobs ADD COLUMN worker TEXT;"
+    "ALTER TABLE jobs ADD COLUMN lease_expires_at INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN started_at INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN due_at INTEGER;"
+    "CREATE INDEX jobs_due ON jobs(due_at) WHERE due_at IS NOT NULL;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 #define JOB_COLUMNS                                                                                \
     "id, queue, state, step, attempt, payload, dedup_key, concurrency_key, lock_keys, "            \
     "webhook_url, run_at, cancel_requested, result, error, checkpoints, created_at, "              \
-    "updated_at, seq"
+    "updated_at, seq, lease_token, worker, lease_expires_at, started_at, due_at"
 
 #define EVENT_COLUMNS "job_id, seq, type, at, state, prev_state, step, attempt, data"
 
@@ -93,6 +101,7 @@ enum writer_stmt {
     W_JOB_LOAD,
     W_EVENT_INSERT,
     W_POLICY_PUT,
+    W_READY_IDS,
     W__COUNT
 };
 
@@ -102,20 +111,25 @@ static const char *const writer_sql[W__COUNT] = {
     [W_ROLLBACK] = "ROLLBACK",
     [W_JOB_INSERT] = "INSERT INTO jobs (" JOB_COLUMNS ") VALUES "
                      "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
-                     "?17, ?18)",
+                     "?17, ?18, ?19, ?20, ?21, ?22, ?23)",
     [W_JOB_UPDATE] = "UPDATE jobs SET state = ?3, step = ?4, attempt = ?5, payload = ?6, "
                      "dedup_key = ?7, concurrency_key = ?8, lock_keys = ?9, webhook_url = ?10, "
                      "run_at = ?11, cancel_requested = ?12, result = ?13, error = ?14, "
-                     "checkpoints = ?15, updated_at = ?17, seq = ?18 WHERE id = ?1",
+                     "checkpoints = ?15, updated_at = ?17, seq = ?18, lease_token = ?19, "
+                     "worker = ?20, lease_expires_at = ?21, started_at = ?22, due_at = ?23 "
+                     "WHERE id = ?1",
     [W_JOB_LOAD] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
     [W_EVENT_INSERT] = "INSERT INTO job_events (" EVENT_COLUMNS ") VALUES "
                        "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [W_POLICY_PUT] = "INSERT INTO queues (name, policy, updated_at) VALUES (?1, ?2, ?3) "
                      "ON CONFLICT (name) DO UPDATE SET policy = excluded.policy, "
                      "updated_at = excluded.updated_at",
+    /* The oldest ready jobs of a queue: a walk of the jobs_ready index. */
+    [W_READY_IDS] = "SELECT id FROM jobs WHERE queue = ?1 AND state = 'queued' ORDER BY id "
+                    "LIMIT ?2",
 };
 
-enum reader_stmt { R_JOB_GET, R_EVENTS, R_POLICY_GET, R_PING, R__COUNT };
+enum reader_stmt { R_JOB_GET, R_EVENTS, R_POLICY_GET, R_PING, R_DUE_LIST, R_POLICY_LIST, R__COUNT };
 
 static const char *const reader_sql[R__COUNT] = {
     [R_JOB_GET] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
@@ -123,6 +137,8 @@ static const char *const reader_sql[R__COUNT] = {
                  "ORDER BY seq LIMIT ?3",
     [R_POLICY_GET] = "SELECT policy FROM queues WHERE name = ?1",
     [R_PING] = "SELECT 1",
+    [R_DUE_LIST] = "SELECT id, due_at FROM jobs WHERE due_at IS NOT NULL",
+    [R_POLICY_LIST] = "SELECT name, policy FROM queues",
 };
 
 struct reader {
@@ -271,6 +287,11 @@ static int bind_job(sqlite3_stmt *s, const struct job *job)
     sqlite3_bind_int64(s, 16, job->created_at_ms);
     sqlite3_bind_int64(s, 17, job->updated_at_ms);
     sqlite3_bind_int64(s, 18, job->seq);
+    bind_text(s, 19, job->lease_token);
+    bind_text(s, 20, job->worker);
+    bind_ms(s, 21, job->lease_expires_ms);
+    bind_ms(s, 22, job->started_at_ms);
+    bind_ms(s, 23, job->due_at_ms);
     return rc;
 }
 
@@ -297,6 +318,11 @@ static int read_job(sqlite3_stmt *s, struct job *job)
     job->created_at_ms = sqlite3_column_int64(s, 15);
     job->updated_at_ms = sqlite3_column_int64(s, 16);
     job->seq = sqlite3_column_int64(s, 17);
+    job->lease_token = column_strdup(s, 18);
+    job->worker = column_strdup(s, 19);
+    job->lease_expires_ms = sqlite3_column_int64(s, 20);
+    job->started_at_ms = sqlite3_column_int64(s, 21);
+    job->due_at_ms = sqlite3_column_int64(s, 22);
     if (job->queue == NULL || job->payload == NULL) {
         job_release(job);
         return -DRV_ENOMEM;
@@ -687,6 +713,25 @@ static int sqlite_policy_put(struct store *st, const char *queue, const struct p
     return step_done(s->wdb, stmt, "policy put");
 }
 
+static int sqlite_job_ready_ids(struct store *st, const char *queue, int max,
+                                char (*ids)[ULID_LEN + 1], int *n_out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_READY_IDS];
+    bind_text(stmt, 1, queue);
+    sqlite3_bind_int(stmt, 2, max);
+    int rc = SQLITE_DONE, n = 0;
+    while (n < max && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(stmt, 0);
+        snprintf(ids[n++], ULID_LEN + 1, "%s", id ? id : "");
+    }
+    rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail(s->wdb, "ready ids");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    *n_out = n;
+    return rc;
+}
+
 /* ---- read side ---- */
 
 static int sqlite_job_get(struct store *st, const char *id, struct job *out)
@@ -820,6 +865,49 @@ static int sqlite_policy_get(struct store *st, const char *queue, struct policy 
     return rc;
 }
 
+static int sqlite_due_list(struct store *st,
+                           void (*each)(void *arg, const char *id, int64_t due_ms), void *arg)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[R_DUE_LIST];
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+        each(arg, (const char *)sqlite3_column_text(stmt, 0), sqlite3_column_int64(stmt, 1));
+    rc = rc == SQLITE_DONE ? 0 : fail(r->db, "due list");
+    sqlite3_reset(stmt);
+    reader_release(s, r);
+    return rc;
+}
+
+static int sqlite_policy_list(struct store *st,
+                              void (*each)(void *arg, const char *queue, const struct policy *p),
+                              void *arg)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[R_POLICY_LIST];
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(stmt, 0);
+        const char *text = (const char *)sqlite3_column_text(stmt, 1);
+        json_t *obj = text ? json_loads(text, 0, NULL) : NULL;
+        struct policy p;
+        struct errmsg err;
+        policy_init(&p);
+        if (obj && name && policy_from_json(obj, &p, &err) == 0)
+            each(arg, name, &p);
+        else
+            log_printf(LOG_ERROR, "stored policy of queue '%s' does not parse", name ? name : "?");
+        policy_release(&p);
+        json_decref(obj);
+    }
+    rc = rc == SQLITE_DONE ? 0 : fail(r->db, "policy list");
+    sqlite3_reset(stmt);
+    reader_release(s, r);
+    return rc;
+}
+
 static int sqlite_ping(struct store *st)
 {
     struct sqlite_store *s = sqlite_store(st);
@@ -844,9 +932,12 @@ const struct store_engine store_sqlite_engine = {
     .job_load = sqlite_job_load,
     .event_insert = sqlite_event_insert,
     .policy_put = sqlite_policy_put,
+    .job_ready_ids = sqlite_job_ready_ids,
     .job_get = sqlite_job_get,
     .job_list = sqlite_job_list,
     .event_list = sqlite_event_list,
     .policy_get = sqlite_policy_get,
     .ping = sqlite_ping,
+    .due_list = sqlite_due_list,
+    .policy_list = sqlite_policy_list,
 };

@@ -19,6 +19,8 @@ struct writer {
     struct write_op *head, *tail; /* FIFO of queued ops */
     bool stopping;
     struct ulid_gen ulid;
+    struct job_env *env;
+    write_after_batch_fn after;
     struct writer_stats stats;
 };
 
@@ -49,7 +51,7 @@ static bool store_failure(int rc)
 
 static void run_batch(struct writer *w, struct write_op *batch)
 {
-    struct write_ctx ctx = {.store = w->store, .ulid = &w->ulid};
+    struct write_ctx ctx = {.store = w->store, .ulid = &w->ulid, .env = w->env};
     int rc = store_tx_begin(w->store);
     for (struct write_op *op = batch; op && rc == 0; op = op->next) {
         ctx.now_ms = time_now_ms();
@@ -72,6 +74,10 @@ static void run_batch(struct writer *w, struct write_op *batch)
         batch->done(batch);
         batch = next;
     }
+    /* After the done() calls: a claim that found nothing has registered as
+     * waiting by now, so a job this batch made ready wakes it. */
+    if (w->after)
+        w->after(w->env, rc == 0);
 }
 
 static void *writer_main(void *arg)
@@ -99,13 +105,16 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-int writer_start(struct store *st, int batch_max, struct writer **out)
+int writer_start(struct store *st, int batch_max, struct job_env *env, write_after_batch_fn after,
+                 struct writer **out)
 {
     struct writer *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return -DRV_ENOMEM;
     w->store = st;
     w->batch_max = batch_max > 0 ? batch_max : 1;
+    w->env = env;
+    w->after = after;
     ulid_gen_init(&w->ulid);
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->cond, NULL);

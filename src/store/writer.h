@@ -19,17 +19,29 @@
 #ifndef DROVER_WRITER_H
 #define DROVER_WRITER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "store/store.h"
 #include "ulid.h"
+
+/* What the ops need beyond the store (job_ops.h); opaque to the writer. */
+struct job_env;
 
 /* What apply() gets besides its op: the store's write side and the batch's clock. */
 struct write_ctx {
     struct store *store;
     struct ulid_gen *ulid; /* monotonic ids in commit order */
     int64_t now_ms;        /* wall clock, read once per op */
+    struct job_env *env;
 };
+
+/*
+ * Runs on the writer thread after every batch, after the done() calls:
+ * committed tells whether the batch's writes are durable. Effects that must
+ * wait for the commit (arming timers, waking waiting claims) happen here.
+ */
+typedef void (*write_after_batch_fn)(struct job_env *env, bool committed);
 
 struct write_op;
 
@@ -60,8 +72,9 @@ struct writer_stats {
 
 struct writer;
 
-/* Start the writer thread. batch_max caps the ops in one transaction. */
-int writer_start(struct store *st, int batch_max, struct writer **out);
+/* Start the writer thread. batch_max caps the ops in one transaction; env and after may be NULL. */
+int writer_start(struct store *st, int batch_max, struct job_env *env, write_after_batch_fn after,
+                 struct writer **out);
 
 /*
  * Queue op. Returns 0 (done() will be called exactly once, on the writer

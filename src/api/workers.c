@@ -1,0 +1,284 @@
+/*
+ * workers.c - the pull-worker API: claim (long-poll), and the calls made
+ * under a lease: heartbeat, steps, complete, fail (docs/api.md "Workers").
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "claims.h"
+#include "job_json.h"
+#include "job_ops.h"
+#include "timeutil.h"
+#include "util.h"
+
+#define CLAIM_WAIT_MAX_S 60
+
+/* ---- body helpers ---- */
+
+/* Refuse any field of obj not in allowed (NULL-terminated). */
+static int only_fields(const json_t *obj, const char *const *allowed, struct errmsg *err)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)obj, name, v)
+    {
+        const char *const *a = allowed;
+        while (*a && strcmp(*a, name) != 0)
+            a++;
+        if (*a == NULL)
+            return errmsg_field(err, -DRV_EBAD_FIELD, name, "unknown field '%s'", name);
+    }
+    return 0;
+}
+
+/* A string field of 1..max bytes; absent gives NULL unless required. */
+static int text_field(const json_t *obj, const char *name, bool required, size_t max,
+                      const char **out, struct errmsg *err)
+{
+    json_t *v = json_object_get(obj, name);
+    *out = NULL;
+    if (v == NULL || json_is_null(v)) {
+        if (required)
+            return errmsg_field(err, -DRV_EBAD_FIELD, name, "'%s' is required", name);
+        return 0;
+    }
+    const char *s = json_text(v);
+    if (s == NULL || s[0] == '\0' || strlen(s) > max)
+        return errmsg_field(err, -DRV_EBAD_FIELD, name, "'%s' must be a string of 1 to %zu bytes",
+                            name, max);
+    *out = s;
+    return 0;
+}
+
+static int int_field(const json_t *obj, const char *name, int min, int max, int dflt, int *out,
+                     struct errmsg *err)
+{
+    json_t *v = json_object_get(obj, name);
+    if (v == NULL) {
+        *out = dflt;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+        return errmsg_field(err, -DRV_EBAD_FIELD, name, "'%s' must be an integer from %d to %d",
+                            name, min, max);
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+/* Parse the body as an object with only `allowed` fields. */
+static int object_body(struct http_request *req, bool allow_empty, const char *const *allowed,
+                       json_t **out, struct errmsg *err)
+{
+    int rc = http_body_json(req, allow_empty, out, err);
+    if (rc < 0)
+        return rc;
+    if (*out == NULL) {
+        *out = json_object();
+        return *out ? 0 : -DRV_ENOMEM;
+    }
+    if (!json_is_object(*out))
+        return errmsg_set(err, -DRV_EBAD_FIELD, "the body must be a JSON object");
+    return only_fields(*out, allowed, err);
+}
+
+static json_t *lease_json(const struct job *job)
+{
+    char at[TIME_RFC3339_LEN];
+    time_format_rfc3339(job->lease_expires_ms, at);
+    return json_pack("{s:s, s:s}", "token", job->lease_token ? job->lease_token : "", "expires_at",
+                     at);
+}
+
+/* ---- claim ---- */
+
+static void claim_answer(struct claim_wait *w)
+{
+    struct job_claim_op *c = container_of(w, struct job_claim_op, wait);
+    http_resume(c->op.owner);
+}
+
+/* On the writer thread: found nothing and may wait? Park; else answer. */
+static void claim_done(struct write_op *op)
+{
+    struct job_claim_op *c = container_of(op, struct job_claim_op, op);
+    struct http_request *req = op->owner;
+    if (op->result == 0 && c->n == 0 && c->wait.deadline_ms > 0 &&
+        claims_wait(api_app(req)->claims, &c->wait))
+        return;
+    http_resume(req);
+}
+
+static void claim_finish(struct http_request *req)
+{
+    struct job_claim_op *c = http_ctx(req);
+    if (c->op.result < 0) {
+        http_reply_error(req, c->op.result, NULL);
+    } else {
+        json_t *jobs = json_array();
+        for (int i = 0; i < c->n; i++) {
+            json_t *j = job_to_json(&c->jobs[i]);
+            if (j)
+                json_object_set_new(j, "lease", lease_json(&c->jobs[i]));
+            json_array_append_new(jobs, j);
+        }
+        http_reply_json(req, 200, json_pack("{s:o}", "jobs", jobs));
+    }
+    job_claim_op_release(c);
+    free(c);
+}
+
+void api_claim(struct http_request *req)
+{
+    static const char *const allowed[] = {"worker", "max", "wait_s", NULL};
+    const char *queue = http_param(req, 0);
+    if (!job_queue_name_valid(queue)) {
+        http_reply_errorf(req, -DRV_EBAD_REQUEST, "'%s' is not a queue name", queue);
+        return;
+    }
+    struct errmsg err = {.field = ""};
+    json_t *body = NULL;
+    const char *worker = NULL;
+    int max = 1, wait_s = 0;
+    int rc = object_body(req, false, allowed, &body, &err);
+    if (rc == 0)
+        rc = text_field(body, "worker", true, WORKER_NAME_MAX, &worker, &err);
+    if (rc == 0)
+        rc = int_field(body, "max", 1, CLAIM_MAX, 1, &max, &err);
+    if (rc == 0)
+        rc = int_field(body, "wait_s", 0, CLAIM_WAIT_MAX_S, 0, &wait_s, &err);
+    struct job_claim_op *c = rc == 0 ? malloc(sizeof(*c)) : NULL;
+    if (rc == 0 && c == NULL)
+        rc = -DRV_ENOMEM;
+    if (rc < 0) {
+        json_decref(body);
+        http_reply_error(req, rc, &err);
+        return;
+    }
+    job_claim_op_init(c, claim_done);
+    snprintf(c->queue, sizeof(c->queue), "%s", queue);
+    snprintf(c->worker, sizeof(c->worker), "%s", worker);
+    json_decref(body);
+    c->max = max;
+    snprintf(c->wait.queue, sizeof(c->wait.queue), "%s", queue);
+    c->wait.deadline_ms = wait_s ? time_now_ms() + (int64_t)wait_s * 1000 : 0;
+    c->wait.answer = claim_answer;
+    http_set_ctx(req, c);
+    api_write(req, &c->op, claim_finish);
+}
+
+/* ---- lease calls ---- */
+
+static void lease_finish(struct http_request *req)
+{
+    struct job_lease_op *l = http_ctx(req);
+    if (l->op.result < 0) {
+        http_reply_error(req, l->op.result, &l->err);
+    } else if (l->action == LEASE_HEARTBEAT) {
+        http_reply_json(req, 200,
+                        json_pack("{s:b, s:o}", "cancel_requested", l->job.cancel_requested,
+                                  "lease", lease_json(&l->job)));
+    } else {
+        http_reply_json(req, 200, job_to_json(&l->job));
+    }
+    job_lease_op_release(l);
+    free(l);
+}
+
+/* Parse the "error" object of a fail call into l. */
+static int fail_fields(const json_t *body, struct job_lease_op *l, struct errmsg *err)
+{
+    static const char *const allowed[] = {"message", "step", "retryable", "kind", NULL};
+    json_t *e = json_object_get(body, "error");
+    if (!json_is_object(e))
+        return errmsg_field(err, -DRV_EBAD_FIELD, "error",
+                            "'error' must be an object {message, step, retryable}");
+    const char *message, *step;
+    int rc = only_fields(e, allowed, err);
+    if (rc == 0)
+        rc = text_field(e, "message", true, ERROR_MESSAGE_MAX, &message, err);
+    if (rc == 0)
+        rc = text_field(e, "step", false, STEP_NAME_MAX, &step, err);
+    if (rc < 0) {
+        char inner[sizeof(err->field)];
+        memcpy(inner, err->field, sizeof(inner));
+        snprintf(err->field, sizeof(err->field), "error.%.50s", inner);
+        return rc;
+    }
+    json_t *retryable = json_object_get(e, "retryable");
+    if (retryable && !json_is_boolean(retryable))
+        return errmsg_field(err, -DRV_EBAD_FIELD, "error.retryable",
+                            "'error.retryable' must be true or false");
+    l->retryable = retryable ? json_is_true(retryable) : true;
+    l->message = strdup(message);
+    l->step = step ? strdup(step) : NULL;
+    return l->message && (step == NULL || l->step) ? 0 : -DRV_ENOMEM;
+}
+
+static void lease_call(struct http_request *req, enum lease_action action)
+{
+    static const char *const allowed[][5] = {
+        [LEASE_HEARTBEAT] = {"lease", NULL},
+        [LEASE_STEP] = {"lease", "step", "data", NULL},
+        [LEASE_COMPLETE] = {"lease", "result", NULL},
+        [LEASE_FAIL] = {"lease", "error", NULL},
+    };
+    struct errmsg err = {.field = ""};
+    struct job_lease_op *l = malloc(sizeof(*l));
+    if (l == NULL) {
+        http_reply_errorf(req, -DRV_ENOMEM, "out of memory");
+        return;
+    }
+    job_lease_op_init(l, action, NULL);
+    json_t *body = NULL;
+    const char *token = NULL, *step = NULL;
+    int rc = api_job_id_param(req, 0, l->id) ? 0 : 1;
+    if (rc == 0)
+        rc = object_body(req, false, allowed[action], &body, &err);
+    if (rc == 0)
+        rc = text_field(body, "lease", true, 128, &token, &err);
+    if (rc == 0 && action == LEASE_STEP) {
+        rc = text_field(body, "step", true, STEP_NAME_MAX, &step, &err);
+        if (rc == 0 && (l->step = strdup(step)) == NULL)
+            rc = -DRV_ENOMEM;
+        l->data = json_incref(json_object_get(body, "data"));
+    }
+    if (rc == 0 && action == LEASE_COMPLETE)
+        l->data = json_incref(json_object_get(body, "result"));
+    if (rc == 0 && action == LEASE_FAIL)
+        rc = fail_fields(body, l, &err);
+    if (rc == 0) {
+        /* A token of another length cannot be the lease: refused in apply like any stale one. */
+        snprintf(l->token, sizeof(l->token), "%s", strlen(token) == LEASE_TOKEN_LEN ? token : "-");
+    }
+    json_decref(body);
+    if (rc != 0) {
+        if (rc < 0) /* rc 1: api_job_id_param replied already */
+            http_reply_error(req, rc, &err);
+        job_lease_op_release(l);
+        free(l);
+        return;
+    }
+    http_set_ctx(req, l);
+    api_write(req, &l->op, lease_finish);
+}
+
+void api_heartbeat(struct http_request *req)
+{
+    lease_call(req, LEASE_HEARTBEAT);
+}
+
+void api_step(struct http_request *req)
+{
+    lease_call(req, LEASE_STEP);
+}
+
+void api_complete(struct http_request *req)
+{
+    lease_call(req, LEASE_COMPLETE);
+}
+
+void api_fail(struct http_request *req)
+{
+    lease_call(req, LEASE_FAIL);
+}

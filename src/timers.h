@@ -1,0 +1,45 @@
+/*
+ * timers.h - deadlines: a min-heap and one thread that sleeps until the
+ * earliest one (as beanstalkd's loop does), never scanning the jobs table.
+ *
+ * An entry is (when, kind, key). When it comes due the thread calls the
+ * fire function given at creation. Entries are hints, not truths: the fire
+ * function re-reads the job and re-arms if the deadline moved (a heartbeat
+ * extends a lease without touching the heap), so stale or duplicate
+ * entries are harmless.
+ */
+#ifndef DROVER_TIMERS_H
+#define DROVER_TIMERS_H
+
+#include <stdint.h>
+
+#define TIMER_KEY_MAX 31
+
+enum timer_kind {
+    TIMER_JOB,    /* key: a job id; check its deadlines */
+    TIMER_WAITER, /* key: a waiting claim's id; it has waited long enough */
+};
+
+typedef void (*timer_fire_fn)(void *ctx, enum timer_kind kind, const char *key);
+
+struct timers;
+
+int timers_start(timer_fire_fn fire, void *ctx, struct timers **out);
+
+/*
+ * Stop the thread; entries not yet due are dropped and later timers_add()
+ * calls are ignored (the store keeps every job's due_at for the next start).
+ * Safe to call with NULL.
+ */
+void timers_stop(struct timers *t);
+
+/* Free a stopped t. */
+void timers_free(struct timers *t);
+
+/* Arm: call fire(kind, key) at wall-clock when_ms (at once if it has passed). */
+void timers_add(struct timers *t, int64_t when_ms, enum timer_kind kind, const char *key);
+
+/* Entries in the heap (for tests and metrics). */
+int timers_pending(struct timers *t);
+
+#endif
