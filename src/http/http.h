@@ -58,9 +58,8 @@ int http_start(const struct http_options *opt, const struct route *routes, size_
 const char *http_bound_address(const struct http_server *srv);
 
 /*
- * Start draining: stop accepting connections, and answer new requests on
- * open keep-alive connections with 503 and Connection: close. Requests in
- * flight go on.
+ * Start draining: answer every new request (but the probes) with 503 and
+ * Connection: close, and /readyz with 503. Requests in flight go on.
  */
 void http_quiesce(struct http_server *srv);
 

@@ -632,8 +632,14 @@ const char *http_bound_address(const struct http_server *srv)
 
 void http_quiesce(struct http_server *srv)
 {
+    /*
+     * Only a flag: new requests get 503 + Connection: close (refuse_early)
+     * and /readyz turns 503. MHD_quiesce_daemon() would also close the
+     * listening socket, but in libmicrohttpd 0.9.75's epoll thread-pool mode
+     * it can abort the process ("Failed to remove listen FD from epoll set"),
+     * as seen about once in a hundred stops; the socket closes at http_stop().
+     */
     atomic_store(&srv->draining, true);
-    MHD_quiesce_daemon(srv->daemon);
 }
 
 bool http_draining(const struct http_server *srv)

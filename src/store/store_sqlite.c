@@ -125,8 +125,8 @@ static const char *const writer_sql[W__COUNT] = {
                      "ON CONFLICT (name) DO UPDATE SET policy = excluded.policy, "
                      "updated_at = excluded.updated_at",
     /* The oldest ready jobs of a queue: a walk of the jobs_ready index. */
-    [W_READY_IDS] = "SELECT id FROM jobs WHERE queue = ?1 AND state = 'queued' ORDER BY id "
-                    "LIMIT ?2",
+    [W_READY_IDS] = ("SELECT id FROM jobs WHERE queue = ?1 AND state = 'queued' "
+                     "ORDER BY id LIMIT ?2"),
 };
 
 enum reader_stmt { R_JOB_GET, R_EVENTS, R_POLICY_GET, R_PING, R_DUE_LIST, R_POLICY_LIST, R__COUNT };
