@@ -125,17 +125,29 @@ bool claims_wait(struct claims *c, struct claim_wait *w)
 
 void claims_notify(struct claims *c, const char *queue, int n)
 {
-    struct claim_wait *woken = NULL, **tail = &woken;
+    struct claim_wait *woken = NULL, **tail = &woken, *gone = NULL;
     pthread_mutex_lock(&c->lock);
     struct queue_waiters *q = queue_find(c, queue, false);
-    while (q && q->head && n-- > 0) {
+    while (q && q->head && n > 0) {
         struct claim_wait *w = q->head;
         unlink_waiter(c, q, w);
+        if (w->alive && !w->alive(w)) {
+            w->next = gone;
+            gone = w;
+            continue;
+        }
         w->woken_before = true;
         *tail = w;
         tail = &w->next;
+        n--;
     }
     pthread_mutex_unlock(&c->lock);
+    while (gone) {
+        struct claim_wait *w = gone;
+        gone = w->next;
+        w->next = NULL;
+        w->answer(w);
+    }
     while (woken) {
         struct claim_wait *w = woken;
         woken = w->next;

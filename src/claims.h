@@ -29,6 +29,8 @@ struct claim_wait {
     bool woken_before;   /* re-parked after losing a race: goes back to the front */
     struct write_op *op; /* resubmitted when a job is ready */
     void (*answer)(struct claim_wait *w); /* answer now with what it has (nothing) */
+    /* Is the client still there? A claim whose client hung up is not handed a job. */
+    bool (*alive)(struct claim_wait *w);
 };
 
 struct claims;
@@ -43,7 +45,11 @@ void claims_free(struct claims *c);
  */
 bool claims_wait(struct claims *c, struct claim_wait *w);
 
-/* n jobs of queue became ready: hand up to n waiting claims back to the writer. */
+/*
+ * n jobs of queue became ready: hand up to n waiting claims back to the
+ * writer. Claims whose client hung up meanwhile are answered (and dropped)
+ * instead, so no job is leased to a closed connection.
+ */
 void claims_notify(struct claims *c, const char *queue, int n);
 
 /* The timer for waiter `id` fired: answer it if it still waits. */

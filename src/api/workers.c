@@ -98,6 +98,12 @@ static void claim_answer(struct claim_wait *w)
     http_resume(c->op.owner);
 }
 
+static bool claim_alive(struct claim_wait *w)
+{
+    struct job_claim_op *c = container_of(w, struct job_claim_op, wait);
+    return !http_peer_closed(c->op.owner);
+}
+
 /* On the writer thread: found nothing and may wait? Park; else answer. */
 static void claim_done(struct write_op *op)
 {
@@ -163,6 +169,7 @@ void api_claim(struct http_request *req)
     snprintf(c->wait.queue, sizeof(c->wait.queue), "%s", queue);
     c->wait.deadline_ms = wait_s ? time_now_ms() + (int64_t)wait_s * 1000 : 0;
     c->wait.answer = claim_answer;
+    c->wait.alive = claim_alive;
     http_set_ctx(req, c);
     api_write(req, &c->op, claim_finish);
 }

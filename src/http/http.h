@@ -119,6 +119,12 @@ void http_suspend(struct http_request *req, http_handler_fn finish);
 /* Wake a suspended request (any thread, exactly once per suspend). */
 void http_resume(struct http_request *req);
 
+/*
+ * Has the client of a suspended request hung up? (MHD does not watch a
+ * suspended connection; this peeks at its socket.) Any thread.
+ */
+bool http_peer_closed(const struct http_request *req);
+
 /* A pointer the handler keeps across a deferral (freed by the handler in finish). */
 void http_set_ctx(struct http_request *req, void *ctx);
 void *http_ctx(const struct http_request *req);

@@ -10,6 +10,7 @@
 #include "http/http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -232,6 +233,18 @@ void http_suspend(struct http_request *req, http_handler_fn finish)
 void http_resume(struct http_request *req)
 {
     MHD_resume_connection(req->conn);
+}
+
+bool http_peer_closed(const struct http_request *req)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (info == NULL)
+        return false;
+    char c;
+    ssize_t n = recv(info->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    /* 0: orderly shutdown; an error other than "nothing to read": reset. */
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
 /* ---- the first call: everything that can refuse before the body ---- */

@@ -366,3 +366,127 @@ def raw_exchange(server, head, body_parts=(), timeout=5):
         return r
     finally:
         s.close()
+
+
+# ---------------------------------------------------------------------------
+# Helpers for the worker-contract tests (test_claims, test_leases,
+# test_retries_timeouts, test_restart_deadlines). Appended; nothing above is
+# changed.
+# ---------------------------------------------------------------------------
+
+import calendar as _calendar
+import datetime as _datetime
+
+
+def ts_parse(s):
+    """RFC 3339 UTC with milliseconds -> Unix seconds (float)."""
+    assert isinstance(s, str) and TIME_RE.match(s), s
+    dt = _datetime.datetime.strptime(s[:-1], "%Y-%m-%dT%H:%M:%S.%f")
+    return _calendar.timegm(dt.timetuple()) + dt.microsecond / 1e6
+
+
+def ts_format(unix_s):
+    """Unix seconds -> RFC 3339 UTC with milliseconds (truncated)."""
+    ms = int(unix_s * 1000)
+    dt = _datetime.datetime.fromtimestamp(ms // 1000, _datetime.timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (ms % 1000)
+
+
+def put_queue(server, name, **policy):
+    """PUT /v1/queues/{name} (admin) and return the policy."""
+    r = server.request("PUT", f"/v1/queues/{name}", policy, token="admin")
+    assert r.status == 200, r
+    return r.json
+
+
+def claim_req(server, queue, worker="w1", max_jobs=None, wait_s=None, token="worker",
+              body=None):
+    """POST /v1/queues/{queue}/claim; returns the Response. body overrides."""
+    if body is None:
+        body = {"worker": worker}
+        if max_jobs is not None:
+            body["max"] = max_jobs
+        if wait_s is not None:
+            body["wait_s"] = wait_s
+    timeout = 10 + (wait_s or 0)
+    return server.request("POST", f"/v1/queues/{queue}/claim", body, token=token,
+                          timeout=timeout)
+
+
+def claim(server, queue, worker="w1", max_jobs=None, wait_s=None, token="worker"):
+    """Claim; assert 200 {"jobs": [...]}; return the list of claimed jobs."""
+    r = claim_req(server, queue, worker, max_jobs, wait_s, token)
+    assert r.status == 200, r
+    assert isinstance(r.json, dict) and isinstance(r.json.get("jobs"), list), r
+    return r.json["jobs"]
+
+
+def claim_one(server, queue, worker="w1", wait_s=None):
+    jobs = claim(server, queue, worker, max_jobs=1, wait_s=wait_s)
+    assert len(jobs) == 1, jobs
+    return jobs[0]
+
+
+def lease_call(server, job_id, action, lease, token="worker", **fields):
+    """POST /v1/jobs/{id}/{heartbeat|steps|complete|fail} with {"lease": lease, ...}."""
+    body = dict(fields)
+    if lease is not None:
+        body["lease"] = lease
+    return server.request("POST", f"/v1/jobs/{job_id}/{action}", body, token=token)
+
+
+def poll_job(server, job_id, pred, timeout, interval=0.05, what="condition"):
+    """GET the job every `interval` s until pred(job); return it. Fails with
+    the last job seen when `timeout` s pass."""
+    deadline = time.monotonic() + timeout
+    job = None
+    while True:
+        job = server.get_job(job_id, token="admin")
+        if pred(job):
+            return job
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} not reached in {timeout}s; job: {job}")
+        time.sleep(interval)
+
+
+def job_events(server, job_id):
+    """Every event of a job, oldest first."""
+    out, after = [], 0
+    for _ in range(1000):
+        r = server.request("GET", f"/v1/jobs/{job_id}/events?after={after}&limit=1000",
+                           token="read")
+        assert r.status == 200, r
+        out.extend(r.json["events"])
+        if r.json["next"] is None:
+            return out
+        after = r.json["next"]
+    raise AssertionError("event pagination did not end")
+
+
+class Async:
+    """Run fn() on a thread; .result(timeout) returns its value (or re-raises)
+    and .t_done is the monotonic time it finished."""
+
+    def __init__(self, fn):
+        self.value = None
+        self.error = None
+        self.t_done = None
+        self.done = threading.Event()
+
+        def run():
+            try:
+                self.value = fn()
+            except BaseException as e:  # noqa: B902 - re-raised in result()
+                self.error = e
+            finally:
+                self.t_done = time.monotonic()
+                self.done.set()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def result(self, timeout):
+        assert self.done.wait(timeout), f"background call did not finish in {timeout}s"
+        if self.error is not None:
+            raise self.error
+        return self.value

@@ -1,8 +1,12 @@
 """Authentication and the role matrix over every route of docs/api.md.
 
 ROUTES is the one table of routes: add each new route here (method, path
-template, the roles that may use it, the status of a successful call, and a
-body). {id} is replaced by a fresh queued job, {queue} by a queue name.
+template, the roles that may use it, the status of a successful call, a body,
+and what the call needs to exist first). {queue} is replaced by a queue name;
+{id} by a job made for the call, as `prep` says:
+  "job"    a fresh queued job
+  "lease"  a job claimed by a worker; the body gets its "lease" token
+  "ended"  a canceled job (for retry)
 """
 
 import pytest
@@ -10,17 +14,25 @@ import pytest
 from conftest import TOKENS, assert_error
 
 ALL = {"admin", "submit", "worker", "read"}
+WORKER = {"admin", "worker"}
+SUBMIT = {"admin", "submit"}
 
-#  method  path template              roles allowed            success  body
+#  method  path template                roles   success  body                            prep
 ROUTES = [
-    ("POST", "/v1/jobs",              {"admin", "submit"},     202, {"queue": "authq"}),
-    ("GET",  "/v1/jobs",              ALL,                     200, None),
-    ("GET",  "/v1/jobs/{id}",         ALL,                     200, None),
-    ("GET",  "/v1/jobs/{id}/events",  ALL,                     200, None),
-    ("POST", "/v1/jobs/{id}/cancel",  {"admin", "submit"},     200, None),
-    ("GET",  "/v1/queues/{queue}",    ALL,                     200, None),
-    ("PUT",  "/v1/queues/{queue}",    {"admin"},               200, {"max_attempts": 2,
-                                                                     "retry_cap": 4}),
+    ("POST", "/v1/jobs",                SUBMIT,  202, {"queue": "authq"},               None),
+    ("GET",  "/v1/jobs",                ALL,     200, None,                             None),
+    ("GET",  "/v1/jobs/{id}",           ALL,     200, None,                             "job"),
+    ("GET",  "/v1/jobs/{id}/events",    ALL,     200, None,                             "job"),
+    ("POST", "/v1/jobs/{id}/cancel",    SUBMIT,  200, None,                             "job"),
+    ("POST", "/v1/jobs/{id}/retry",     SUBMIT,  200, None,                             "ended"),
+    ("GET",  "/v1/queues/{queue}",      ALL,     200, None,                             None),
+    ("PUT",  "/v1/queues/{queue}",      {"admin"}, 200, {"max_attempts": 2, "retry_cap": 4},
+     None),
+    ("POST", "/v1/queues/{queue}/claim", WORKER, 200, {"worker": "w-auth"},            None),
+    ("POST", "/v1/jobs/{id}/heartbeat", WORKER,  200, {},                               "lease"),
+    ("POST", "/v1/jobs/{id}/steps",     WORKER,  200, {"step": "s1", "data": {"k": 1}}, "lease"),
+    ("POST", "/v1/jobs/{id}/complete",  WORKER,  200, {"result": {"ok": True}},         "lease"),
+    ("POST", "/v1/jobs/{id}/fail",      WORKER,  200, {"error": {"message": "boom"}},   "lease"),
 ]
 
 # Routes open without a token.
@@ -44,11 +56,25 @@ BAD_AUTH_HEADERS = [
 ]
 
 
-def fill(server, path, queue="authq"):
-    if "{id}" in path:
-        job = server.submit("authq", token="admin")
-        path = path.replace("{id}", job["id"])
-    return path.replace("{queue}", queue)
+def prepare(server, route, queue="authq"):
+    """The concrete path and body for one call of route."""
+    method, template, _roles, _ok, body, prep = route
+    body = dict(body) if body is not None else None
+    path = template.replace("{queue}", queue)
+    if prep is None:
+        return path, body
+    job = server.submit("authq", token="admin")
+    if prep == "ended":
+        r = server.request("POST", f"/v1/jobs/{job['id']}/cancel", token="admin")
+        assert r.status == 200, r
+    elif prep == "lease":
+        r = server.request("POST", "/v1/queues/authq/claim", {"worker": "w-prep"},
+                           token="worker")
+        assert r.status == 200, r
+        (claimed,) = r.json["jobs"]
+        assert claimed["id"] == job["id"], r.json
+        body["lease"] = claimed["lease"]["token"]
+    return path.replace("{id}", job["id"]), body
 
 
 def call(server, method, path, body, auth_header):
@@ -60,8 +86,8 @@ def call(server, method, path, body, auth_header):
 
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_bad_or_missing_token_is_401(server, route):
-    method, template, _roles, _ok, body = route
-    path = fill(server, template)
+    method, template = route[0], route[1]
+    path, body = prepare(server, route)
     before = server.request("GET", "/v1/jobs?limit=500", token="admin").json
     for auth in BAD_AUTH_HEADERS:
         r = call(server, method, path, body, auth)
@@ -70,14 +96,14 @@ def test_bad_or_missing_token_is_401(server, route):
         assert www.lower().startswith("bearer"), (auth, r.headers)
     after = server.request("GET", "/v1/jobs?limit=500", token="admin").json
     assert after == before, "an unauthenticated request changed something"
-    if template.startswith("/v1/queues/"):
+    if template == "/v1/queues/{queue}":
         g = server.request("GET", path, token="admin").json
         assert g["max_attempts"] == 1, "an unauthenticated PUT changed the policy"
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_401_comes_before_validation(server, route):
-    method, template, *_ = route
+    method, template = route[0], route[1]
     # A malformed body or id still gets 401 without a token: nothing about
     # the request is judged before its caller is known.
     path = template.replace("{id}", "not-a-ulid").replace("{queue}", "bad%20name")
@@ -90,23 +116,20 @@ def test_401_comes_before_validation(server, route):
 @pytest.mark.parametrize("role", sorted(ALL))
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_role_matrix(server, route, role):
-    method, template, roles, ok, body = route
-    path = fill(server, template, queue=f"q-{role}")
+    method, template, roles, ok, _body, _prep = route
+    path, body = prepare(server, route, queue=f"q-{role}")
+    before = server.request("GET", "/v1/jobs?limit=500", token="admin").json
     r = server.request(method, path, body, token=role)
     if role in roles:
         assert r.status == ok, (role, method, path, r)
-    else:
-        assert_error(r, 403, "forbidden")
-        # and nothing happened
-        if template == "/v1/jobs" and method == "POST":
-            jobs = server.request("GET", "/v1/jobs?queue=authq", token="admin").json["jobs"]
-            assert jobs == [], "a forbidden submit created a job"
-        if template.endswith("/cancel"):
-            job_id = path.split("/")[3]
-            assert server.get_job(job_id, token="admin")["state"] == "queued"
-        if method == "PUT" and template.startswith("/v1/queues/"):
-            g = server.request("GET", path, token="admin").json
-            assert g["max_attempts"] == 1 and g["retry_cap"] == 5, g
+        return
+    assert_error(r, 403, "forbidden")
+    # and nothing happened
+    after = server.request("GET", "/v1/jobs?limit=500", token="admin").json
+    assert after == before, "a forbidden request changed a job"
+    if method == "PUT" and template == "/v1/queues/{queue}":
+        g = server.request("GET", path, token="admin").json
+        assert g["max_attempts"] == 1 and g["retry_cap"] == 5, g
 
 
 def test_read_role_cannot_write(server):

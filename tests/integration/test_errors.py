@@ -240,6 +240,12 @@ WRONG_METHODS = [
     ("GET", f"/v1/jobs/{UNKNOWN_ID}/cancel", {"POST"}),
     ("POST", "/v1/queues/q", {"GET", "PUT"}),
     ("DELETE", "/v1/queues/q", {"GET", "PUT"}),
+    ("GET", f"/v1/jobs/{UNKNOWN_ID}/retry", {"POST"}),
+    ("GET", f"/v1/jobs/{UNKNOWN_ID}/heartbeat", {"POST"}),
+    ("PUT", f"/v1/jobs/{UNKNOWN_ID}/steps", {"POST"}),
+    ("GET", f"/v1/jobs/{UNKNOWN_ID}/complete", {"POST"}),
+    ("DELETE", f"/v1/jobs/{UNKNOWN_ID}/fail", {"POST"}),
+    ("GET", "/v1/queues/q/claim", {"POST"}),
     ("POST", "/healthz", {"GET"}),
     ("DELETE", "/readyz", {"GET"}),
 ]
@@ -415,3 +421,87 @@ def test_server_still_answers_after_garbage(guarded):
         if r is not None:
             assert 400 <= r.status < 600, r
     guarded.check()
+
+
+# ------------------------------------------------------- Expect: 100-continue
+
+def test_expect_100_continue(make_server):
+    # curl sends "Expect: 100-continue" before bodies over 1 KiB.
+    s = make_server(SMALL)
+    body = job_body(2000)
+    h = head("POST", "/v1/jobs", [("Content-Type", "application/json"),
+                                  ("Content-Length", str(len(body))),
+                                  ("Expect", "100-continue")], token="submit")
+    sock = __import__("socket").create_connection(("127.0.0.1", s.port), timeout=5)
+    try:
+        sock.sendall(h)
+        interim = sock.recv(4096)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        sock.sendall(body)
+        buf = interim.split(b"\r\n\r\n", 1)[1]
+        from conftest import parse_http_response
+        for _ in range(100):
+            r, done = parse_http_response(buf)
+            if done:
+                break
+            c = sock.recv(65536)
+            if not c:
+                break
+            buf += c
+        assert r is not None and r.status == 202, (buf[:300])
+    finally:
+        sock.close()
+    # over the limit: refused at once, without asking for the body
+    h = head("POST", "/v1/jobs", [("Content-Type", "application/json"),
+                                  ("Content-Length", "5000"),
+                                  ("Expect", "100-continue")], token="submit")
+    r = raw_exchange(s, h, timeout=5)
+    assert r is not None, "no answer"
+    assert_error(r, 413, "payload_too_large")
+    assert len(list_all_jobs(s)) == 1
+
+
+# ------------------------------------------------------------ hostile JSON
+
+def _plain(server, method, path, body=None, token="submit"):
+    """(status, body bytes) without parsing JSON (Python's parser would hit
+    its recursion limit on the bodies below)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers={
+            "Authorization": "Bearer " + TOKENS[token], "Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def test_deeply_nested_json_does_not_crash(server):
+    # Valid but hostile: accepted whole, or refused with a 400; never a crash.
+    import re
+    for depth in (10_000, 100_000):
+        nest = b"[" * depth + b"]" * depth
+        status, body = _plain(server, "POST", "/v1/jobs",
+                              b'{"queue": "q", "payload": {"a": ' + nest + b"}}")
+        if status == 202:
+            job_id = re.search(rb'"id":\s*"([0-9A-Z]{26})"', body).group(1).decode()
+            st, got = _plain(server, "GET", "/v1/jobs/" + job_id, token="read")
+            assert st == 200 and nest in got
+        else:
+            assert status == 400, (status, body[:300])
+            err = json.loads(body)
+            assert err["error"] in ("malformed_json", "invalid_field") and err["message"], err
+        assert server.request("GET", "/healthz", token=None).status == 200
+
+
+def test_integers_beyond_64_bits_are_exact_or_refused(server):
+    for text in (b"18446744073709551616", b"-9223372036854775809",
+                 b"123456789012345678901234567890"):
+        body = b'{"queue": "q", "payload": {"n": ' + text + b"}}"
+        r = post_raw(server, body)
+        if r.status == 202:
+            got = server.request("GET", f"/v1/jobs/{r.json['id']}", token="read")
+            assert text in got.body, "a big integer was silently changed"
+        else:
+            assert_error(r, 400, {"malformed_json", "invalid_field"})

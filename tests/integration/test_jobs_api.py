@@ -459,6 +459,9 @@ def test_cancel_with_reason_body(server):
                        token="submit")
     assert r.status == 200, r
     assert r.json["state"] == "canceled"
+    job2 = server.submit("c")
+    r = server.request("POST", f"/v1/jobs/{job2['id']}/cancel", {}, token="submit")
+    assert r.status == 200 and r.json["state"] == "canceled", r
 
 
 def test_cancel_scheduled(server):

@@ -95,6 +95,39 @@ def test_readyz_and_new_requests_during_drain_keep_contract(tmp_path):
     s.proc = None
 
 
+def test_sigterm_ends_a_waiting_long_poll_promptly(tmp_path):
+    # A worker parked in a long-poll claim must not hold the shutdown up: it
+    # gets an answer ({"jobs": []} or 503 shutting_down) and drover exits 0.
+    import threading
+    s = Server(tmp_path).start()
+    out = {}
+
+    def claim():
+        try:
+            r = s.request("POST", "/v1/queues/idle/claim", {"worker": "w1", "wait_s": 30},
+                          token="worker", timeout=40)
+            out["r"] = r
+        except OSError as e:
+            out["exc"] = e
+        out["t"] = time.monotonic()
+
+    t = threading.Thread(target=claim, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    assert t.is_alive(), f"the claim did not wait: {out}"
+    t0 = time.monotonic()
+    rc = s.stop(timeout=30)
+    took = time.monotonic() - t0
+    t.join(timeout=40)
+    assert rc == 0, s.log()[-2000:]
+    assert took < 11, f"shutdown took {took:.1f}s with a long-poll waiting"
+    assert "t" in out and out["t"] - t0 < 11, out
+    if "r" in out:
+        r = out["r"]
+        assert (r.status == 200 and r.json == {"jobs": []}) or \
+            (r.status == 503 and r.json.get("error") == "shutting_down"), r
+
+
 # ------------------------------------------------------------------ logs
 
 def test_every_log_line_is_json_with_ts_level_msg(tmp_path):
@@ -122,7 +155,7 @@ def test_every_log_line_is_json_with_ts_level_msg(tmp_path):
     assert any(r.get("msg") == "listening" for r in map(json.loads, lines))
 
 
-def test_request_log_lines_carry_the_client_request_id(server):
+def test_request_log_lines_carry_the_sent_request_id(server):
     rid = "test-req.ABC_123-xyz"
     r = server.request("GET", "/v1/jobs", token="read", headers={"X-Request-Id": rid})
     assert r.status == 200
@@ -214,6 +247,23 @@ def test_check_config_bad_names_the_field(tmp_path, extra, field):
     assert p.returncode != 0, (p.stdout, p.stderr)
     out = (p.stdout + p.stderr).decode(errors="replace")
     assert field in out, out
+
+
+def test_check_config_bad_env_and_flag_name_the_field(tmp_path):
+    conf = tmp_path / "good.conf"
+    conf.write_text(config_text())
+    p = run(["serve", "--check-config", "--config", str(conf)],
+            env={"DROVER_HTTP_MAX_BODY_BYTES": "12"})
+    assert p.returncode != 0, (p.stdout, p.stderr)
+    assert b"max_body_bytes" in p.stdout + p.stderr or \
+        b"DROVER_HTTP_MAX_BODY_BYTES" in p.stdout + p.stderr, p
+    p = run(["serve", "--check-config", "--config", str(conf), "--set", "http.nonsense=1"])
+    assert p.returncode != 0, (p.stdout, p.stderr)
+    assert b"nonsense" in p.stdout + p.stderr, p
+    p = run(["serve", "--check-config", "--config", str(conf), "--set",
+             "http.max_header_bytes=70000"])
+    assert p.returncode != 0, (p.stdout, p.stderr)
+    assert b"max_header_bytes" in p.stdout + p.stderr, p
 
 
 def test_check_config_missing_file(tmp_path):
