@@ -35,7 +35,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(OUT)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OUT)/tests/%)
 
-.PHONY: all test test-unit test-integration check asan clang bench format format-check clean deps
+.PHONY: all test test-unit test-integration check asan clang bench bench-e2e format format-check clean deps
 
 all: drover
 
@@ -74,8 +74,17 @@ check:
 	$(MAKE) BUILD=asan test
 	$(MAKE) BUILD=clang build/clang/drover test-unit
 
-bench: drover
+bench: drover $(OUT)/bench/e2e
 	bench/run.sh
+	bench/run-e2e.sh
+
+# End to end: submit, claim, complete (bench/e2e.c drives the server).
+bench-e2e: drover $(OUT)/bench/e2e
+	bench/run-e2e.sh
+
+$(OUT)/bench/e2e: bench/e2e.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS) -lm
 
 format:
 	clang-format -i $(SRC) $(wildcard src/*.h src/*/*.h tests/unit/*.c tests/unit/*.h)
@@ -89,4 +98,4 @@ deps:
 clean:
 	rm -rf build drover
 
--include $(LIB_OBJ:.o=.d) $(OUT)/src/main.d
+-include $(LIB_OBJ:.o=.d) $(OUT)/src/main.d $(OUT)/bench/e2e.d

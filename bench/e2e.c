@@ -1,0 +1,845 @@
+/*
+ * e2e.c - end-to-end load generator for drover's pull workers: durable
+ * submits, claims and completes (bench/run-e2e.sh drives it).
+ *
+ * It shares the machine's two cores with the server, so it is kept cheap:
+ * one blocking socket and one thread per connection, HTTP/1.1 keep-alive,
+ * a hand-written request writer and response reader (status line,
+ * Content-Length, body). Only claim replies are parsed on the hot path
+ * (jansson, to read each job's id and lease token); every other reply is
+ * judged by its status.
+ *
+ *   e2e [-s SUBMITTERS] [-w WORKERS] [-m MAX] [-d SECONDS] e2e URL
+ *   e2e [-n ROUNDS] wake URL
+ *
+ * The token is DROVER_TOKEN (an admin token can use every route). URL is
+ * http://HOST:PORT. Each mode prints what it measured and one
+ * "RESULT key=value ..." line for scripts.
+ *
+ * e2e: submitters POST /v1/jobs to queue "e2e" back to back; each worker
+ * claims up to MAX jobs (wait_s 1) and completes each. Rates are counted
+ * over SECONDS after a 1 s warm-up. At the end every thread finishes its
+ * request in flight and each worker completes what it claimed; then the
+ * jobs still queued in "e2e" are counted through GET /v1/jobs.
+ *
+ * wake: one worker long-polls (wait_s 5) on the empty queue "wake"; once its
+ * claim has been sent (plus 2 ms, so the server has parked it) the main
+ * thread submits one job. Latency is claim reply - submit's 202 (and claim
+ * reply - submit sent), on the monotonic clock of this one process.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REQUEST_MAX     8192      /* one request, headers and body */
+#define RESPONSE_HEAD   16384     /* a reply's status line and headers */
+#define RESPONSE_MAX    (4 << 20) /* a whole reply; claim replies are the big ones */
+#define RECV_TIMEOUT_S  30        /* longer than any wait_s used here */
+#define JOB_ID_MAX      64
+#define LEASE_TOKEN_MAX 128
+#define CLAIM_MAX       100 /* the API's limit on "max" */
+#define WARMUP_S        1
+#define WAKE_PARK_NS    2000000 /* after the claim is sent, before the submit */
+#define WAKE_WAIT_S     5
+
+/* ---- clock ---- */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void sleep_ns(int64_t ns)
+{
+    struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/* ---- one keep-alive connection ---- */
+
+struct target {
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    char host[300]; /* the Host header: "host:port" */
+    const char *token;
+};
+
+struct conn {
+    const struct target *t;
+    int fd; /* -1: connect on the next request */
+    char out[REQUEST_MAX];
+    char *in;      /* replies; grows up to RESPONSE_MAX */
+    size_t in_cap; /* allocated */
+    size_t in_len; /* bytes read */
+    size_t in_off; /* start of the next reply (bytes past the last one) */
+    int status;
+    const char *body; /* the last reply's body, in `in`; valid until the next request */
+    size_t body_len;
+};
+
+static void conn_init(struct conn *c, const struct target *t)
+{
+    memset(c, 0, sizeof(*c));
+    c->t = t;
+    c->fd = -1;
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->in_len = c->in_off = 0;
+}
+
+static void conn_release(struct conn *c)
+{
+    conn_close(c);
+    free(c->in);
+    c->in = NULL;
+}
+
+static int conn_open(struct conn *c)
+{
+    int fd = socket(c->t->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    struct timeval tv = {.tv_sec = RECV_TIMEOUT_S};
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (const struct sockaddr *)&c->t->addr, c->t->addr_len) < 0) {
+        close(fd);
+        return -1;
+    }
+    c->fd = fd;
+    c->in_len = c->in_off = 0;
+    return 0;
+}
+
+/* Send a POST with a JSON body, or a GET when body is NULL. 0 or -1 (then the socket is closed). */
+static int conn_send(struct conn *c, const char *path, const char *body)
+{
+    int n;
+    if (body)
+        n = snprintf(c->out, sizeof(c->out),
+                     "POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                     path, c->t->host, c->t->token, strlen(body), body);
+    else
+        n = snprintf(c->out, sizeof(c->out),
+                     "GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n", path,
+                     c->t->host, c->t->token);
+    if (n < 0 || (size_t)n >= sizeof(c->out))
+        return -1;
+    if (c->fd < 0 && conn_open(c) < 0)
+        return -1;
+    size_t sent = 0;
+    while (sent < (size_t)n) {
+        ssize_t w = send(c->fd, c->out + sent, (size_t)n - sent, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            conn_close(c);
+            return -1;
+        }
+        sent += (size_t)w;
+    }
+    return 0;
+}
+
+/* Read until `in` holds `want` bytes. 0 or -1. */
+static int conn_fill(struct conn *c, size_t want)
+{
+    if (want > RESPONSE_MAX)
+        return -1;
+    if (want > c->in_cap) {
+        size_t cap = c->in_cap ? c->in_cap : 65536;
+        while (cap < want)
+            cap *= 2;
+        char *in = realloc(c->in, cap);
+        if (in == NULL)
+            return -1;
+        c->in = in;
+        c->in_cap = cap;
+    }
+    while (c->in_len < want) {
+        size_t room = c->in_cap - c->in_len;
+        ssize_t r = recv(c->fd, c->in + c->in_len, room, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        c->in_len += (size_t)r;
+    }
+    return 0;
+}
+
+/* Does the header line [p, end) name `name` (case-insensitive)? Its value, or NULL. */
+static const char *header_value(const char *p, const char *end, const char *name)
+{
+    size_t n = strlen(name);
+    if ((size_t)(end - p) <= n || strncasecmp(p, name, n) != 0 || p[n] != ':')
+        return NULL;
+    p += n + 1;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/*
+ * Read one reply: the status line, the headers (Content-Length is required,
+ * chunked bodies are not supported), the body. Returns the status, or -1
+ * with the connection closed.
+ */
+static int conn_recv(struct conn *c)
+{
+    /* Bytes past the previous reply (none without pipelining) move to the front. */
+    if (c->in_off > 0) {
+        memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+        c->in_len -= c->in_off;
+        c->in_off = 0;
+    }
+    size_t head = 0;
+    for (;;) {
+        if (c->in_len >= 4) {
+            char *e = memmem(c->in, c->in_len, "\r\n\r\n", 4);
+            if (e) {
+                head = (size_t)(e - c->in) + 4;
+                break;
+            }
+        }
+        if (c->in_len >= RESPONSE_HEAD || conn_fill(c, c->in_len + 1) < 0)
+            goto fail;
+    }
+    if (head < 16 || memcmp(c->in, "HTTP/1.", 7) != 0 || c->in[8] != ' ')
+        goto fail;
+    int status = atoi(c->in + 9);
+    long long length = -1;
+    bool close_after = c->in[7] == '0'; /* HTTP/1.0 */
+    const char *p = (const char *)memchr(c->in, '\n', head) + 1;
+    const char *end_head = c->in + head - 2;
+    while (p < end_head) {
+        const char *eol = memchr(p, '\r', (size_t)(end_head - p));
+        if (eol == NULL)
+            eol = end_head;
+        const char *v;
+        if ((v = header_value(p, eol, "Content-Length")) != NULL)
+            length = strtoll(v, NULL, 10);
+        else if ((v = header_value(p, eol, "Connection")) != NULL)
+            close_after = strncasecmp(v, "close", 5) == 0;
+        else if (header_value(p, eol, "Transfer-Encoding") != NULL)
+            goto fail;
+        p = eol + 2;
+    }
+    if (length < 0 || length > RESPONSE_MAX || conn_fill(c, head + (size_t)length) < 0)
+        goto fail;
+    c->status = status;
+    c->body = c->in + head;
+    c->body_len = (size_t)length;
+    c->in_off = head + (size_t)length;
+    if (close_after) {
+        /* The body stays readable: only the socket goes. */
+        close(c->fd);
+        c->fd = -1;
+    }
+    return status;
+fail:
+    conn_close(c);
+    return -1;
+}
+
+/* One request and its reply: the status, or -1. body NULL: a GET. */
+static int conn_post(struct conn *c, const char *path, const char *body)
+{
+    if (conn_send(c, path, body) < 0)
+        return -1;
+    return conn_recv(c);
+}
+
+/* ---- claim replies ---- */
+
+struct claimed {
+    char id[JOB_ID_MAX + 1];
+    char token[LEASE_TOKEN_MAX + 1];
+};
+
+/* Read {"jobs":[{"id", "lease":{"token"}}, ...]} into out[max]. The count, or -1. */
+static int claim_parse(const char *body, size_t len, struct claimed *out, int max)
+{
+    json_t *root = json_loadb(body, len, 0, NULL);
+    json_t *jobs = json_object_get(root, "jobs");
+    int n = json_is_array(jobs) ? 0 : -1;
+    for (size_t i = 0; n >= 0 && i < json_array_size(jobs); i++) {
+        json_t *job = json_array_get(jobs, i);
+        const char *id = json_string_value(json_object_get(job, "id"));
+        const char *token =
+            json_string_value(json_object_get(json_object_get(job, "lease"), "token"));
+        if (n == max || id == NULL || token == NULL || strlen(id) > JOB_ID_MAX ||
+            strlen(token) > LEASE_TOKEN_MAX) {
+            n = -1;
+            break;
+        }
+        memcpy(out[n].id, id, strlen(id) + 1);
+        memcpy(out[n].token, token, strlen(token) + 1);
+        n++;
+    }
+    json_decref(root);
+    return n;
+}
+
+/* POST /v1/jobs/ID/complete with the lease. The status, or -1. */
+static int complete(struct conn *c, const struct claimed *job)
+{
+    char path[128], body[LEASE_TOKEN_MAX + 32];
+    snprintf(path, sizeof(path), "/v1/jobs/%s/complete", job->id);
+    snprintf(body, sizeof(body), "{\"lease\":\"%s\"}", job->token);
+    return conn_post(c, path, body);
+}
+
+/*
+ * Count the jobs of `queue` in state queued, a page of 500 at a time (GET
+ * /v1/jobs, following "next"). The count, or -1. Runs after the measurement.
+ */
+static long long count_queued(const struct target *t, const char *queue)
+{
+    struct conn c;
+    conn_init(&c, t);
+    char path[256], cursor[128] = "";
+    long long n = 0;
+    for (int page = 0; page < 100000; page++) {
+        snprintf(path, sizeof(path), "/v1/jobs?queue=%s&state=queued&limit=500%s%s", queue,
+                 cursor[0] ? "&after=" : "", cursor);
+        json_t *root = NULL;
+        if (conn_post(&c, path, NULL) == 200)
+            root = json_loadb(c.body, c.body_len, 0, NULL);
+        json_t *jobs = json_object_get(root, "jobs"), *next = json_object_get(root, "next");
+        if (!json_is_array(jobs)) {
+            json_decref(root);
+            n = -1;
+            break;
+        }
+        size_t got = json_array_size(jobs);
+        n += (long long)got;
+        if (json_is_string(next) && json_string_length(next) < sizeof(cursor))
+            snprintf(cursor, sizeof(cursor), "%s", json_string_value(next));
+        else if (json_is_integer(next))
+            snprintf(cursor, sizeof(cursor), "%lld", (long long)json_integer_value(next));
+        else
+            cursor[0] = '\0';
+        json_decref(root);
+        if (cursor[0] == '\0' || got == 0)
+            break;
+    }
+    conn_release(&c);
+    return n;
+}
+
+/* ---- errors: counted, and the first of each kind kept for the report ---- */
+
+struct errors {
+    pthread_mutex_t mu;
+    atomic_uint_fast64_t n;
+    char first[4][300]; /* submit, claim, complete, transport */
+};
+
+enum err_kind { ERR_SUBMIT, ERR_CLAIM, ERR_COMPLETE, ERR_TRANSPORT };
+
+static void errors_note(struct errors *e, enum err_kind kind, const struct conn *c, int status)
+{
+    atomic_fetch_add_explicit(&e->n, 1, memory_order_relaxed);
+    pthread_mutex_lock(&e->mu);
+    if (e->first[kind][0] == '\0') {
+        static const char *const names[] = {"submit", "claim", "complete", "transport"};
+        if (status < 0)
+            snprintf(e->first[kind], sizeof(e->first[kind]), "%s: connection failed (%s)",
+                     names[kind], strerror(errno));
+        else
+            snprintf(e->first[kind], sizeof(e->first[kind]), "%s: %d %.*s", names[kind], status,
+                     (int)(c->body_len < 200 ? c->body_len : 200), c->body);
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void errors_print(struct errors *e)
+{
+    for (size_t i = 0; i < sizeof(e->first) / sizeof(e->first[0]); i++)
+        if (e->first[i][0])
+            fprintf(stderr, "first error: %s\n", e->first[i]);
+}
+
+/* ---- e2e mode ---- */
+
+struct counts {
+    uint64_t submitted, claims, claimed, completed;
+    uint64_t submit_ns, claim_ns, complete_ns; /* summed over those replies */
+};
+
+struct e2e {
+    const struct target *t;
+    int max;
+    atomic_bool stop;
+    atomic_uint_fast64_t submitted; /* 202s */
+    atomic_uint_fast64_t claims;    /* 200s to claim */
+    atomic_uint_fast64_t claimed;   /* jobs in them */
+    atomic_uint_fast64_t completed; /* 200s to complete */
+    atomic_uint_fast64_t submit_ns, claim_ns, complete_ns;
+    struct errors err;
+};
+
+struct e2e_thread {
+    struct e2e *run;
+    int index;
+    pthread_t thread;
+};
+
+static void e2e_counts(struct e2e *run, struct counts *out)
+{
+    out->submitted = atomic_load(&run->submitted);
+    out->claims = atomic_load(&run->claims);
+    out->claimed = atomic_load(&run->claimed);
+    out->completed = atomic_load(&run->completed);
+    out->submit_ns = atomic_load(&run->submit_ns);
+    out->claim_ns = atomic_load(&run->claim_ns);
+    out->complete_ns = atomic_load(&run->complete_ns);
+}
+
+static void *e2e_submitter(void *arg)
+{
+    struct e2e_thread *self = arg;
+    struct e2e *run = self->run;
+    struct conn c;
+    conn_init(&c, run->t);
+    static const char body[] = "{\"queue\":\"e2e\",\"payload\":{\"customer\":42,\"plan\":\"vm."
+                               "small\",\"region\":\"fra1\"}}";
+    while (!atomic_load_explicit(&run->stop, memory_order_relaxed)) {
+        int64_t start = now_ns();
+        int status = conn_post(&c, "/v1/jobs", body);
+        if (status == 202) {
+            atomic_fetch_add_explicit(&run->submit_ns, (uint64_t)(now_ns() - start),
+                                      memory_order_relaxed);
+            atomic_fetch_add_explicit(&run->submitted, 1, memory_order_relaxed);
+        } else {
+            errors_note(&run->err, status < 0 ? ERR_TRANSPORT : ERR_SUBMIT, &c, status);
+            if (status < 0)
+                sleep_ns(10000000); /* no busy loop against a server that is gone */
+        }
+    }
+    conn_release(&c);
+    return NULL;
+}
+
+static void *e2e_worker(void *arg)
+{
+    struct e2e_thread *self = arg;
+    struct e2e *run = self->run;
+    struct conn c;
+    conn_init(&c, run->t);
+    char body[192];
+    snprintf(body, sizeof(body), "{\"worker\":\"w%d\",\"max\":%d,\"wait_s\":1}", self->index,
+             run->max);
+    struct claimed *jobs = calloc((size_t)run->max, sizeof(*jobs));
+    if (jobs == NULL)
+        abort();
+    /* The stop flag is checked only here, so what was claimed gets completed. */
+    while (!atomic_load_explicit(&run->stop, memory_order_relaxed)) {
+        int64_t start = now_ns();
+        int status = conn_post(&c, "/v1/queues/e2e/claim", body);
+        int64_t end = now_ns();
+        int n = status == 200 ? claim_parse(c.body, c.body_len, jobs, run->max) : -1;
+        if (n < 0) {
+            errors_note(&run->err, status < 0 ? ERR_TRANSPORT : ERR_CLAIM, &c, status);
+            if (status < 0)
+                sleep_ns(10000000);
+            continue;
+        }
+        atomic_fetch_add_explicit(&run->claim_ns, (uint64_t)(end - start), memory_order_relaxed);
+        atomic_fetch_add_explicit(&run->claims, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&run->claimed, (uint64_t)n, memory_order_relaxed);
+        for (int i = 0; i < n; i++) {
+            start = now_ns();
+            status = complete(&c, &jobs[i]);
+            if (status == 200) {
+                atomic_fetch_add_explicit(&run->complete_ns, (uint64_t)(now_ns() - start),
+                                          memory_order_relaxed);
+                atomic_fetch_add_explicit(&run->completed, 1, memory_order_relaxed);
+            } else {
+                errors_note(&run->err, status < 0 ? ERR_TRANSPORT : ERR_COMPLETE, &c, status);
+            }
+        }
+    }
+    free(jobs);
+    conn_release(&c);
+    return NULL;
+}
+
+static double mean_ms(uint64_t ns, uint64_t n)
+{
+    return n ? (double)ns / (double)n / 1e6 : 0;
+}
+
+static int run_e2e(const struct target *t, int submitters, int workers, int max, int seconds)
+{
+    struct e2e run = {.t = t, .max = max, .err = {.mu = PTHREAD_MUTEX_INITIALIZER}};
+    int n = submitters + workers;
+    struct e2e_thread *threads = calloc((size_t)n, sizeof(*threads));
+    if (threads == NULL)
+        return 1;
+    int started = 0;
+    for (int i = 0; i < n; i++) {
+        threads[i].run = &run;
+        threads[i].index = i < submitters ? i : i - submitters;
+        if (pthread_create(&threads[i].thread, NULL, i < submitters ? e2e_submitter : e2e_worker,
+                           &threads[i]) != 0)
+            break;
+        started++;
+    }
+    struct counts c0, c1, end;
+    int64_t t0 = 0, t1 = 0;
+    if (started == n) {
+        sleep_ns((int64_t)WARMUP_S * 1000000000);
+        t0 = now_ns();
+        e2e_counts(&run, &c0);
+        sleep_ns((int64_t)seconds * 1000000000);
+        t1 = now_ns();
+        e2e_counts(&run, &c1);
+    }
+    atomic_store(&run.stop, true);
+    for (int i = 0; i < started; i++)
+        pthread_join(threads[i].thread, NULL);
+    free(threads);
+    if (started != n) {
+        fprintf(stderr, "e2e: cannot start %d threads\n", n);
+        return 1;
+    }
+    e2e_counts(&run, &end);
+
+    double secs = (double)(t1 - t0) / 1e9;
+    double completes_s = (double)(c1.completed - c0.completed) / secs;
+    double submits_s = (double)(c1.submitted - c0.submitted) / secs;
+    double claims_s = (double)(c1.claims - c0.claims) / secs;
+    double per_claim = c1.claims > c0.claims
+                           ? (double)(c1.claimed - c0.claimed) / (double)(c1.claims - c0.claims)
+                           : 0;
+    /* Mean time per call in the window: a closed loop's rate is its threads / this. */
+    double submit_ms = mean_ms(c1.submit_ns - c0.submit_ns, c1.submitted - c0.submitted);
+    double claim_ms = mean_ms(c1.claim_ns - c0.claim_ns, c1.claims - c0.claims);
+    double complete_ms = mean_ms(c1.complete_ns - c0.complete_ns, c1.completed - c0.completed);
+    long long queued = count_queued(t, "e2e");
+    uint64_t errors = atomic_load(&run.err.n);
+    printf("e2e: %d submitters, %d workers (max %d), %.2f s measured after %d s warm-up\n",
+           submitters, workers, max, secs, WARMUP_S);
+    printf("  completed   %10.0f jobs/s (end to end), %.2f ms per complete call\n", completes_s,
+           complete_ms);
+    printf("  submitted   %10.0f jobs/s, %.2f ms per submit\n", submits_s, submit_ms);
+    printf("  claim calls %10.0f /s, %.2f jobs per claim, %.2f ms per claim (waits included)\n",
+           claims_s, per_claim, claim_ms);
+    printf("  totals: %llu submitted, %llu claimed, %llu completed, %llu errors\n",
+           (unsigned long long)end.submitted, (unsigned long long)end.claimed,
+           (unsigned long long)end.completed, (unsigned long long)errors);
+    printf("  queued in \"e2e\" at the end: %lld (-1: cannot list)\n", queued);
+    errors_print(&run.err);
+    printf("RESULT mode=e2e submitters=%d workers=%d max=%d seconds=%.2f completes_s=%.0f "
+           "submits_s=%.0f claims_s=%.0f jobs_per_claim=%.2f submit_ms=%.3f claim_ms=%.3f "
+           "complete_ms=%.3f submitted=%llu claimed=%llu completed=%llu queued_end=%lld "
+           "errors=%llu\n",
+           submitters, workers, max, secs, completes_s, submits_s, claims_s, per_claim, submit_ms,
+           claim_ms, complete_ms, (unsigned long long)end.submitted,
+           (unsigned long long)end.claimed, (unsigned long long)end.completed, queued,
+           (unsigned long long)errors);
+    return errors || queued < 0 ? 1 : 0;
+}
+
+/* ---- wake mode ---- */
+
+struct wake {
+    const struct target *t;
+    int rounds;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int sent;         /* the round whose claim is on the wire, -1 before the first */
+    int done;         /* rounds whose job was claimed and completed */
+    bool failed;      /* either side gave up */
+    int64_t *resp_ns; /* [round]: when the claim reply carrying the job arrived */
+    struct errors err;
+};
+
+static void wake_set(struct wake *w, int *field, int value)
+{
+    pthread_mutex_lock(&w->mu);
+    *field = value;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Either side gives up; the other stops waiting. */
+static void wake_fail(struct wake *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->failed = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Wait until *field >= value; false if the other side failed. */
+static bool wake_wait(struct wake *w, const int *field, int value)
+{
+    pthread_mutex_lock(&w->mu);
+    while (*field < value && !w->failed)
+        pthread_cond_wait(&w->cv, &w->mu);
+    bool ok = !w->failed;
+    pthread_mutex_unlock(&w->mu);
+    return ok;
+}
+
+static void *wake_worker(void *arg)
+{
+    struct wake *w = arg;
+    struct conn c;
+    conn_init(&c, w->t);
+    char body[96];
+    snprintf(body, sizeof(body), "{\"worker\":\"wake\",\"max\":1,\"wait_s\":%d}", WAKE_WAIT_S);
+    struct claimed job;
+    bool failed = false;
+    for (int round = 0; round < w->rounds && !failed; round++) {
+        int n = 0;
+        int64_t at = 0;
+        while (n == 0 && !failed) {
+            int status = conn_send(&c, "/v1/queues/wake/claim", body);
+            wake_set(w, &w->sent, round);
+            if (status == 0)
+                status = conn_recv(&c);
+            at = now_ns();
+            n = status == 200 ? claim_parse(c.body, c.body_len, &job, 1) : -1;
+            if (n < 0) {
+                errors_note(&w->err, status < 0 ? ERR_TRANSPORT : ERR_CLAIM, &c, status);
+                failed = true;
+            }
+            /* n == 0: the wait ran out (the submit failed?); claim again unless told to stop. */
+            pthread_mutex_lock(&w->mu);
+            failed |= w->failed;
+            pthread_mutex_unlock(&w->mu);
+        }
+        if (failed)
+            break;
+        w->resp_ns[round] = at;
+        int status = complete(&c, &job);
+        if (status != 200) {
+            errors_note(&w->err, status < 0 ? ERR_TRANSPORT : ERR_COMPLETE, &c, status);
+            failed = true;
+        }
+        if (!failed)
+            wake_set(w, &w->done, round + 1);
+    }
+    if (failed)
+        wake_fail(w);
+    conn_release(&c);
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of sorted v[n]. */
+static double percentile(const double *v, int n, double p)
+{
+    int rank = (int)ceil(p / 100.0 * n);
+    return v[rank < 1 ? 0 : rank - 1];
+}
+
+static int run_wake(const struct target *t, int rounds)
+{
+    struct wake w = {
+        .t = t,
+        .rounds = rounds,
+        .mu = PTHREAD_MUTEX_INITIALIZER,
+        .cv = PTHREAD_COND_INITIALIZER,
+        .sent = -1,
+        .err = {.mu = PTHREAD_MUTEX_INITIALIZER},
+    };
+    w.resp_ns = calloc((size_t)rounds, sizeof(*w.resp_ns));
+    int64_t *send_ns = calloc((size_t)rounds, sizeof(*send_ns));
+    int64_t *accepted_ns = calloc((size_t)rounds, sizeof(*accepted_ns));
+    double *after_202 = calloc((size_t)rounds, sizeof(double));
+    double *after_send = calloc((size_t)rounds, sizeof(double));
+    double *submit = calloc((size_t)rounds, sizeof(double));
+    int rc = 1, done = 0;
+    pthread_t worker;
+    struct conn c;
+    conn_init(&c, t);
+    if (!w.resp_ns || !send_ns || !accepted_ns || !after_202 || !after_send || !submit ||
+        pthread_create(&worker, NULL, wake_worker, &w) != 0)
+        goto out_free;
+    static const char body[] = "{\"queue\":\"wake\",\"payload\":{\"customer\":42}}";
+    for (int round = 0; round < rounds; round++) {
+        if (!wake_wait(&w, &w.sent, round))
+            break;
+        sleep_ns(WAKE_PARK_NS);
+        send_ns[round] = now_ns();
+        int status = conn_post(&c, "/v1/jobs", body);
+        accepted_ns[round] = now_ns();
+        if (status != 202) {
+            errors_note(&w.err, status < 0 ? ERR_TRANSPORT : ERR_SUBMIT, &c, status);
+            wake_fail(&w);
+            break;
+        }
+        if (!wake_wait(&w, &w.done, round + 1))
+            break;
+        after_202[round] = (double)(w.resp_ns[round] - accepted_ns[round]) / 1e6;
+        after_send[round] = (double)(w.resp_ns[round] - send_ns[round]) / 1e6;
+        submit[round] = (double)(accepted_ns[round] - send_ns[round]) / 1e6;
+        done++;
+    }
+    pthread_join(worker, NULL);
+    errors_print(&w.err);
+    if (done < rounds) {
+        fprintf(stderr, "wake: stopped after %d of %d rounds\n", done, rounds);
+        goto out_free;
+    }
+    qsort(after_202, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(after_send, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(submit, (size_t)rounds, sizeof(double), cmp_double);
+    const double *sets[] = {after_202, after_send, submit};
+    const char *names[] = {"claim reply - 202", "claim reply - submit sent", "submit (202 - sent)"};
+    printf("wake: %d rounds, a claim parked %.1f ms before each submit\n", rounds,
+           WAKE_PARK_NS / 1e6);
+    printf("  %-28s %8s %8s %8s %8s %8s\n", "ms", "min", "p50", "p90", "p99", "max");
+    for (int i = 0; i < 3; i++)
+        printf("  %-28s %8.3f %8.3f %8.3f %8.3f %8.3f\n", names[i], sets[i][0],
+               percentile(sets[i], rounds, 50), percentile(sets[i], rounds, 90),
+               percentile(sets[i], rounds, 99), sets[i][rounds - 1]);
+    printf("RESULT mode=wake rounds=%d min_ms=%.3f p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f "
+           "max_ms=%.3f send_p50_ms=%.3f send_p90_ms=%.3f send_p99_ms=%.3f send_max_ms=%.3f "
+           "submit_p50_ms=%.3f\n",
+           rounds, after_202[0], percentile(after_202, rounds, 50),
+           percentile(after_202, rounds, 90), percentile(after_202, rounds, 99),
+           after_202[rounds - 1], percentile(after_send, rounds, 50),
+           percentile(after_send, rounds, 90), percentile(after_send, rounds, 99),
+           after_send[rounds - 1], percentile(submit, rounds, 50));
+    rc = 0;
+out_free:
+    conn_release(&c);
+    free(w.resp_ns);
+    free(send_ns);
+    free(accepted_ns);
+    free(after_202);
+    free(after_send);
+    free(submit);
+    return rc;
+}
+
+/* ---- main ---- */
+
+/* "http://HOST:PORT" into t. 0 or -1. */
+static int target_init(struct target *t, const char *url, const char *token)
+{
+    memset(t, 0, sizeof(*t));
+    t->token = token;
+    if (strncmp(url, "http://", 7) == 0)
+        url += 7;
+    char host[256];
+    snprintf(host, sizeof(host), "%s", url);
+    char *slash = strchr(host, '/');
+    if (slash)
+        *slash = '\0';
+    snprintf(t->host, sizeof(t->host), "%s", host);
+    char *colon = strrchr(host, ':');
+    if (colon == NULL)
+        return -1;
+    *colon = '\0';
+    const char *port = colon + 1;
+    char *name = host;
+    if (name[0] == '[' && colon > host && colon[-1] == ']') { /* [::1]:port */
+        colon[-1] = '\0';
+        name++;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+    if (getaddrinfo(name, port, &hints, &res) != 0)
+        return -1;
+    memcpy(&t->addr, res->ai_addr, res->ai_addrlen);
+    t->addr_len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: e2e [-s SUBMITTERS] [-w WORKERS] [-m MAX] [-d SECONDS] e2e URL\n"
+                    "       e2e [-n ROUNDS] wake URL\n"
+                    "DROVER_TOKEN holds the bearer token; URL is http://HOST:PORT\n");
+}
+
+static bool int_arg(const char *s, int min, int max, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || v < min || v > max)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    int submitters = 4, workers = 16, max = 8, seconds = 10, rounds = 1000;
+    int opt;
+    while ((opt = getopt(argc, argv, "s:w:m:d:n:h")) != -1) {
+        bool ok = true;
+        switch (opt) {
+        case 's': ok = int_arg(optarg, 0, 1024, &submitters); break;
+        case 'w': ok = int_arg(optarg, 0, 1024, &workers); break;
+        case 'm': ok = int_arg(optarg, 1, CLAIM_MAX, &max); break;
+        case 'd': ok = int_arg(optarg, 1, 3600, &seconds); break;
+        case 'n': ok = int_arg(optarg, 1, 10000000, &rounds); break;
+        default: ok = false;
+        }
+        if (!ok) {
+            usage();
+            return 2;
+        }
+    }
+    if (argc - optind != 2) {
+        usage();
+        return 2;
+    }
+    const char *mode = argv[optind], *token = getenv("DROVER_TOKEN");
+    if (token == NULL || token[0] == '\0') {
+        fprintf(stderr, "e2e: DROVER_TOKEN is not set\n");
+        return 2;
+    }
+    struct target t;
+    if (target_init(&t, argv[optind + 1], token) < 0) {
+        fprintf(stderr, "e2e: cannot resolve '%s'\n", argv[optind + 1]);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (strcmp(mode, "e2e") == 0)
+        return run_e2e(&t, submitters, workers, max, seconds);
+    if (strcmp(mode, "wake") == 0)
+        return run_wake(&t, rounds);
+    usage();
+    return 2;
+}
