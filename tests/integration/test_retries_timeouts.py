@@ -278,8 +278,14 @@ def test_timeout_s_fails_attempt_despite_heartbeats(server):
     job = claim_one(server, "to")
     start = time.monotonic()
     lost_at = None
+    n = 0
     while time.monotonic() - start < 4:
-        r = lease_call(server, job["id"], "heartbeat", job["lease"]["token"])
+        # Heartbeats and steps alternate: neither extends timeout_s.
+        if n % 2:
+            r = lease_call(server, job["id"], "steps", job["lease"]["token"], step=f"s{n}")
+        else:
+            r = lease_call(server, job["id"], "heartbeat", job["lease"]["token"])
+        n += 1
         t = time.monotonic() - start
         if r.status == 409:
             assert_error(r, 409, "lease_lost")
@@ -335,8 +341,10 @@ def test_heartbeat_timeout_goes_through_retry_policy(server):
 def test_queue_timeout_fails_unclaimed_job_for_good(server):
     put_queue(server, "qt", queue_timeout_s=1, max_attempts=3,
               backoff={"initial_s": 0, "factor": 1, "max_s": 0, "jitter": 0})
+    started = server.submit("qt")
     sub = server.submit("qt")
     t0 = time.monotonic()
+    assert claim_one(server, "qt")["id"] == started["id"]
     got = wait_state(server, sub["id"], "failed", timeout=2.5)
     gap = time.monotonic() - t0
     assert 1.0 - TOL_EARLY <= gap <= 1.0 + 0.5 + TOL_LATE, f"failed after {gap:.3f}s"
@@ -345,24 +353,19 @@ def test_queue_timeout_fails_unclaimed_job_for_good(server):
     assert claim(server, "qt", max_jobs=10) == []
     time.sleep(0.3)
     assert server.get_job(sub["id"])["state"] == "failed", "queue_timeout must be final"
-
-
-def test_queue_timeout_spares_claimed_job(server):
-    put_queue(server, "qt2", queue_timeout_s=1)
-    sub = server.submit("qt2")
-    claim_one(server, "qt2")
-    time.sleep(1.6)
-    got = server.get_job(sub["id"])
-    assert got["state"] == "running" and got["error"] is None, got
+    # queue_timeout_s bounds the wait for the first start, not the run.
+    running = server.get_job(started["id"])
+    assert running["state"] == "running" and running["error"] is None, running
 
 
 def test_queue_timeout_counts_from_run_at(server):
     put_queue(server, "qt3", queue_timeout_s=1)
-    run_at = time.time() + 1.0
+    run_at = time.time() + 0.6
     sub = server.submit("qt3", run_at=ts_format(run_at))
     assert sub["state"] == "scheduled"
-    # At run_at + 0.5 s the job waits, queued, and has not timed out.
-    time.sleep(max(0.0, run_at + 0.5 - time.time()))
+    # At run_at + 0.6 s (1.2 s after submit) the job waits, queued, and has
+    # not timed out: the queue timeout counts from run_at.
+    time.sleep(max(0.0, run_at + 0.6 - time.time()))
     got = server.get_job(sub["id"])
     assert got["state"] == "queued", got
     got = wait_state(server, sub["id"], "failed", timeout=1.5)
@@ -385,11 +388,11 @@ def test_run_at_makes_job_claimable_only_when_due(server):
 
 
 def test_scheduled_job_becomes_queued_without_claimers(server):
-    sub = server.submit("ra2", run_at=ts_format(time.time() + 1.0))
-    assert sub["state"] == "scheduled"
     t0 = time.monotonic()
-    wait_state(server, sub["id"], "queued", timeout=2.5)
-    assert time.monotonic() - t0 <= 1.0 + 0.5 + TOL_LATE
+    sub = server.submit("ra2", run_at=ts_format(time.time() + 0.5))
+    assert sub["state"] == "scheduled"
+    wait_state(server, sub["id"], "queued", timeout=2)
+    assert 0.5 - TOL_EARLY <= time.monotonic() - t0 <= 0.5 + 0.5 + TOL_LATE
 
 
 # ------------------------------------------------------------ cancellation
@@ -477,24 +480,6 @@ def test_backoff_jitter_is_random(server):
     assert spread > 0.1, f"8 backoffs with jitter 1 all ended within {spread:.3f}s: {ready}"
 
 
-def test_steps_do_not_extend_timeout_s(server):
-    put_queue(server, "tos", heartbeat_timeout_s=1, timeout_s=2)
-    sub = server.submit("tos")
-    job = claim_one(server, "tos")
-    start = time.monotonic()
-    n = 0
-    while time.monotonic() - start < 4:
-        r = lease_call(server, sub["id"], "steps", job["lease"]["token"], step=f"s{n}")
-        if r.status == 409:
-            break
-        assert r.status == 200, r
-        n += 1
-        time.sleep(0.3)
-    got = wait_state(server, sub["id"], "failed", timeout=1)
-    assert got["error"]["kind"] == "timeout", got["error"]
-    assert time.monotonic() - start <= 3.0
-
-
 def test_canceled_scheduled_jobs_stay_canceled_when_due(server):
     put_queue(server, "cd", max_attempts=2,
               backoff={"initial_s": 1, "factor": 1, "max_s": 1, "jitter": 0})
@@ -507,24 +492,27 @@ def test_canceled_scheduled_jobs_stay_canceled_when_due(server):
         r = server.request("POST", f"/v1/jobs/{jid}/cancel", token="submit")
         assert r.status == 200 and r.json["state"] == "canceled", r
     before = {jid: server.get_job(jid) for jid in (later["id"], backing["id"])}
-    got = claim(server, "cd", max_jobs=10, wait_s=2)  # past both due times
+    t_fail = time.monotonic()
+    assert claim(server, "cd", max_jobs=10, wait_s=1) == []
+    time.sleep(max(0.0, t_fail + 1.3 - time.monotonic()))  # past both due times
+    got = claim(server, "cd", max_jobs=10)
     assert got == [], "a canceled job came back when its old due time passed"
     for jid, b in before.items():
         assert server.get_job(jid) == b
 
 
 def test_old_attempts_deadline_does_not_fail_new_attempt(server):
-    put_queue(server, "od", timeout_s=2, heartbeat_timeout_s=60, max_attempts=1)
+    put_queue(server, "od", timeout_s=1, heartbeat_timeout_s=60, max_attempts=1)
     sub = server.submit("od")
     j1 = claim_one(server, "od")
-    t0 = time.monotonic()  # attempt 1 would time out at t0 + 2
+    t0 = time.monotonic()  # attempt 1 would time out at t0 + 1
     fail(server, j1)
     r = server.request("POST", f"/v1/jobs/{sub['id']}/retry", token="submit")
     assert r.status == 200, r
-    time.sleep(1.0)
-    j2 = claim_one(server, "od")  # attempt 2 times out at about t0 + 3
+    time.sleep(max(0.0, t0 + 0.6 - time.monotonic()))
+    j2 = claim_one(server, "od")  # attempt 2 times out at about t0 + 1.6
     assert j2["attempt"] == 2
-    time.sleep(max(0.0, t0 + 2.5 - time.monotonic()))
+    time.sleep(max(0.0, t0 + 1.3 - time.monotonic()))
     got = server.get_job(sub["id"])
     assert got["state"] == "running" and got["attempt"] == 2, \
         f"attempt 1's deadline ended attempt 2: {got}"
