@@ -157,6 +157,32 @@ void claims_notify(struct claims *c, const char *queue, int n)
     }
 }
 
+struct claim_wait *claims_take(struct claims *c, const char *queue)
+{
+    struct claim_wait *taken = NULL, *gone = NULL;
+    pthread_mutex_lock(&c->lock);
+    struct queue_waiters *q = queue_find(c, queue, false);
+    while (q && q->head && taken == NULL) {
+        struct claim_wait *w = q->head;
+        unlink_waiter(c, q, w);
+        if (w->alive && !w->alive(w)) {
+            w->next = gone;
+            gone = w;
+        } else {
+            w->woken_before = true;
+            taken = w;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    while (gone) {
+        struct claim_wait *w = gone;
+        gone = w->next;
+        w->next = NULL;
+        w->answer(w);
+    }
+    return taken;
+}
+
 void claims_expire(struct claims *c, uint64_t id)
 {
     struct claim_wait *found = NULL;

@@ -52,6 +52,14 @@ bool claims_wait(struct claims *c, struct claim_wait *w);
  */
 void claims_notify(struct claims *c, const char *queue, int n);
 
+/*
+ * Take the oldest waiting claim of queue whose client is still there, or
+ * NULL. The caller (the writer thread) now owns it: it hands it a job in the
+ * current transaction and answers it after the commit, or parks it again
+ * with claims_wait().
+ */
+struct claim_wait *claims_take(struct claims *c, const char *queue);
+
 /* The timer for waiter `id` fired: answer it if it still waits. */
 void claims_expire(struct claims *c, uint64_t id);
 

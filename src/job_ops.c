@@ -37,6 +37,8 @@ struct policy_effect {
 };
 
 struct job_effects {
+    struct claim_wait **handoffs; /* parked claims handed a job in this batch */
+    int n_handoffs, cap_handoffs;
     struct due_effect *dues;
     int n_dues, cap_dues;
     struct ready_effect *ready;
@@ -120,13 +122,14 @@ static void effects_clear(struct job_effects *fx)
 {
     for (int i = 0; i < fx->n_policies; i++)
         policy_release(&fx->policies[i].policy);
-    fx->n_dues = fx->n_ready = fx->n_policies = 0;
+    fx->n_dues = fx->n_ready = fx->n_policies = fx->n_handoffs = 0;
 }
 
 void job_env_release(struct job_env *env)
 {
     if (env->effects) {
         effects_clear(env->effects);
+        free(env->effects->handoffs);
         free(env->effects->dues);
         free(env->effects->ready);
         free(env->effects->policies);
@@ -147,6 +150,17 @@ void job_env_after_batch(struct job_env *env, bool committed)
         for (int i = 0; i < fx->n_ready; i++) {
             if (env->claims)
                 claims_notify(env->claims, fx->ready[i].queue, fx->ready[i].n);
+        }
+    }
+    for (int i = 0; i < fx->n_handoffs; i++) {
+        struct claim_wait *w = fx->handoffs[i];
+        if (committed) {
+            w->answer(w); /* its jobs are leased and durable: reply */
+        } else {
+            /* Rolled back: the job is not theirs after all; wait again. */
+            job_claim_op_release(container_of(w->op, struct job_claim_op, op));
+            if (!claims_wait(env->claims, w))
+                w->answer(w);
         }
     }
     effects_clear(fx);
@@ -300,6 +314,40 @@ static int attempt_ended(struct write_ctx *ctx, struct job *job, const struct po
     return 0;
 }
 
+static int claim_one(struct write_ctx *ctx, struct job_claim_op *c, const struct policy *p,
+                     const char *id, struct job *job);
+
+/*
+ * The job (already saved) just became ready. If a claim of its queue is
+ * parked, lease the job to it in this same transaction — the claim's reply
+ * goes out with the commit that made the job ready, saving a commit and the
+ * wake-up's latency. Otherwise note the queue so parked claims wake after
+ * the commit.
+ */
+static int became_ready(struct write_ctx *ctx, const struct job *job, const struct policy *p)
+{
+    struct job_env *env = ctx->env;
+    struct claim_wait *w = env && env->claims ? claims_take(env->claims, job->queue) : NULL;
+    if (w == NULL)
+        return effect_ready(env, job->queue);
+    struct job_claim_op *c = container_of(w->op, struct job_claim_op, op);
+    struct job_effects *fx = env->effects;
+    struct claim_wait **slot =
+        grow((void **)&fx->handoffs, &fx->n_handoffs, &fx->cap_handoffs, sizeof(*slot));
+    if (slot == NULL) {
+        if (!claims_wait(env->claims, w))
+            w->answer(w);
+        return effect_ready(env, job->queue);
+    }
+    *slot = w;
+    int rc = claim_one(ctx, c, p, job->id, &c->jobs[c->n]);
+    if (rc == 0)
+        c->n++;
+    else
+        job_release(&c->jobs[c->n]);
+    return rc; /* a failure here is a store failure: the batch rolls back */
+}
+
 /* ---- submit ---- */
 
 static int submit_apply(struct write_ctx *ctx, struct write_op *op)
@@ -321,7 +369,6 @@ static int submit_apply(struct write_ctx *ctx, struct write_op *op)
     struct policy fallback;
     const struct policy *p = policy_for(ctx, job->queue, &fallback);
     job->due_at_ms = next_due(job, p);
-    policy_done(ctx, p, &fallback);
     rc = store_job_insert(ctx->store, job);
     if (rc == 0)
         rc = store_event_insert(ctx->store, &ev);
@@ -329,7 +376,8 @@ static int submit_apply(struct write_ctx *ctx, struct write_op *op)
     if (rc == 0)
         rc = effect_due(ctx->env, job);
     if (rc == 0 && job->state == JOB_QUEUED)
-        rc = effect_ready(ctx->env, job->queue);
+        rc = became_ready(ctx, job, p);
+    policy_done(ctx, p, &fallback);
     return rc;
 }
 
@@ -567,7 +615,7 @@ static int retry_apply(struct write_ctx *ctx, struct write_op *op)
         rc = save(ctx, job, &ev);
     }
     if (rc == 0)
-        rc = effect_ready(ctx->env, job->queue);
+        rc = became_ready(ctx, job, p);
     policy_done(ctx, p, &fallback);
     return rc;
 }
@@ -604,7 +652,7 @@ static int deadline_check(struct write_ctx *ctx, struct job *job, const struct p
             return rc;
         job->due_at_ms = next_due(job, p);
         rc = save(ctx, job, &ev);
-        return rc ? rc : effect_ready(ctx->env, job->queue);
+        return rc ? rc : became_ready(ctx, job, p);
     }
     if (job->state == JOB_RUNNING) {
         int64_t ad = attempt_deadline(job, p);
