@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"get", cli_get_main},
     {"list", cli_list_main},
     {"cancel", cli_cancel_main},
+    {"worker", cli_worker_main},
     {"watch", cli_watch_main},
     {"retry", cli_retry_main},
 };

@@ -49,6 +49,9 @@ int cli_list_main(int argc, char **argv);
 /* drover cancel ID [options]: cancel a job. */
 int cli_cancel_main(int argc, char **argv);
 
+/* drover worker QUEUE [options] -- CMD [ARGS...]: claim jobs and run CMD for each. */
+int cli_worker_main(int argc, char **argv);
+
 /* drover watch ID [options]: follow a job until it ends; exit 0 succeeded, 1 failed/canceled. */
 int cli_watch_main(int argc, char **argv);
 

@@ -58,6 +58,8 @@
 #define WORKER_DRAIN_MS           1000  /* after CMD exits: wait this long for its pipes to close */
 #define WORKER_STOP_REPORT_MS     10000 /* forced stop: give the server this long for the reports */
 #define WORKER_MAX_QUEUED_CALLS   256   /* a job's unsent steps; past it CMD's stdout is not read */
+#define WORKER_STEP_NAME_MAX      64    /* the server's limits: a step name, */
+#define WORKER_MESSAGE_MAX        4096  /* and error.message, in bytes */
 
 enum worker_opt {
     WORKER_OPT_CONCURRENCY = CLI_OPT_COMMAND,
@@ -112,6 +114,7 @@ struct worker_job {
     enum worker_kill kill;
     int64_t kill_at_ms;  /* SIGKILL to the group then, if CMD still lives; 0 = none */
     int64_t drain_until; /* CMD exited: close its pipes then, even if still held open */
+    bool ended;          /* CMD is gone and its pipes are closed (or it never started) */
     bool finished;       /* the outcome is decided: its report is queued, or there is none */
     char *step;          /* owned; the last step CMD reported, for error.step */
     json_t *result;      /* owned; the last ::result */
@@ -348,7 +351,7 @@ worker_log(const struct worker *w, const struct worker_job *job, const char *fmt
     }
     char at[TIME_RFC3339_LEN];
     time_format_rfc3339(time_now_ms(), at);
-    json_t *rec = json_pack("{s:s, s:o?, s:o?}", "at", at, "job",
+    json_t *rec = json_pack("{s:s, s:o*, s:o*}", "at", at, "job",
                             job ? worker_json_text(job->id, strlen(job->id), false) : NULL, "msg",
                             worker_json_text(msg, strlen(msg), false));
     char *line = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
@@ -430,23 +433,23 @@ static void worker_lease_lost(struct worker_job *job, const char *what)
 }
 
 /* CMD is gone and its pipes are closed: queue the report that ends the attempt. */
-static void worker_finish_job(struct worker_job *job)
+static void worker_end_job(struct worker_job *job)
 {
     struct proc *p = &job->proc;
     char status[96], tail[PROC_STDERR_TAIL + 1];
     json_t *body = NULL;
 
-    if (job->finished)
-        return;
-    job->finished = true;
+    job->ended = true;
+    if (p->pid == 0)
+        return; /* never started: the failure was queued then */
     if (job->kill != WORKER_KILL_NONE)
-        proc_signal(p, SIGKILL); /* whatever CMD started and left behind */
-
+        proc_signal(p, SIGKILL); /* whatever CMD started and left behind in its group */
     proc_describe_status(p->status, status, sizeof(status));
-    if (job->kill == WORKER_KILL_LEASE_LOST) {
+    if (job->finished) {
         worker_log(job->w, job, "command ended (%s) after the lease was lost", status);
         return;
     }
+    job->finished = true;
     if (job->kill == WORKER_KILL_NONE && WIFEXITED(p->status) && WEXITSTATUS(p->status) == 0) {
         worker_log(job->w, job, "command succeeded");
         body = json_object();
@@ -456,30 +459,44 @@ static void worker_finish_job(struct worker_job *job)
         return;
     }
 
-    size_t tail_len = proc_stderr_tail(p, tail);
     const char *why = job->kill == WORKER_KILL_CANCELED  ? "canceled"
                       : job->kill == WORKER_KILL_STOPPED ? "worker stopped"
                                                          : NULL;
-    char *message = NULL;
-    int n;
-    if (why && job->kill == WORKER_KILL_STOPPED)
-        n = asprintf(&message, "%s", why);
-    else if (why)
-        n = asprintf(&message, "%s (%s)", why, status);
-    else
-        n = asprintf(&message, "%s%s%.*s", status, tail_len ? ": " : "", (int)tail_len, tail);
-    if (n < 0)
-        message = NULL;
+    char message[WORKER_MESSAGE_MAX + 1];
+    if (job->kill == WORKER_KILL_STOPPED) {
+        snprintf(message, sizeof(message), "%s", why);
+    } else if (why) {
+        snprintf(message, sizeof(message), "%s (%s)", why, status);
+    } else {
+        /* "STATUS: TAIL", the tail shortened at its front to fit the server's limit. */
+        char clean[PROC_STDERR_TAIL + 1];
+        size_t tail_len = proc_stderr_tail(p, tail);
+        size_t clean_len = worker_clean_text(tail, tail_len, clean, true);
+        size_t room = WORKER_MESSAGE_MAX - strlen(status) - 2;
+        const char *t = clean;
+        if (clean_len > room) {
+            t += clean_len - room;
+            while ((*t & 0xc0) == 0x80) /* not in the middle of a character */
+                t++;
+        }
+        size_t len = strlen(status), t_len = clean_len - (size_t)(t - clean);
+        memcpy(message, status, len);
+        if (t_len) {
+            memcpy(message + len, ": ", 2);
+            memcpy(message + len + 2, t, t_len);
+            len += 2 + t_len;
+        }
+        message[len] = '\0';
+    }
     worker_log(job->w, job, "command failed: %s", why ? why : status);
 
     json_t *error = json_object();
-    if (error && message)
-        json_object_set_new(error, "message", worker_json_text(message, strlen(message), true));
+    if (error)
+        json_object_set_new(error, "message", json_string(message));
     if (error && job->step)
         json_object_set_new(error, "step", json_string(job->step));
     if (error)
         json_object_set_new(error, "retryable", json_true());
-    free(message);
     body = error ? json_pack("{s:o}", "error", error) : NULL;
     worker_queue_call(job, WORKER_CALL_FAIL, body);
 }
@@ -524,6 +541,11 @@ static void worker_on_step(struct worker_job *job, char *args)
         while (*data_text == ' ' || *data_text == '\t')
             data_text++;
     }
+    if (strlen(args) > WORKER_STEP_NAME_MAX) {
+        worker_log(job->w, job, "::step name longer than %d bytes; line ignored",
+                   WORKER_STEP_NAME_MAX);
+        return;
+    }
     if (!(name = json_string(args))) {
         worker_log(job->w, job, "::step name is not valid UTF-8; line ignored");
         return;
@@ -537,7 +559,7 @@ static void worker_on_step(struct worker_job *job, char *args)
         free(job->step);
         job->step = step;
     }
-    body = json_pack("{s:o, s:o?}", "step", name, "data", data);
+    body = json_pack("{s:o, s:o*}", "step", name, "data", data);
     worker_queue_call(job, WORKER_CALL_STEP, body);
 }
 
@@ -574,7 +596,7 @@ static void worker_on_line(void *ctx, char *line, size_t len, bool cut)
     }
 
     if (w->json) {
-        json_t *rec = json_pack("{s:s, s:o?, s:b}", "job", job->id, "line",
+        json_t *rec = json_pack("{s:s, s:o*, s:b}", "job", job->id, "line",
                                 worker_json_text(line, len, true), "truncated", cut);
         char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
         if (text)
@@ -644,7 +666,7 @@ static enum worker_outcome worker_lease_call(struct worker_job *job, const char 
                                              struct errmsg *err)
 {
     struct client_path path;
-    char what[64];
+    char what[128];
 
     client_path_init(&path, "/v1/jobs");
     client_path_segment(&path, job->id);
@@ -658,40 +680,43 @@ static enum worker_outcome worker_lease_call(struct worker_job *job, const char 
     return worker_post(job->w, &path, body, WORKER_CALL_TIMEOUT_MS, what, resp, err);
 }
 
-/* A lease object from the server: take its token, and the interval for heartbeats. */
-static void worker_take_lease(struct worker_job *job, const json_t *lease, const char *server_now)
+/* A lease object from the server: keep its token, the one later calls present. */
+static void worker_take_token(struct worker_job *job, const json_t *lease)
 {
     const char *token = json_string_value(json_object_get(lease, "token"));
-    const char *expires = json_string_value(json_object_get(lease, "expires_at"));
-    int64_t expires_ms, then_ms, best = 0;
+    char *copy;
 
-    if (token && strcmp(token, job->lease) != 0) {
-        char *copy = strdup(token);
-        if (copy) {
-            explicit_bzero(job->lease, strlen(job->lease));
-            free(job->lease);
-            job->lease = copy;
-        }
-    }
-    /*
-     * The lease's length: expires_at against the server's own clock when the
-     * job tells it (updated_at, at claim), and against ours; the shorter one
-     * wins, so a clock skewed either way cannot make us heartbeat too late.
-     */
-    if (expires && time_parse_rfc3339(expires, &expires_ms) == 0) {
-        int64_t local = expires_ms - time_now_ms();
-        if (local > 0)
-            best = local;
-        if (server_now && time_parse_rfc3339(server_now, &then_ms) == 0 && expires_ms > then_ms &&
-            (best == 0 || expires_ms - then_ms < best))
-            best = expires_ms - then_ms;
-    }
-    if (best > 0 && job->heartbeat_ms == 0)
-        job->heartbeat_ms = best / 3 < WORKER_HEARTBEAT_MIN_MS ? WORKER_HEARTBEAT_MIN_MS : best / 3;
-    else if (best > 0 && best / 3 < job->heartbeat_ms)
-        job->heartbeat_ms = best / 3 < WORKER_HEARTBEAT_MIN_MS ? WORKER_HEARTBEAT_MIN_MS : best / 3;
-    if (job->heartbeat_ms == 0)
-        job->heartbeat_ms = WORKER_HEARTBEAT_DEF_MS;
+    if (!token || strcmp(token, job->lease) == 0 || !(copy = strdup(token)))
+        return;
+    explicit_bzero(job->lease, strlen(job->lease));
+    free(job->lease);
+    job->lease = copy;
+}
+
+/*
+ * The heartbeat interval for a claimed job: a third of its lease, the
+ * lease's length being expires_at against the server's clock (the job's
+ * updated_at, set by the claim) and against ours; the shorter one counts, so
+ * a clock skewed either way cannot make us heartbeat too late. The length is
+ * the queue's heartbeat timeout, the same for every renewal.
+ */
+static int64_t worker_heartbeat_interval(const json_t *claimed)
+{
+    const json_t *lease = json_object_get(claimed, "lease");
+    const char *expires = json_string_value(json_object_get(lease, "expires_at"));
+    const char *claimed_at = json_string_value(json_object_get(claimed, "updated_at"));
+    int64_t expires_ms, claimed_ms, length = 0;
+
+    if (!expires || time_parse_rfc3339(expires, &expires_ms) < 0)
+        return WORKER_HEARTBEAT_DEF_MS;
+    if (expires_ms > time_now_ms())
+        length = expires_ms - time_now_ms();
+    if (claimed_at && time_parse_rfc3339(claimed_at, &claimed_ms) == 0 && expires_ms > claimed_ms &&
+        (length == 0 || expires_ms - claimed_ms < length))
+        length = expires_ms - claimed_ms;
+    if (length == 0)
+        return WORKER_HEARTBEAT_DEF_MS;
+    return length / 3 < WORKER_HEARTBEAT_MIN_MS ? WORKER_HEARTBEAT_MIN_MS : length / 3;
 }
 
 /* A job object answered by a step call may say its cancel was requested. */
@@ -715,10 +740,12 @@ static int worker_heartbeat(struct worker_job *job)
         return -DRV_ENOMEM;
     o = worker_lease_call(job, "heartbeat", body, &resp, &err);
     json_decref(body);
-    job->next_heartbeat_ms = time_mono_ms() + job->heartbeat_ms;
+    /* Unanswered: due again as soon as the backoff ends. */
+    if (o != WORKER_RETRY)
+        job->next_heartbeat_ms = time_mono_ms() + job->heartbeat_ms;
     switch (o) {
     case WORKER_OK:
-        worker_take_lease(job, json_object_get(resp.json, "lease"), NULL);
+        worker_take_token(job, json_object_get(resp.json, "lease"));
         worker_check_cancel(job, resp.json);
         break;
     case WORKER_LEASE_LOST: worker_lease_lost(job, "heartbeat"); break;
@@ -756,12 +783,13 @@ static int worker_send_calls(struct worker_job *job)
         } else if (o == WORKER_REFUSED) {
             worker_log(job->w, job, "%s refused: %s; dropped", action, err.text);
         }
+        enum worker_call_kind kind = c->kind;
         json_decref(c->body);
         free(c);
         client_response_release(&resp);
         if (o == WORKER_LEASE_LOST) {
             worker_lease_lost(job, action); /* drops the rest of the queue */
-            if (c->kind != WORKER_CALL_STEP)
+            if (kind != WORKER_CALL_STEP)
                 worker_log(job->w, job, "its %s report is dropped", action);
         }
     }
@@ -785,7 +813,7 @@ static void worker_send(struct worker *w, int64_t now)
 
 /* --- starting jobs ------------------------------------------------------- */
 
-static const char *const worker_env_names[] = {
+static const char *const worker_env_names[5] = {
     "DROVER_JOB_ID", "DROVER_ATTEMPT", "DROVER_CHECKPOINTS", "DROVER_URL", "DROVER_QUEUE",
 };
 
@@ -811,15 +839,23 @@ static int worker_env_build(const struct worker *w, const struct worker_job *job
                           JSON_COMPACT);
     if (!cp)
         return -DRV_ENOMEM;
-    int failed = 0;
-    failed |= asprintf(&e[0], "DROVER_JOB_ID=%s", job->id) < 0;
-    failed |= asprintf(&e[1], "DROVER_ATTEMPT=%ld", job->attempt) < 0;
-    failed |= asprintf(&e[2], "DROVER_CHECKPOINTS=%s", cp) < 0;
-    failed |= asprintf(&e[3], "DROVER_URL=%s", w->client.display_url) < 0;
-    failed |= asprintf(&e[4], "DROVER_QUEUE=%s", w->queue) < 0;
+    char attempt[24];
+    snprintf(attempt, sizeof(attempt), "%ld", job->attempt);
+    const char *values[] = {job->id, attempt, cp, w->client.display_url, w->queue};
+    int rc = 0;
+    for (size_t i = 0; i < n_ours; i++) {
+        size_t name_len = strlen(worker_env_names[i]), value_len = strlen(values[i]);
+        if (!(e[i] = malloc(name_len + value_len + 2))) {
+            rc = -DRV_ENOMEM;
+            break;
+        }
+        memcpy(e[i], worker_env_names[i], name_len);
+        e[i][name_len] = '=';
+        memcpy(e[i] + name_len + 1, values[i], value_len + 1);
+    }
     free(cp);
-    if (failed)
-        return -DRV_ENOMEM;
+    if (rc < 0)
+        return rc;
 
     size_t at = n_ours;
     for (char **p = environ; *p; p++) {
@@ -839,7 +875,7 @@ static void worker_env_free(char **env)
     if (!env)
         return;
     for (size_t i = 0; i < ARRAY_SIZE(worker_env_names); i++)
-        free(env[i]); /* asprintf() leaves a failed one undefined: calloc made it NULL first */
+        free(env[i]); /* NULL when building it failed */
     free(env);
 }
 
@@ -884,7 +920,7 @@ static void worker_start_job(struct worker *w, const json_t *claimed)
     proc_init(&job->proc);
     json_t *attempt = json_object_get(claimed, "attempt");
     job->attempt = json_is_integer(attempt) ? (long)json_integer_value(attempt) : 0;
-    worker_take_lease(job, lease, json_string_value(json_object_get(claimed, "updated_at")));
+    job->heartbeat_ms = worker_heartbeat_interval(claimed);
     job->next_heartbeat_ms = time_mono_ms() + job->heartbeat_ms;
     job->next = w->jobs;
     w->jobs = job;
@@ -1024,12 +1060,13 @@ static void worker_tend(struct worker *w, int64_t now)
             worker_log(w, job, "command exited but its output is still held open; closing it");
             proc_close_pipes(&job->proc, worker_on_line, job);
         }
-        if (proc_done(&job->proc) && !job->finished)
-            worker_finish_job(job);
-        if (job->finished && proc_done(&job->proc) && !job->calls) {
+        if (proc_done(&job->proc) && !job->ended)
+            worker_end_job(job);
+        if (job->ended && job->finished && !job->calls) {
             *link = job->next;
             w->n_jobs--;
             worker_job_free(job);
+            w->next_claim_at = now; /* a free slot: claim for it at once */
             continue;
         }
         link = &job->next;
@@ -1045,52 +1082,28 @@ static bool worker_may_claim(const struct worker *w, int64_t now)
 /* Milliseconds until the next thing to do, for poll(); -1 for none. */
 static int worker_timeout(const struct worker *w, int64_t now)
 {
-    int64_t next = INT64_MAX;
-    bool wants_http = false;
-
-#define WORKER_AT(t)                                                                               \
-    do {                                                                                           \
-        if ((t) < next)                                                                            \
-            next = (t);                                                                            \
-    } while (0)
+    int64_t local = INT64_MAX; /* deadlines of our own: kills, drains, giving up */
+    int64_t http = INT64_MAX;  /* calls to the server: held back while in backoff */
 
     for (const struct worker_job *job = w->jobs; job; job = job->next) {
-        if (job->kill_at_ms && worker_job_alive(job))
-            WORKER_AT(job->kill_at_ms);
-        if (job->proc.exited && !proc_done(&job->proc))
-            WORKER_AT(job->drain_until);
-        if (proc_done(&job->proc) && (!job->finished || !job->calls))
-            WORKER_AT(now); /* worker_tend() has work: cannot happen right after it */
-        if (job->calls) {
-            wants_http = true;
-            WORKER_AT(now);
-        }
-        if (!job->finished && worker_job_alive(job) && job->kill != WORKER_KILL_LEASE_LOST) {
-            wants_http = true;
-            WORKER_AT(job->next_heartbeat_ms);
-        }
+        if (job->kill_at_ms && worker_job_alive(job) && job->kill_at_ms < local)
+            local = job->kill_at_ms;
+        if (job->proc.exited && !proc_done(&job->proc) && job->drain_until < local)
+            local = job->drain_until;
+        if (job->calls)
+            http = now;
+        if (!job->finished && worker_job_alive(job) && job->kill != WORKER_KILL_LEASE_LOST &&
+            job->next_heartbeat_ms < http)
+            http = job->next_heartbeat_ms;
     }
-    if (w->stopping == 0 && w->n_jobs < w->concurrency) {
-        wants_http = true;
-        WORKER_AT(w->next_claim_at);
-    }
-    if (w->give_up_at)
-        WORKER_AT(w->give_up_at);
-#undef WORKER_AT
+    if (w->stopping == 0 && w->n_jobs < w->concurrency && w->next_claim_at < http)
+        http = w->next_claim_at;
+    if (w->give_up_at && w->give_up_at < local)
+        local = w->give_up_at;
+    if (http != INT64_MAX && worker_in_backoff(w, now) && http < w->retry_at)
+        http = w->retry_at;
 
-    /* In backoff, nothing that needs the server happens before retry_at. */
-    if (wants_http && worker_in_backoff(w, now) && next < w->retry_at) {
-        int64_t other = INT64_MAX;
-        for (const struct worker_job *job = w->jobs; job; job = job->next) {
-            if (job->kill_at_ms && worker_job_alive(job) && job->kill_at_ms < other)
-                other = job->kill_at_ms;
-            if (job->proc.exited && !proc_done(&job->proc) && job->drain_until < other)
-                other = job->drain_until;
-        }
-        if (w->give_up_at && w->give_up_at < other)
-            other = w->give_up_at;
-        next = other < w->retry_at ? other : w->retry_at;
-    }
+    int64_t next = local < http ? local : http;
     if (next == INT64_MAX)
         return -1;
     if (next <= now)
@@ -1099,16 +1112,17 @@ static int worker_timeout(const struct worker *w, int64_t now)
 }
 
 /* Forced stop ran out of time: what the server did not take is lost. */
-static void worker_give_up(struct worker *w)
+static int worker_give_up(struct worker *w)
 {
     for (struct worker_job *job = w->jobs; job; job = job->next) {
         if (job->calls) {
             worker_log(w, job, "the server did not take the report in time; dropped");
             w->exit_code = CLI_EXIT_SERVER;
         }
-        worker_drop_calls(job);
-        job->finished = true;
+        if (worker_job_alive(job))
+            worker_log(w, job, "command (pid %d) still alive; left behind", (int)job->proc.pid);
     }
+    return w->exit_code;
 }
 
 static int worker_grow_pollset(struct worker *w, size_t want)
@@ -1173,7 +1187,7 @@ static int worker_run(struct worker *w)
     for (;;) {
         int64_t now = time_mono_ms();
         if (w->give_up_at && now >= w->give_up_at)
-            worker_give_up(w);
+            return worker_give_up(w);
         worker_tend(w, now);
         worker_send(w, now);
         worker_tend(w, time_mono_ms());
