@@ -195,7 +195,7 @@ static void lease_finish(struct http_request *req)
 /* Parse the "error" object of a fail call into l. */
 static int fail_fields(const json_t *body, struct job_lease_op *l, struct errmsg *err)
 {
-    static const char *const allowed[] = {"message", "step", "retryable", "kind", NULL};
+    static const char *const allowed[] = {"message", "step", "retryable", NULL};
     json_t *e = json_object_get(body, "error");
     if (!json_is_object(e))
         return errmsg_field(err, -DRV_EBAD_FIELD, "error",

@@ -736,8 +736,10 @@ static int worker_heartbeat(struct worker_job *job)
     json_t *body = json_object();
     enum worker_outcome o = WORKER_REFUSED;
 
-    if (!body)
-        return -DRV_ENOMEM;
+    if (!body) {
+        job->next_heartbeat_ms = time_mono_ms() + job->heartbeat_ms;
+        return 0;
+    }
     o = worker_lease_call(job, "heartbeat", body, &resp, &err);
     json_decref(body);
     /* Unanswered: due again as soon as the backoff ends. */
@@ -835,8 +837,7 @@ static int worker_env_build(const struct worker *w, const struct worker_job *job
         return -DRV_ENOMEM;
     *env = e;
 
-    char *cp = json_dumps(checkpoints && json_is_object(checkpoints) ? checkpoints : json_object(),
-                          JSON_COMPACT);
+    char *cp = json_is_object(checkpoints) ? json_dumps(checkpoints, JSON_COMPACT) : strdup("{}");
     if (!cp)
         return -DRV_ENOMEM;
     char attempt[24];
@@ -927,7 +928,7 @@ static void worker_start_job(struct worker *w, const json_t *claimed)
     w->n_jobs++;
 
     json_t *payload = json_object_get(claimed, "payload");
-    input = json_dumps(json_is_object(payload) ? payload : json_object(), JSON_COMPACT);
+    input = json_is_object(payload) ? json_dumps(payload, JSON_COMPACT) : strdup("{}");
     int rc = input ? worker_env_build(w, job, json_object_get(claimed, "checkpoints"), &env)
                    : -DRV_ENOMEM;
     if (rc == 0) {
@@ -944,7 +945,9 @@ static void worker_start_job(struct worker *w, const json_t *claimed)
 
     if (rc < 0) {
         worker_log(w, job, "attempt %ld: %s", job->attempt, err.text);
-        json_t *body = json_pack("{s:{s:s, s:b}}", "error", "message", err.text, "retryable", 1);
+        json_t *body =
+            json_pack("{s:{s:o, s:b}}", "error", "message",
+                      worker_json_text(err.text, strlen(err.text), false), "retryable", 1);
         worker_queue_call(job, WORKER_CALL_FAIL, body);
         job->finished = true;
         return;

@@ -443,7 +443,8 @@ static void test_to_json_full(void **state)
         " \"error\": {\"kind\": \"timeout\", \"message\": \"too slow\", \"step\": "
         "\"vm_created\", \"run_id\": \"r1\", \"at\": \"2026-11-23T03:03:10.123Z\"},"
         " \"checkpoints\": {\"vm_created\": {\"vm\": 7}}, \"created_at\": "
-        "\"2026-11-23T03:03:10.123Z\", \"updated_at\": \"2026-11-23T03:03:10.128Z\", \"seq\": 9}");
+        "\"2026-11-23T03:03:10.123Z\", \"updated_at\": \"2026-11-23T03:03:10.128Z\", \"seq\": 9,"
+        " \"worker\": null, \"started_at\": null, \"lease_expires_at\": null}");
     assert_json_equal(j, want);
     json_decref(want);
 
@@ -488,15 +489,27 @@ static void test_to_json_fresh(void **state)
         const char *key;
         json_type type;
     } types[] = {
-        {"id", JSON_STRING},          {"queue", JSON_STRING},
-        {"state", JSON_STRING},       {"step", JSON_NULL},
-        {"attempt", JSON_INTEGER},    {"payload", JSON_OBJECT},
-        {"dedup_key", JSON_NULL},     {"concurrency_key", JSON_NULL},
-        {"lock_keys", JSON_ARRAY},    {"webhook_url", JSON_NULL},
-        {"run_at", JSON_NULL},        {"cancel_requested", JSON_FALSE},
-        {"result", JSON_NULL},        {"error", JSON_NULL},
-        {"checkpoints", JSON_OBJECT}, {"created_at", JSON_STRING},
-        {"updated_at", JSON_STRING},  {"seq", JSON_INTEGER},
+        {"id", JSON_STRING},
+        {"queue", JSON_STRING},
+        {"state", JSON_STRING},
+        {"step", JSON_NULL},
+        {"attempt", JSON_INTEGER},
+        {"payload", JSON_OBJECT},
+        {"dedup_key", JSON_NULL},
+        {"concurrency_key", JSON_NULL},
+        {"lock_keys", JSON_ARRAY},
+        {"webhook_url", JSON_NULL},
+        {"run_at", JSON_NULL},
+        {"cancel_requested", JSON_FALSE},
+        {"result", JSON_NULL},
+        {"error", JSON_NULL},
+        {"checkpoints", JSON_OBJECT},
+        {"created_at", JSON_STRING},
+        {"updated_at", JSON_STRING},
+        {"seq", JSON_INTEGER},
+        {"worker", JSON_NULL},
+        {"started_at", JSON_NULL},
+        {"lease_expires_at", JSON_NULL},
     };
     assert_int_equal(json_object_size(j), sizeof(types) / sizeof(types[0]));
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
