@@ -341,11 +341,14 @@ static int became_ready(struct write_ctx *ctx, const struct job *job, const stru
     }
     *slot = w;
     int rc = claim_one(ctx, c, p, job->id, &c->jobs[c->n]);
-    if (rc == 0)
+    if (rc == 0) {
         c->n++;
-    else
-        job_release(&c->jobs[c->n]);
-    return rc; /* a failure here is a store failure: the batch rolls back */
+        return 0;
+    }
+    job_release(&c->jobs[c->n]);
+    /* The op that made the job ready has written already: whatever failed,
+     * the batch must roll back (and the claim waits again), never half-apply. */
+    return rc == -DRV_ENOMEM ? rc : -DRV_EINTERNAL;
 }
 
 /* ---- submit ---- */
