@@ -84,6 +84,7 @@ void job_release(struct job *job)
     free(job->webhook_url);
     free(job->lease_token);
     free(job->worker);
+    free(job->waiting_for);
     json_decref(job->payload);
     json_decref(job->lock_keys);
     json_decref(job->result);

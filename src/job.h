@@ -28,10 +28,11 @@ enum job_state {
 #define JOB_STATE_COUNT (JOB_CANCELED + 1)
 
 /* Limits on what a submit may carry. */
-#define JOB_QUEUE_NAME_MAX 64
-#define JOB_KEY_MAX        200
-#define JOB_LOCK_KEYS_MAX  16
-#define JOB_URL_MAX        2048
+#define JOB_QUEUE_NAME_MAX  64
+#define JOB_KEY_MAX         200
+#define JOB_LOCK_KEYS_MAX   16
+#define JOB_URL_MAX         2048
+#define JOB_CONCURRENCY_MAX 100000
 
 /*
  * A job. Strings and JSON values are owned by the job and freed by
@@ -59,6 +60,8 @@ struct job {
     int64_t lease_expires_ms;
     int64_t started_at_ms; /* when the current attempt started */
     int64_t due_at_ms;     /* the next deadline to check (run_at, lease, timeouts); 0 = none */
+    int concurrency_limit; /* the submit's own limit for its key; 0 = the queue's */
+    char *waiting_for;     /* "concurrency" while scheduled for a free slot, else NULL */
     int64_t created_at_ms;
     int64_t updated_at_ms;
     int64_t seq; /* sequence number of the latest event */

@@ -130,6 +130,13 @@ int job_from_submit(const json_t *body, int64_t now_ms, struct job *job, struct 
             rc = json_is_null(v) ? 0 : lock_keys_field(v, &job->lock_keys, err);
         } else if (strcmp(name, "webhook_url") == 0) {
             rc = json_is_null(v) ? 0 : url_field(v, name, &job->webhook_url, err);
+        } else if (strcmp(name, "concurrency_limit") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+                json_integer_value(v) > JOB_CONCURRENCY_MAX)
+                return errmsg_field(err, -DRV_EBAD_FIELD, name,
+                                    "'concurrency_limit' must be an integer from 1 to %d",
+                                    JOB_CONCURRENCY_MAX);
+            job->concurrency_limit = (int)json_integer_value(v);
         } else if (strcmp(name, "run_at") == 0) {
             rc = json_is_null(v) ? 0 : json_time_field(v, name, &job->run_at_ms, err);
         } else {
@@ -140,6 +147,9 @@ int job_from_submit(const json_t *body, int64_t now_ms, struct job *job, struct 
     }
     if (job->queue == NULL)
         return errmsg_field(err, -DRV_EBAD_FIELD, "queue", "'queue' is required");
+    if (job->concurrency_limit && job->concurrency_key == NULL)
+        return errmsg_field(err, -DRV_EBAD_FIELD, "concurrency_limit",
+                            "'concurrency_limit' needs a 'concurrency_key'");
     if (job->payload == NULL)
         job->payload = json_object();
     if (job->run_at_ms > now_ms)
@@ -195,6 +205,7 @@ json_t *job_to_json(const struct job *job)
     json_object_set_new(obj, "worker", str_or_null(job->worker));
     json_object_set_new(obj, "started_at", time_or_null(job->started_at_ms));
     json_object_set_new(obj, "lease_expires_at", time_or_null(job->lease_expires_ms));
+    json_object_set_new(obj, "waiting_for", str_or_null(job->waiting_for));
     return obj;
 }
 

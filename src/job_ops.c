@@ -256,9 +256,22 @@ static json_t *error_object(const char *kind, const char *message, const char *s
                      "run_id", "attempt", attempt, "at", at);
 }
 
-/* Store the job and its event; the event is released either way. */
-static int save(struct write_ctx *ctx, const struct job *job, struct job_event *ev)
+static int release_slot(struct write_ctx *ctx, const struct job *job, const struct policy *p);
+
+/*
+ * Store the job and its event; the event is released either way. A job that
+ * just ended gives up its concurrency slot (if it held one) here, so no path
+ * to a terminal state can forget it.
+ */
+static int save(struct write_ctx *ctx, struct job *job, struct job_event *ev,
+                const struct policy *p)
 {
+    bool ended = ev && job_state_terminal(job->state) && !job_state_terminal(ev->prev_state);
+    bool held_slot = ended && job->concurrency_key && job->waiting_for == NULL;
+    if (ended && job->waiting_for) {
+        free(job->waiting_for);
+        job->waiting_for = NULL;
+    }
     int rc = store_job_update(ctx->store, job);
     if (rc == 0 && ev)
         rc = store_event_insert(ctx->store, ev);
@@ -266,6 +279,8 @@ static int save(struct write_ctx *ctx, const struct job *job, struct job_event *
         job_event_release(ev);
     if (rc == 0)
         rc = effect_due(ctx->env, job);
+    if (rc == 0 && held_slot)
+        rc = release_slot(ctx, job, p);
     return rc;
 }
 
@@ -351,6 +366,101 @@ static int became_ready(struct write_ctx *ctx, const struct job *job, const stru
     return rc == -DRV_ENOMEM ? rc : -DRV_EINTERNAL;
 }
 
+/* ---- admission: dedup and concurrency keys ---- */
+
+/* The limit on (queue, key): the job's own, else the queue's; 0 = none. */
+static int slot_limit(const struct job *job, const struct policy *p)
+{
+    return job->concurrency_limit ? job->concurrency_limit : p->concurrency_limit;
+}
+
+/*
+ * Before a submit writes anything: a duplicate turns the op into a read of
+ * the first job (s->deduplicated); a key at its limit either refuses the
+ * submit (reject) or makes the new job wait for a slot (queue).
+ */
+static int admit(struct write_ctx *ctx, struct job_submit_op *s, const struct policy *p,
+                 bool *wait_for_slot)
+{
+    struct job *job = &s->job;
+    int rc;
+    if (job->dedup_key) {
+        char id[ULID_LEN + 1];
+        enum job_state state;
+        int64_t created;
+        rc = store_job_dedup_find(ctx->store, job->queue, job->dedup_key, id, &state, &created);
+        if (rc < 0 && rc != -DRV_ENOT_FOUND)
+            return rc;
+        bool within =
+            p->dedup_window_s && created + (int64_t)p->dedup_window_s * 1000 > ctx->now_ms;
+        if (rc == 0 && (!job_state_terminal(state) || within)) {
+            job_release(job);
+            rc = store_job_load(ctx->store, id, job);
+            s->deduplicated = rc == 0;
+            return rc == -DRV_ENOT_FOUND ? -DRV_ESTORE : rc;
+        }
+    }
+    if (job->concurrency_key == NULL)
+        return 0;
+    if (job->concurrency_limit && p->concurrency_limit &&
+        job->concurrency_limit > p->concurrency_limit)
+        return errmsg_field(&s->err, -DRV_EBAD_FIELD, "concurrency_limit",
+                            "'concurrency_limit' must not exceed the queue's (%d)",
+                            p->concurrency_limit);
+    int limit = slot_limit(job, p), held;
+    if (limit == 0)
+        return 0;
+    rc = store_job_slots_held(ctx->store, job->queue, job->concurrency_key, &held, s->active_job);
+    if (rc < 0 || held < limit)
+        return rc;
+    if (p->on_limit == POLICY_LIMIT_REJECT)
+        return errmsg_set(&s->err, -DRV_ECONCURRENCY_LIMITED,
+                          "a job of queue '%s' for '%s' is already in progress: job %s", job->queue,
+                          job->concurrency_key, s->active_job);
+    *wait_for_slot = true;
+    return 0;
+}
+
+/*
+ * A job that held one of (queue, key)'s slots ended: the oldest jobs
+ * waiting for one become queued, as many as slots are free now.
+ */
+static int release_slot(struct write_ctx *ctx, const struct job *ended, const struct policy *p)
+{
+    int limit = slot_limit(ended, p), held;
+    char oldest[ULID_LEN + 1], ids[CLAIM_MAX][ULID_LEN + 1];
+    int rc = store_job_slots_held(ctx->store, ended->queue, ended->concurrency_key, &held, oldest);
+    if (rc < 0)
+        return rc;
+    int free_slots = limit == 0 ? CLAIM_MAX : limit - held;
+    if (free_slots <= 0)
+        return 0;
+    int n = 0;
+    rc = store_job_waiting_ids(ctx->store, ended->queue, ended->concurrency_key,
+                               free_slots < CLAIM_MAX ? free_slots : CLAIM_MAX, ids, &n);
+    for (int i = 0; i < n && rc == 0; i++) {
+        struct job job;
+        struct job_event ev;
+        rc = store_job_load(ctx->store, ids[i], &job);
+        if (rc < 0)
+            return rc == -DRV_ENOT_FOUND ? -DRV_ESTORE : rc;
+        free(job.waiting_for);
+        job.waiting_for = NULL;
+        rc = job_transition(&job, JOB_QUEUED, "job.queued", ctx->now_ms, &ev);
+        if (rc == 0) {
+            ev.data = json_pack("{s:s}", "slot_freed_by", ended->id);
+            job.due_at_ms = next_due(&job, p);
+            rc = save(ctx, &job, &ev, p);
+        }
+        if (rc == 0)
+            rc = became_ready(ctx, &job, p);
+        job_release(&job);
+        if (rc == -DRV_EILLEGAL_TRANSITION)
+            rc = -DRV_EINTERNAL; /* writes happened: never half-apply */
+    }
+    return rc;
+}
+
 /* ---- submit ---- */
 
 static int submit_apply(struct write_ctx *ctx, struct write_op *op)
@@ -361,16 +471,28 @@ static int submit_apply(struct write_ctx *ctx, struct write_op *op)
     int rc = ulid_generate(ctx->ulid, ctx->now_ms, job->id);
     if (rc < 0)
         return rc;
-    enum job_state first = job->run_at_ms > ctx->now_ms ? JOB_SCHEDULED : JOB_QUEUED;
+    struct policy fallback;
+    const struct policy *p = policy_for(ctx, job->queue, &fallback);
+    bool wait_for_slot = false;
+    rc = admit(ctx, s, p, &wait_for_slot);
+    if (rc < 0 || s->deduplicated) {
+        policy_done(ctx, p, &fallback);
+        return rc;
+    }
+    enum job_state first =
+        job->run_at_ms > ctx->now_ms || wait_for_slot ? JOB_SCHEDULED : JOB_QUEUED;
+    if (wait_for_slot && (job->waiting_for = strdup("concurrency")) == NULL)
+        rc = -DRV_ENOMEM;
     job->state = JOB_NONE;
     job->seq = 0;
     job->attempt = 0;
     job->created_at_ms = ctx->now_ms;
-    rc = job_transition(job, first, "job.created", ctx->now_ms, &ev);
-    if (rc < 0)
+    if (rc == 0)
+        rc = job_transition(job, first, "job.created", ctx->now_ms, &ev);
+    if (rc < 0) {
+        policy_done(ctx, p, &fallback);
         return rc;
-    struct policy fallback;
-    const struct policy *p = policy_for(ctx, job->queue, &fallback);
+    }
     job->due_at_ms = next_due(job, p);
     rc = store_job_insert(ctx->store, job);
     if (rc == 0)
@@ -416,7 +538,11 @@ static int cancel_apply(struct write_ctx *ctx, struct write_op *op)
     }
     if (c->reason)
         ev.data = json_pack("{s:s}", "reason", c->reason);
-    return save(ctx, job, &ev);
+    struct policy fallback;
+    const struct policy *p = policy_for(ctx, job->queue, &fallback);
+    rc = save(ctx, job, &ev, p);
+    policy_done(ctx, p, &fallback);
+    return rc;
 }
 
 /* ---- policy ---- */
@@ -462,7 +588,7 @@ static int claim_one(struct write_ctx *ctx, struct job_claim_op *c, const struct
     job->lease_expires_ms = ctx->now_ms + policy_lease_ms(p);
     job->due_at_ms = next_due(job, p);
     ev.data = json_pack("{s:s}", "worker", c->worker);
-    return save(ctx, job, &ev);
+    return save(ctx, job, &ev, p);
 }
 
 static int claim_apply(struct write_ctx *ctx, struct write_op *op)
@@ -522,7 +648,7 @@ static int lease_step(struct write_ctx *ctx, struct job_lease_op *l, const struc
     job->lease_expires_ms = ctx->now_ms + policy_lease_ms(p);
     job->due_at_ms = next_due(job, p);
     if (old && json_equal(old, data))
-        return save(ctx, job, NULL); /* a repeat: only the lease moves */
+        return save(ctx, job, NULL, p); /* a repeat: only the lease moves */
     if (job->checkpoints == NULL && (job->checkpoints = json_object()) == NULL)
         return -DRV_ENOMEM;
     if (json_object_set(job->checkpoints, l->step, data) < 0)
@@ -533,7 +659,7 @@ static int lease_step(struct write_ctx *ctx, struct job_lease_op *l, const struc
     free(ev.step);
     ev.step = strdup(l->step);
     ev.data = json_pack("{s:s, s:O}", "step", l->step, "data", data);
-    return save(ctx, job, &ev);
+    return save(ctx, job, &ev, p);
 }
 
 static int lease_apply(struct write_ctx *ctx, struct write_op *op)
@@ -557,7 +683,7 @@ static int lease_apply(struct write_ctx *ctx, struct write_op *op)
     case LEASE_HEARTBEAT:
         job->lease_expires_ms = ctx->now_ms + policy_lease_ms(p);
         job->due_at_ms = next_due(job, p);
-        rc = save(ctx, job, NULL);
+        rc = save(ctx, job, NULL, p);
         break;
     case LEASE_STEP: rc = lease_step(ctx, l, p, job); break;
     case LEASE_COMPLETE:
@@ -570,12 +696,12 @@ static int lease_apply(struct write_ctx *ctx, struct write_op *op)
         job->error = NULL;
         clear_lease(job);
         job->due_at_ms = 0;
-        rc = save(ctx, job, &ev);
+        rc = save(ctx, job, &ev, p);
         break;
     case LEASE_FAIL:
         rc = attempt_ended(ctx, job, p, "error", l->message, l->step, l->retryable, &ev);
         if (rc == 0)
-            rc = save(ctx, job, &ev);
+            rc = save(ctx, job, &ev, p);
         break;
     }
     policy_done(ctx, p, &fallback);
@@ -608,16 +734,27 @@ static int retry_apply(struct write_ctx *ctx, struct write_op *op)
                           "force another with {\"force\": true}",
                           r->id, job->attempt, cap);
     }
-    rc = job_transition(job, JOB_QUEUED, "job.queued", ctx->now_ms, &ev);
+    /* Back in line for its key's slots: wait when they are all held. */
+    int held = 0, limit = job->concurrency_key ? slot_limit(job, p) : 0;
+    char oldest[ULID_LEN + 1];
+    if (limit)
+        rc = store_job_slots_held(ctx->store, job->queue, job->concurrency_key, &held, oldest);
+    bool wait_for_slot = limit && held >= limit;
+    if (rc == 0 && wait_for_slot && (job->waiting_for = strdup("concurrency")) == NULL)
+        rc = -DRV_ENOMEM;
+    if (rc == 0)
+        rc = job_transition(job, wait_for_slot ? JOB_SCHEDULED : JOB_QUEUED,
+                            wait_for_slot ? "job.scheduled" : "job.queued", ctx->now_ms, &ev);
     if (rc == 0) {
+        job->run_at_ms = wait_for_slot ? 0 : job->run_at_ms;
         job->cancel_requested = false;
         json_decref(job->error);
         job->error = NULL;
         job->due_at_ms = next_due(job, p);
         ev.data = json_pack("{s:b, s:b}", "manual", 1, "forced", job->attempt >= cap);
-        rc = save(ctx, job, &ev);
+        rc = save(ctx, job, &ev, p);
     }
-    if (rc == 0)
+    if (rc == 0 && !wait_for_slot)
         rc = became_ready(ctx, job, p);
     policy_done(ctx, p, &fallback);
     return rc;
@@ -647,14 +784,14 @@ static int deadline_check(struct write_ctx *ctx, struct job *job, const struct p
         job->error = error_object("queue_timeout", message, NULL, job->attempt, now);
         ev.data = json_pack("{s:O}", "error", job->error);
         job->due_at_ms = 0;
-        return save(ctx, job, &ev);
+        return save(ctx, job, &ev, p);
     }
-    if (job->state == JOB_SCHEDULED && job->run_at_ms <= now) {
+    if (job->state == JOB_SCHEDULED && job->waiting_for == NULL && job->run_at_ms <= now) {
         rc = job_transition(job, JOB_QUEUED, "job.queued", now, &ev);
         if (rc < 0)
             return rc;
         job->due_at_ms = next_due(job, p);
-        rc = save(ctx, job, &ev);
+        rc = save(ctx, job, &ev, p);
         return rc ? rc : became_ready(ctx, job, p);
     }
     if (job->state == JOB_RUNNING) {
@@ -663,21 +800,21 @@ static int deadline_check(struct write_ctx *ctx, struct job *job, const struct p
             snprintf(message, sizeof(message), "attempt %d did not finish within timeout_s (%d s)",
                      job->attempt, p->timeout_s);
             rc = attempt_ended(ctx, job, p, "timeout", message, job->step, true, &ev);
-            return rc ? rc : save(ctx, job, &ev);
+            return rc ? rc : save(ctx, job, &ev, p);
         }
         if (job->lease_expires_ms && job->lease_expires_ms <= now) {
             snprintf(message, sizeof(message),
                      "no heartbeat or step from worker '%s' within %lld s", job->worker,
                      (long long)(policy_lease_ms(p) / 1000));
             rc = attempt_ended(ctx, job, p, "heartbeat_timeout", message, job->step, true, &ev);
-            return rc ? rc : save(ctx, job, &ev);
+            return rc ? rc : save(ctx, job, &ev, p);
         }
     }
     /* Nothing due yet (a heartbeat moved the lease, or the policy changed): re-arm. */
     int64_t due = next_due(job, p);
     if (due != job->due_at_ms) {
         job->due_at_ms = due;
-        return save(ctx, job, NULL);
+        return save(ctx, job, NULL, p);
     }
     return effect_due(ctx->env, job);
 }

@@ -47,10 +47,17 @@ void job_env_after_batch(struct job_env *env, bool committed);
 /* A timer for a job fired: queue an op that checks its deadlines (any thread). */
 void job_deadline_fire(struct writer *w, const char *job_id);
 
-/* Submit. In: job as job_from_submit() filled it. Out: the stored job (id, times, seq). */
+/*
+ * Submit. In: job as job_from_submit() filled it. Out: the stored job (id,
+ * times, seq) — or, when deduplicated is set, the earlier job with the same
+ * dedup_key, and nothing was written. Refused past a concurrency limit in
+ * reject mode with -DRV_ECONCURRENCY_LIMITED and active_job set.
+ */
 struct job_submit_op {
     struct write_op op;
     struct job job;
+    bool deduplicated;
+    char active_job[ULID_LEN + 1];
     struct errmsg err;
 };
 void job_submit_op_init(struct job_submit_op *s, write_done_fn done);

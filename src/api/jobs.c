@@ -20,8 +20,16 @@
 static void submit_finish(struct http_request *req)
 {
     struct job_submit_op *s = http_ctx(req);
-    if (s->op.result < 0) {
+    if (s->op.result == -DRV_ECONCURRENCY_LIMITED) {
+        json_t *extra = json_pack("{s:s}", "active_job", s->active_job);
+        http_reply_error_extra(req, s->op.result, &s->err, extra);
+    } else if (s->op.result < 0) {
         http_reply_error(req, s->op.result, &s->err);
+    } else if (s->deduplicated) {
+        json_t *body = job_to_json(&s->job);
+        if (body)
+            json_object_set_new(body, "deduplicated", json_true());
+        http_reply_json(req, 200, body);
     } else {
         char location[64];
         snprintf(location, sizeof(location), "/v1/jobs/%s", s->job.id);

@@ -100,6 +100,9 @@ void http_reply_json(struct http_request *req, int status, json_t *body);
 
 /* Reply {"error": err_name(rc), "message": ..., ["field": ...]} with err_http_status(rc). */
 void http_reply_error(struct http_request *req, int rc, const struct errmsg *err);
+/* Like http_reply_error, with the fields of extra (stolen) added to the body. */
+void http_reply_error_extra(struct http_request *req, int rc, const struct errmsg *err,
+                            json_t *extra);
 void http_reply_errorf(struct http_request *req, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -117,13 +117,22 @@ void http_reply_json(struct http_request *req, int status, json_t *body)
     req->status = status;
 }
 
-void http_reply_error(struct http_request *req, int rc, const struct errmsg *err)
+void http_reply_error_extra(struct http_request *req, int rc, const struct errmsg *err,
+                            json_t *extra)
 {
     const char *message = err && err->text[0] ? err->text : err_name(rc);
     json_t *body = json_pack("{s:s, s:s}", "error", err_name(rc), "message", message);
     if (body && err && err->field[0])
         json_object_set_new(body, "field", json_string(err->field));
+    if (body && extra)
+        json_object_update(body, extra);
+    json_decref(extra);
     http_reply_json(req, err_http_status(rc), body);
+}
+
+void http_reply_error(struct http_request *req, int rc, const struct errmsg *err)
+{
+    http_reply_error_extra(req, rc, err, NULL);
 }
 
 void http_reply_errorf(struct http_request *req, int rc, const char *fmt, ...)

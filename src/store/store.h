@@ -75,6 +75,15 @@ struct store_engine {
     /* Up to max ids of the queue's ready jobs, oldest first (O(log n) per claim). */
     int (*job_ready_ids)(struct store *st, const char *queue, int max, char (*ids)[ULID_LEN + 1],
                          int *n_out);
+    /* The newest job of queue with dedup_key key; -DRV_ENOT_FOUND if none. */
+    int (*job_dedup_find)(struct store *st, const char *queue, const char *key, char *id_out,
+                          enum job_state *state, int64_t *created_ms);
+    /* How many unfinished, admitted jobs hold (queue, key)'s slots, and the oldest of them. */
+    int (*job_slots_held)(struct store *st, const char *queue, const char *key, int *held,
+                          char *oldest_id);
+    /* Up to max ids of jobs waiting for one of (queue, key)'s slots, oldest first. */
+    int (*job_waiting_ids)(struct store *st, const char *queue, const char *key, int max,
+                           char (*ids)[ULID_LEN + 1], int *n_out);
 
     /* Read side (any thread). */
     int (*job_get)(struct store *st, const char *id, struct job *out);
@@ -145,6 +154,21 @@ static inline int store_job_ready_ids(struct store *st, const char *queue, int m
                                       char (*ids)[ULID_LEN + 1], int *n_out)
 {
     return st->engine->job_ready_ids(st, queue, max, ids, n_out);
+}
+static inline int store_job_dedup_find(struct store *st, const char *queue, const char *key,
+                                       char *id_out, enum job_state *state, int64_t *created_ms)
+{
+    return st->engine->job_dedup_find(st, queue, key, id_out, state, created_ms);
+}
+static inline int store_job_slots_held(struct store *st, const char *queue, const char *key,
+                                       int *held, char *oldest_id)
+{
+    return st->engine->job_slots_held(st, queue, key, held, oldest_id);
+}
+static inline int store_job_waiting_ids(struct store *st, const char *queue, const char *key,
+                                        int max, char (*ids)[ULID_LEN + 1], int *n_out)
+{
+    return st->engine->job_waiting_ids(st, queue, key, max, ids, n_out);
 }
 static inline int store_job_get(struct store *st, const char *id, struct job *out)
 {

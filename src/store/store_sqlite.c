@@ -82,13 +82,22 @@ static const char *const migrations[] = {
     "ALTER TABLE jobs ADD COLUMN started_at INTEGER;"
     "ALTER TABLE jobs ADD COLUMN due_at INTEGER;"
     "CREATE INDEX jobs_due ON jobs(due_at) WHERE due_at IS NOT NULL;",
+    /* 3: admission. A dedup check reads the newest job of (queue, key); a
+     * concurrency check counts a key's unfinished jobs and finds its oldest
+     * waiting one, each a short range of one index. */
+    "ALTER TABLE jobs ADD COLUMN concurrency_limit INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN waiting_for TEXT;"
+    "CREATE INDEX jobs_dedup ON jobs(queue, dedup_key, id) WHERE dedup_key IS NOT NULL;"
+    "CREATE INDEX jobs_slots ON jobs(queue, concurrency_key, state, id)"
+    "  WHERE concurrency_key IS NOT NULL;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 #define JOB_COLUMNS                                                                                \
     "id, queue, state, step, attempt, payload, dedup_key, concurrency_key, lock_keys, "            \
     "webhook_url, run_at, cancel_requested, result, error, checkpoints, created_at, "              \
-    "updated_at, seq, lease_token, worker, lease_expires_at, started_at, due_at"
+    "updated_at, seq, lease_token, worker, lease_expires_at, started_at, due_at, "                 \
+    "concurrency_limit, waiting_for"
 
 #define EVENT_COLUMNS "job_id, seq, type, at, state, prev_state, step, attempt, data"
 
@@ -102,6 +111,9 @@ enum writer_stmt {
     W_EVENT_INSERT,
     W_POLICY_PUT,
     W_READY_IDS,
+    W_DEDUP_FIND,
+    W_SLOTS_HELD,
+    W_WAITING_IDS,
     W__COUNT
 };
 
@@ -111,13 +123,13 @@ static const char *const writer_sql[W__COUNT] = {
     [W_ROLLBACK] = "ROLLBACK",
     [W_JOB_INSERT] = "INSERT INTO jobs (" JOB_COLUMNS ") VALUES "
                      "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
-                     "?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+                     "?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
     [W_JOB_UPDATE] = "UPDATE jobs SET state = ?3, step = ?4, attempt = ?5, payload = ?6, "
                      "dedup_key = ?7, concurrency_key = ?8, lock_keys = ?9, webhook_url = ?10, "
                      "run_at = ?11, cancel_requested = ?12, result = ?13, error = ?14, "
                      "checkpoints = ?15, updated_at = ?17, seq = ?18, lease_token = ?19, "
-                     "worker = ?20, lease_expires_at = ?21, started_at = ?22, due_at = ?23 "
-                     "WHERE id = ?1",
+                     "worker = ?20, lease_expires_at = ?21, started_at = ?22, due_at = ?23, "
+                     "concurrency_limit = ?24, waiting_for = ?25 WHERE id = ?1",
     [W_JOB_LOAD] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
     [W_EVENT_INSERT] = "INSERT INTO job_events (" EVENT_COLUMNS ") VALUES "
                        "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -127,6 +139,14 @@ static const char *const writer_sql[W__COUNT] = {
     /* The oldest ready jobs of a queue: a walk of the jobs_ready index. */
     [W_READY_IDS] = ("SELECT id FROM jobs WHERE queue = ?1 AND state = 'queued' "
                      "ORDER BY id LIMIT ?2"),
+    [W_DEDUP_FIND] = ("SELECT id, state, created_at FROM jobs WHERE queue = ?1 AND "
+                      "dedup_key = ?2 ORDER BY id DESC LIMIT 1"),
+    /* Unfinished and admitted: the jobs that hold the key's slots. */
+    [W_SLOTS_HELD] = ("SELECT count(*), min(id) FROM jobs WHERE queue = ?1 AND "
+                      "concurrency_key = ?2 AND state IN ('scheduled', 'queued', 'running') "
+                      "AND waiting_for IS NULL"),
+    [W_WAITING_IDS] = ("SELECT id FROM jobs WHERE queue = ?1 AND concurrency_key = ?2 AND "
+                       "state = 'scheduled' AND waiting_for = 'concurrency' ORDER BY id LIMIT ?3"),
 };
 
 enum reader_stmt { R_JOB_GET, R_EVENTS, R_POLICY_GET, R_PING, R_DUE_LIST, R_POLICY_LIST, R__COUNT };
@@ -292,6 +312,11 @@ static int bind_job(sqlite3_stmt *s, const struct job *job)
     bind_ms(s, 21, job->lease_expires_ms);
     bind_ms(s, 22, job->started_at_ms);
     bind_ms(s, 23, job->due_at_ms);
+    if (job->concurrency_limit)
+        sqlite3_bind_int(s, 24, job->concurrency_limit);
+    else
+        sqlite3_bind_null(s, 24);
+    bind_text(s, 25, job->waiting_for);
     return rc;
 }
 
@@ -323,6 +348,8 @@ static int read_job(sqlite3_stmt *s, struct job *job)
     job->lease_expires_ms = sqlite3_column_int64(s, 20);
     job->started_at_ms = sqlite3_column_int64(s, 21);
     job->due_at_ms = sqlite3_column_int64(s, 22);
+    job->concurrency_limit = sqlite3_column_int(s, 23);
+    job->waiting_for = column_strdup(s, 24);
     if (job->queue == NULL || job->payload == NULL) {
         job_release(job);
         return -DRV_ENOMEM;
@@ -732,6 +759,69 @@ static int sqlite_job_ready_ids(struct store *st, const char *queue, int max,
     return rc;
 }
 
+static int sqlite_job_dedup_find(struct store *st, const char *queue, const char *key, char *id_out,
+                                 enum job_state *state, int64_t *created_ms)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_DEDUP_FIND];
+    bind_text(stmt, 1, queue);
+    bind_text(stmt, 2, key);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(stmt, 0);
+        snprintf(id_out, ULID_LEN + 1, "%s", id ? id : "");
+        *state = column_state(stmt, 1);
+        *created_ms = sqlite3_column_int64(stmt, 2);
+        rc = 0;
+    } else {
+        rc = rc == SQLITE_DONE ? -DRV_ENOT_FOUND : fail(s->wdb, "dedup find");
+    }
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc;
+}
+
+static int sqlite_job_slots_held(struct store *st, const char *queue, const char *key, int *held,
+                                 char *oldest_id)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_SLOTS_HELD];
+    bind_text(stmt, 1, queue);
+    bind_text(stmt, 2, key);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *held = sqlite3_column_int(stmt, 0);
+        const char *id = (const char *)sqlite3_column_text(stmt, 1);
+        snprintf(oldest_id, ULID_LEN + 1, "%s", id ? id : "");
+        rc = 0;
+    } else {
+        rc = fail(s->wdb, "slots held");
+    }
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc;
+}
+
+static int sqlite_job_waiting_ids(struct store *st, const char *queue, const char *key, int max,
+                                  char (*ids)[ULID_LEN + 1], int *n_out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_WAITING_IDS];
+    bind_text(stmt, 1, queue);
+    bind_text(stmt, 2, key);
+    sqlite3_bind_int(stmt, 3, max);
+    int rc = SQLITE_DONE, n = 0;
+    while (n < max && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(stmt, 0);
+        snprintf(ids[n++], ULID_LEN + 1, "%s", id ? id : "");
+    }
+    rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail(s->wdb, "waiting ids");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    *n_out = n;
+    return rc;
+}
+
 /* ---- read side ---- */
 
 static int sqlite_job_get(struct store *st, const char *id, struct job *out)
@@ -933,6 +1023,9 @@ const struct store_engine store_sqlite_engine = {
     .event_insert = sqlite_event_insert,
     .policy_put = sqlite_policy_put,
     .job_ready_ids = sqlite_job_ready_ids,
+    .job_dedup_find = sqlite_job_dedup_find,
+    .job_slots_held = sqlite_job_slots_held,
+    .job_waiting_ids = sqlite_job_waiting_ids,
     .job_get = sqlite_job_get,
     .job_list = sqlite_job_list,
     .event_list = sqlite_event_list,

@@ -444,7 +444,8 @@ static void test_to_json_full(void **state)
         "\"vm_created\", \"run_id\": \"r1\", \"at\": \"2026-11-23T03:03:10.123Z\"},"
         " \"checkpoints\": {\"vm_created\": {\"vm\": 7}}, \"created_at\": "
         "\"2026-11-23T03:03:10.123Z\", \"updated_at\": \"2026-11-23T03:03:10.128Z\", \"seq\": 9,"
-        " \"worker\": null, \"started_at\": null, \"lease_expires_at\": null}");
+        " \"worker\": null, \"started_at\": null, \"lease_expires_at\": null,"
+        " \"waiting_for\": null}");
     assert_json_equal(j, want);
     json_decref(want);
 
@@ -510,6 +511,7 @@ static void test_to_json_fresh(void **state)
         {"worker", JSON_NULL},
         {"started_at", JSON_NULL},
         {"lease_expires_at", JSON_NULL},
+        {"waiting_for", JSON_NULL},
     };
     assert_int_equal(json_object_size(j), sizeof(types) / sizeof(types[0]));
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
