@@ -213,7 +213,12 @@ static int64_t attempt_deadline(const struct job *job, const struct policy *p)
 static int64_t next_due(const struct job *job, const struct policy *p)
 {
     switch (job->state) {
-    case JOB_SCHEDULED: return earliest(job->run_at_ms, queue_deadline(job, p));
+    case JOB_SCHEDULED:
+        /* Waiting for a slot: only its queue timeout can fire; the slot's
+         * release decides the rest (fill_slots). */
+        if (job->waiting_for)
+            return queue_deadline(job, p);
+        return earliest(job->run_at_ms, queue_deadline(job, p));
     case JOB_QUEUED: return queue_deadline(job, p);
     case JOB_RUNNING: return earliest(job->lease_expires_ms, attempt_deadline(job, p));
     default: return 0;
@@ -422,43 +427,58 @@ static int admit(struct write_ctx *ctx, struct job_submit_op *s, const struct po
 }
 
 /*
- * A job that held one of (queue, key)'s slots ended: the oldest jobs
- * waiting for one become queued, as many as slots are free now.
+ * Give free slots of (queue, key) to the jobs waiting for one, oldest first,
+ * each within its own limit (a waiting job never passes its limit, and a
+ * newer one never overtakes it). A promoted job becomes queued, or stays
+ * scheduled — now holding its slot — until its run_at.
  */
-static int release_slot(struct write_ctx *ctx, const struct job *ended, const struct policy *p)
+static int fill_slots(struct write_ctx *ctx, const char *queue, const char *key,
+                      const struct policy *p, const char *cause)
 {
-    int limit = slot_limit(ended, p), held;
     char oldest[ULID_LEN + 1], ids[CLAIM_MAX][ULID_LEN + 1];
-    int rc = store_job_slots_held(ctx->store, ended->queue, ended->concurrency_key, &held, oldest);
-    if (rc < 0)
-        return rc;
-    int free_slots = limit == 0 ? CLAIM_MAX : limit - held;
-    if (free_slots <= 0)
-        return 0;
-    int n = 0;
-    rc = store_job_waiting_ids(ctx->store, ended->queue, ended->concurrency_key,
-                               free_slots < CLAIM_MAX ? free_slots : CLAIM_MAX, ids, &n);
+    int held, n = 0;
+    int rc = store_job_slots_held(ctx->store, queue, key, &held, oldest);
+    if (rc == 0)
+        rc = store_job_waiting_ids(ctx->store, queue, key, CLAIM_MAX, ids, &n);
     for (int i = 0; i < n && rc == 0; i++) {
         struct job job;
         struct job_event ev;
         rc = store_job_load(ctx->store, ids[i], &job);
         if (rc < 0)
             return rc == -DRV_ENOT_FOUND ? -DRV_ESTORE : rc;
+        int limit = slot_limit(&job, p);
+        if (limit && held >= limit) {
+            job_release(&job);
+            break;
+        }
         free(job.waiting_for);
         job.waiting_for = NULL;
-        rc = job_transition(&job, JOB_QUEUED, "job.queued", ctx->now_ms, &ev);
+        held++;
+        if (job.run_at_ms > ctx->now_ms) {
+            job_note(&job, "job.scheduled", ctx->now_ms, &ev);
+        } else {
+            rc = job_transition(&job, JOB_QUEUED, "job.queued", ctx->now_ms, &ev);
+            if (rc == -DRV_EILLEGAL_TRANSITION)
+                rc = -DRV_EINTERNAL; /* writes happened: never half-apply */
+        }
         if (rc == 0) {
-            ev.data = json_pack("{s:s}", "slot_freed_by", ended->id);
+            ev.data = json_pack("{s:s}", "slot", cause);
             job.due_at_ms = next_due(&job, p);
             rc = save(ctx, &job, &ev, p);
         }
-        if (rc == 0)
+        if (rc == 0 && job.state == JOB_QUEUED)
             rc = became_ready(ctx, &job, p);
         job_release(&job);
-        if (rc == -DRV_EILLEGAL_TRANSITION)
-            rc = -DRV_EINTERNAL; /* writes happened: never half-apply */
     }
     return rc;
+}
+
+/* A job that held one of its key's slots ended: hand the slot on. */
+static int release_slot(struct write_ctx *ctx, const struct job *ended, const struct policy *p)
+{
+    char cause[64];
+    snprintf(cause, sizeof(cause), "freed by %s", ended->id);
+    return fill_slots(ctx, ended->queue, ended->concurrency_key, p, cause);
 }
 
 /* ---- submit ---- */
@@ -553,6 +573,13 @@ static int policy_put_apply(struct write_ctx *ctx, struct write_op *op)
     int rc = store_policy_put(ctx->store, p->queue, &p->policy, ctx->now_ms);
     if (rc == 0)
         rc = effect_policy(ctx->env, p->queue, &p->policy);
+    /* A raised (or removed) limit lets waiting jobs start now. */
+    char keys[CLAIM_MAX][JOB_KEY_MAX + 1];
+    int n = 0;
+    if (rc == 0)
+        rc = store_job_waiting_keys(ctx->store, p->queue, CLAIM_MAX, keys, &n);
+    for (int i = 0; i < n && rc == 0; i++)
+        rc = fill_slots(ctx, p->queue, keys[i], &p->policy, "queue limit changed");
     return rc;
 }
 

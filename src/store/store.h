@@ -81,6 +81,9 @@ struct store_engine {
     /* How many unfinished, admitted jobs hold (queue, key)'s slots, and the oldest of them. */
     int (*job_slots_held)(struct store *st, const char *queue, const char *key, int *held,
                           char *oldest_id);
+    /* Up to max distinct concurrency keys of queue with jobs waiting for a slot. */
+    int (*job_waiting_keys)(struct store *st, const char *queue, int max,
+                            char (*keys)[JOB_KEY_MAX + 1], int *n_out);
     /* Up to max ids of jobs waiting for one of (queue, key)'s slots, oldest first. */
     int (*job_waiting_ids)(struct store *st, const char *queue, const char *key, int max,
                            char (*ids)[ULID_LEN + 1], int *n_out);
@@ -164,6 +167,11 @@ static inline int store_job_slots_held(struct store *st, const char *queue, cons
                                        int *held, char *oldest_id)
 {
     return st->engine->job_slots_held(st, queue, key, held, oldest_id);
+}
+static inline int store_job_waiting_keys(struct store *st, const char *queue, int max,
+                                         char (*keys)[JOB_KEY_MAX + 1], int *n_out)
+{
+    return st->engine->job_waiting_keys(st, queue, max, keys, n_out);
 }
 static inline int store_job_waiting_ids(struct store *st, const char *queue, const char *key,
                                         int max, char (*ids)[ULID_LEN + 1], int *n_out)

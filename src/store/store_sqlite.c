@@ -114,6 +114,7 @@ enum writer_stmt {
     W_DEDUP_FIND,
     W_SLOTS_HELD,
     W_WAITING_IDS,
+    W_WAITING_KEYS,
     W__COUNT
 };
 
@@ -145,6 +146,8 @@ static const char *const writer_sql[W__COUNT] = {
     [W_SLOTS_HELD] = ("SELECT count(*), min(id) FROM jobs WHERE queue = ?1 AND "
                       "concurrency_key = ?2 AND state IN ('scheduled', 'queued', 'running') "
                       "AND waiting_for IS NULL"),
+    [W_WAITING_KEYS] = ("SELECT DISTINCT concurrency_key FROM jobs WHERE queue = ?1 AND "
+                        "state = 'scheduled' AND waiting_for = 'concurrency' LIMIT ?2"),
     [W_WAITING_IDS] = ("SELECT id FROM jobs WHERE queue = ?1 AND concurrency_key = ?2 AND "
                        "state = 'scheduled' AND waiting_for = 'concurrency' ORDER BY id LIMIT ?3"),
 };
@@ -822,6 +825,25 @@ static int sqlite_job_waiting_ids(struct store *st, const char *queue, const cha
     return rc;
 }
 
+static int sqlite_job_waiting_keys(struct store *st, const char *queue, int max,
+                                   char (*keys)[JOB_KEY_MAX + 1], int *n_out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_WAITING_KEYS];
+    bind_text(stmt, 1, queue);
+    sqlite3_bind_int(stmt, 2, max);
+    int rc = SQLITE_DONE, n = 0;
+    while (n < max && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *k = (const char *)sqlite3_column_text(stmt, 0);
+        snprintf(keys[n++], JOB_KEY_MAX + 1, "%s", k ? k : "");
+    }
+    rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail(s->wdb, "waiting keys");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    *n_out = n;
+    return rc;
+}
+
 /* ---- read side ---- */
 
 static int sqlite_job_get(struct store *st, const char *id, struct job *out)
@@ -1026,6 +1048,7 @@ const struct store_engine store_sqlite_engine = {
     .job_dedup_find = sqlite_job_dedup_find,
     .job_slots_held = sqlite_job_slots_held,
     .job_waiting_ids = sqlite_job_waiting_ids,
+    .job_waiting_keys = sqlite_job_waiting_keys,
     .job_get = sqlite_job_get,
     .job_list = sqlite_job_list,
     .event_list = sqlite_event_list,
