@@ -29,6 +29,16 @@ CFLAGS  := $(filter-out -O2,$(CFLAGS)) -O1 -fsanitize=address,undefined \
 LDFLAGS += -fsanitize=address,undefined
 endif
 
+# BUILD=fuzz: the library with libFuzzer's coverage instrumentation and
+# ASan+UBSan, for `make fuzz` (fuzz/README.md). The targets add libFuzzer's
+# main() when they link.
+ifeq ($(BUILD),fuzz)
+CC      := clang
+CFLAGS  := $(filter-out -O2,$(CFLAGS)) -O1 -fsanitize=fuzzer-no-link,address,undefined \
+           -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=fuzzer,address,undefined
+endif
+
 SRC      := $(wildcard src/*.c src/store/*.c src/http/*.c src/api/*.c src/cli/*.c)
 LIB_SRC  := $(filter-out src/main.c,$(SRC))
 LIB_OBJ  := $(LIB_SRC:%.c=$(OUT)/%.o)
@@ -65,7 +75,7 @@ test-unit: $(UNIT_BIN)
 test-integration: $(OUT)/drover
 	DROVER_BIN=$(abspath $(OUT)/drover) $(PYTHON) -m pytest -q tests/integration
 
-test: test-unit test-integration
+test: test-unit test-integration test-fuzz-replay
 
 # The whole suite: release build, the same suite under ASan+UBSan, and a
 # clang build with the same warnings.
@@ -98,4 +108,54 @@ deps:
 clean:
 	rm -rf build drover
 
+# ---- fuzzing: one target per parser of outside input (fuzz/README.md) ----
+
+.PHONY: fuzz fuzz-run test-fuzz-replay
+
+FUZZ_TARGETS := submit policy time ulid config router
+FUZZ_OBJ     := $(FUZZ_TARGETS:%=$(OUT)/fuzz/fuzz_%.o)
+FUZZ_SECONDS ?= 30
+FUZZ_FLAGS   ?=
+
+# The corpora replayed without libFuzzer, under this variant's CFLAGS (so
+# under ASan+UBSan with BUILD=asan): milliseconds; the first failing input
+# is named (fuzz/replay.c).
+FUZZ_REPLAY_BIN := $(FUZZ_TARGETS:%=$(OUT)/fuzz/replay-%)
+# Objects made through a chain of pattern rules; keep them between runs.
+.SECONDARY: $(FUZZ_OBJ) $(OUT)/fuzz/replay.o
+
+$(OUT)/fuzz/replay-%: $(OUT)/fuzz/fuzz_%.o $(OUT)/fuzz/replay.o $(OUT)/libdrover.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+test-fuzz-replay: $(FUZZ_REPLAY_BIN)
+	@failed=0; for t in $(FUZZ_TARGETS); do \
+	    $(OUT)/fuzz/replay-$$t fuzz/corpus/$$t || failed=1; done; exit $$failed
+
+# libFuzzer binaries in build/fuzz/, run one after another for FUZZ_SECONDS
+# each. New inputs go to build/fuzz/new/<target>/ (the first corpus
+# directory is the one libFuzzer writes to), crashes to build/fuzz/artifacts/;
+# the checked-in corpus is only read.
+fuzz:
+	$(MAKE) BUILD=fuzz fuzz-run
+
+ifeq ($(BUILD),fuzz)
+$(OUT)/fuzz_%: $(OUT)/fuzz/fuzz_%.o $(OUT)/libdrover.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+fuzz-run: $(FUZZ_TARGETS:%=$(OUT)/fuzz_%)
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(OUT)/new/$$t $(OUT)/artifacts; \
+	    dict=; test -f fuzz/$$t.dict && dict=-dict=fuzz/$$t.dict; \
+	    echo "== fuzz_$$t for $(FUZZ_SECONDS)s"; \
+	    $(OUT)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
+	        -artifact_prefix=$(OUT)/artifacts/$$t- $$dict $(FUZZ_FLAGS) \
+	        $(OUT)/new/$$t fuzz/corpus/$$t || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: findings in:$$failed ($(OUT)/artifacts/)"; exit 1; fi
+else
+fuzz-run:
+	$(MAKE) BUILD=fuzz fuzz-run
+endif
+
 -include $(LIB_OBJ:.o=.d) $(OUT)/src/main.d $(OUT)/bench/e2e.d
+-include $(FUZZ_OBJ:.o=.d) $(OUT)/fuzz/replay.d

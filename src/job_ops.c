@@ -22,7 +22,8 @@
 /* ---- effects that wait for the commit ---- */
 
 struct due_effect {
-    char id[ULID_LEN + 1];
+    enum timer_kind kind;
+    char key[TIMER_KEY_MAX + 1]; /* a job id, or a lock key */
     int64_t due_ms;
 };
 
@@ -69,8 +70,23 @@ static int effect_due(struct job_env *env, const struct job *job)
     struct due_effect *d = grow((void **)&fx->dues, &fx->n_dues, &fx->cap_dues, sizeof(*d));
     if (d == NULL)
         return -DRV_ENOMEM;
-    memcpy(d->id, job->id, sizeof(d->id));
+    d->kind = TIMER_JOB;
+    snprintf(d->key, sizeof(d->key), "%s", job->id);
     d->due_ms = job->due_at_ms;
+    return 0;
+}
+
+static int effect_lock_due(struct job_env *env, const struct lock *l)
+{
+    if (env == NULL || l->expires_at_ms == 0)
+        return 0;
+    struct job_effects *fx = env->effects;
+    struct due_effect *d = grow((void **)&fx->dues, &fx->n_dues, &fx->cap_dues, sizeof(*d));
+    if (d == NULL)
+        return -DRV_ENOMEM;
+    d->kind = TIMER_LOCK;
+    snprintf(d->key, sizeof(d->key), "%s", l->key);
+    d->due_ms = l->expires_at_ms;
     return 0;
 }
 
@@ -146,7 +162,7 @@ void job_env_after_batch(struct job_env *env, bool committed)
         for (int i = 0; i < fx->n_policies; i++)
             policy_cache_put(env->policies, fx->policies[i].queue, &fx->policies[i].policy);
         for (int i = 0; i < fx->n_dues; i++)
-            timers_add(env->timers, fx->dues[i].due_ms, TIMER_JOB, fx->dues[i].id);
+            timers_add(env->timers, fx->dues[i].due_ms, fx->dues[i].kind, fx->dues[i].key);
         for (int i = 0; i < fx->n_ready; i++) {
             if (env->claims)
                 claims_notify(env->claims, fx->ready[i].queue, fx->ready[i].n);
@@ -262,6 +278,7 @@ static json_t *error_object(const char *kind, const char *message, const char *s
 }
 
 static int release_slot(struct write_ctx *ctx, const struct job *job, const struct policy *p);
+static int release_locks(struct write_ctx *ctx, const struct job *job);
 
 /*
  * Store the job and its event; the event is released either way. A job that
@@ -272,7 +289,12 @@ static int save(struct write_ctx *ctx, struct job *job, struct job_event *ev,
                 const struct policy *p)
 {
     bool ended = ev && job_state_terminal(job->state) && !job_state_terminal(ev->prev_state);
-    bool held_slot = ended && job->concurrency_key && job->waiting_for == NULL;
+    bool waiting_slot = job->waiting_for && strcmp(job->waiting_for, "concurrency") == 0;
+    bool waiting_lock = job->waiting_for && strcmp(job->waiting_for, "lock") == 0;
+    bool held_slot = ended && job->concurrency_key && !waiting_slot;
+    /* A running attempt that ends in any way gives its lock keys back. */
+    bool held_locks = ev && ev->prev_state == JOB_RUNNING && job->state != JOB_RUNNING &&
+                      json_array_size(job->lock_keys) > 0;
     if (ended && job->waiting_for) {
         free(job->waiting_for);
         job->waiting_for = NULL;
@@ -284,6 +306,10 @@ static int save(struct write_ctx *ctx, struct job *job, struct job_event *ev,
         job_event_release(ev);
     if (rc == 0)
         rc = effect_due(ctx->env, job);
+    if (rc == 0 && ended && waiting_lock)
+        rc = store_lock_wait_remove_job(ctx->store, job->id);
+    if (rc == 0 && held_locks)
+        rc = release_locks(ctx, job);
     if (rc == 0 && held_slot)
         rc = release_slot(ctx, job, p);
     return rc;
@@ -347,7 +373,10 @@ static int claim_one(struct write_ctx *ctx, struct job_claim_op *c, const struct
 static int became_ready(struct write_ctx *ctx, const struct job *job, const struct policy *p)
 {
     struct job_env *env = ctx->env;
-    struct claim_wait *w = env && env->claims ? claims_take(env->claims, job->queue) : NULL;
+    /* A job with lock keys goes through a claim's lock check instead. */
+    struct claim_wait *w = env && env->claims && json_array_size(job->lock_keys) == 0
+                               ? claims_take(env->claims, job->queue)
+                               : NULL;
     if (w == NULL)
         return effect_ready(env, job->queue);
     struct job_claim_op *c = container_of(w->op, struct job_claim_op, op);
@@ -585,14 +614,13 @@ static int policy_put_apply(struct write_ctx *ctx, struct write_op *op)
 
 /* ---- claim ---- */
 
-static int claim_one(struct write_ctx *ctx, struct job_claim_op *c, const struct policy *p,
-                     const char *id, struct job *job)
+/* Lease a loaded, queued job to the claim c. */
+static int claim_loaded(struct write_ctx *ctx, struct job_claim_op *c, const struct policy *p,
+                        struct job *job)
 {
     struct job_event ev;
     char token[LEASE_TOKEN_LEN + 1];
-    int rc = store_job_load(ctx->store, id, job);
-    if (rc < 0)
-        return rc == -DRV_ENOT_FOUND ? -DRV_ESTORE : rc; /* the index just named it */
+    int rc;
     if (new_lease_token(token) < 0)
         return -DRV_EINTERNAL;
     job->attempt++;
@@ -618,25 +646,207 @@ static int claim_one(struct write_ctx *ctx, struct job_claim_op *c, const struct
     return save(ctx, job, &ev, p);
 }
 
+static int claim_one(struct write_ctx *ctx, struct job_claim_op *c, const struct policy *p,
+                     const char *id, struct job *job)
+{
+    int rc = store_job_load(ctx->store, id, job);
+    if (rc < 0)
+        return rc == -DRV_ENOT_FOUND ? -DRV_ESTORE : rc; /* the index just named it */
+    return claim_loaded(ctx, c, p, job);
+}
+
+/* ---- lock keys ---- */
+
+/*
+ * Is key held by anyone but job_id? An expired maintenance lock found here
+ * is dropped (its timer may not have fired yet).
+ */
+static int lock_held(struct write_ctx *ctx, const char *key, const char *job_id, bool *held)
+{
+    struct lock l;
+    int rc = store_lock_get(ctx->store, key, &l);
+    *held = false;
+    if (rc == -DRV_ENOT_FOUND)
+        return 0;
+    if (rc < 0)
+        return rc;
+    if (l.job_id[0])
+        *held = strcmp(l.job_id, job_id) != 0;
+    else if (l.expires_at_ms && l.expires_at_ms <= ctx->now_ms)
+        rc = store_lock_delete(ctx->store, key);
+    else
+        *held = true;
+    lock_release(&l);
+    return rc;
+}
+
+/* Wake the jobs set aside for key, oldest first: they become queued again. */
+static int wake_lock_waiters(struct write_ctx *ctx, const char *key)
+{
+    char ids[CLAIM_MAX][ULID_LEN + 1];
+    int n = 0;
+    int rc = store_lock_waiters(ctx->store, key, CLAIM_MAX, ids, &n);
+    for (int i = 0; i < n && rc == 0; i++) {
+        struct job job;
+        struct job_event ev;
+        rc = store_job_load(ctx->store, ids[i], &job);
+        if (rc == -DRV_ENOT_FOUND) {
+            rc = store_lock_wait_remove_job(ctx->store, ids[i]);
+            continue;
+        }
+        if (rc == 0)
+            rc = store_lock_wait_remove_job(ctx->store, ids[i]);
+        if (rc == 0 && job.state == JOB_SCHEDULED && job.waiting_for &&
+            strcmp(job.waiting_for, "lock") == 0) {
+            struct policy fallback;
+            const struct policy *p = policy_for(ctx, job.queue, &fallback);
+            free(job.waiting_for);
+            job.waiting_for = NULL;
+            rc = job_transition(&job, JOB_QUEUED, "job.queued", ctx->now_ms, &ev);
+            if (rc == 0) {
+                ev.data = json_pack("{s:s}", "lock_released", key);
+                job.due_at_ms = next_due(&job, p);
+                rc = save(ctx, &job, &ev, p);
+            }
+            if (rc == 0)
+                rc = became_ready(ctx, &job, p);
+            if (rc == -DRV_EILLEGAL_TRANSITION)
+                rc = -DRV_EINTERNAL;
+            policy_done(ctx, p, &fallback);
+        }
+        job_release(&job);
+    }
+    return rc;
+}
+
+/* A running attempt ended: give its keys back and wake who waits for them. */
+static int release_locks(struct write_ctx *ctx, const struct job *job)
+{
+    char keys[JOB_LOCK_KEYS_MAX][JOB_KEY_MAX + 1];
+    int n = 0;
+    int rc = store_locks_of_job(ctx->store, job->id, JOB_LOCK_KEYS_MAX, keys, &n);
+    for (int i = 0; i < n && rc == 0; i++)
+        rc = wake_lock_waiters(ctx, keys[i]);
+    return rc;
+}
+
+/*
+ * A claim met a job whose keys are held: set it aside — scheduled, waiting
+ * for the keys — so the claim goes on to the next ready job.
+ */
+static int set_aside(struct write_ctx *ctx, struct job *job, const struct policy *p, json_t *held)
+{
+    struct job_event ev;
+    if ((job->waiting_for = strdup("lock")) == NULL)
+        return -DRV_ENOMEM;
+    int rc = job_transition(job, JOB_SCHEDULED, "job.scheduled", ctx->now_ms, &ev);
+    if (rc < 0)
+        return rc;
+    ev.data = json_pack("{s:s, s:O}", "waiting_for", "lock", "keys", held);
+    job->due_at_ms = next_due(job, p);
+    rc = save(ctx, job, &ev, p);
+    size_t i;
+    json_t *k;
+    json_array_foreach(held, i, k)
+    {
+        if (rc == 0)
+            rc = store_lock_wait_add(ctx->store, json_string_value(k), job->id);
+    }
+    return rc;
+}
+
+/* Before leasing job: which of its keys are held? Sets *blocked and fills held. */
+static int check_locks(struct write_ctx *ctx, const struct job *job, json_t *held, bool *blocked)
+{
+    size_t i;
+    json_t *k;
+    *blocked = false;
+    json_array_foreach(job->lock_keys, i, k)
+    {
+        bool is_held;
+        int rc = lock_held(ctx, json_string_value(k), job->id, &is_held);
+        if (rc < 0)
+            return rc;
+        if (is_held) {
+            *blocked = true;
+            json_array_append(held, k);
+        }
+    }
+    return 0;
+}
+
+static int take_locks(struct write_ctx *ctx, const struct job *job)
+{
+    size_t i;
+    json_t *k;
+    json_array_foreach(job->lock_keys, i, k)
+    {
+        struct lock l = {.created_at_ms = ctx->now_ms};
+        snprintf(l.key, sizeof(l.key), "%s", json_string_value(k));
+        memcpy(l.job_id, job->id, sizeof(l.job_id));
+        int rc = store_lock_put(ctx->store, &l);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/*
+ * The oldest ready jobs of the queue, each leased with its lock keys taken;
+ * a job whose keys are held is set aside and the claim looks further, a few
+ * rounds at most.
+ */
 static int claim_apply(struct write_ctx *ctx, struct write_op *op)
 {
     struct job_claim_op *c = container_of(op, struct job_claim_op, op);
     char ids[CLAIM_MAX][ULID_LEN + 1];
-    int n = 0;
-    int rc = store_job_ready_ids(ctx->store, c->queue, c->max, ids, &n);
-    if (rc < 0 || n == 0)
-        return rc;
     struct policy fallback;
-    const struct policy *p = policy_for(ctx, c->queue, &fallback);
-    for (int i = 0; i < n && rc == 0; i++) {
-        rc = claim_one(ctx, c, p, ids[i], &c->jobs[c->n]);
-        if (rc == 0)
-            c->n++;
-        else
-            job_release(&c->jobs[c->n]);
+    const struct policy *p = NULL;
+    int rc = 0;
+    for (int round = 0; round < 8 && c->n < c->max && rc == 0; round++) {
+        int n = 0, set_aside_n = 0;
+        rc = store_job_ready_ids(ctx->store, c->queue, c->max - c->n, ids, &n);
+        if (rc < 0 || n == 0)
+            break;
+        if (p == NULL)
+            p = policy_for(ctx, c->queue, &fallback);
+        for (int i = 0; i < n && rc == 0; i++) {
+            struct job *job = &c->jobs[c->n];
+            rc = store_job_load(ctx->store, ids[i], job);
+            if (rc < 0) {
+                rc = rc == -DRV_ENOT_FOUND ? -DRV_ESTORE : rc;
+                break;
+            }
+            bool blocked = false;
+            json_t *held = json_array();
+            if (held == NULL)
+                rc = -DRV_ENOMEM;
+            if (rc == 0 && json_array_size(job->lock_keys) > 0)
+                rc = check_locks(ctx, job, held, &blocked);
+            if (rc == 0 && blocked) {
+                rc = set_aside(ctx, job, p, held);
+                set_aside_n++;
+                job_release(job);
+            } else if (rc == 0) {
+                rc = claim_loaded(ctx, c, p, job);
+                if (rc == 0)
+                    rc = take_locks(ctx, job);
+                if (rc == 0)
+                    c->n++;
+                else
+                    job_release(job);
+            } else {
+                job_release(job);
+            }
+            json_decref(held);
+        }
+        if (set_aside_n == 0)
+            break; /* every ready job found was leased */
     }
-    policy_done(ctx, p, &fallback);
-    return rc;
+    if (p)
+        policy_done(ctx, p, &fallback);
+    /* Writes happened before any refusal here: only store failures remain. */
+    return rc < 0 && rc != -DRV_ENOMEM && rc != -DRV_ESTORE ? -DRV_EINTERNAL : rc;
 }
 
 /* ---- lease calls ---- */
@@ -885,6 +1095,120 @@ void job_deadline_fire(struct writer *w, const char *job_id)
     d->op.done = deadline_done;
     if (writer_submit(w, &d->op) < 0)
         free(d); /* stopping: the store keeps due_at for the next start */
+}
+
+/* ---- maintenance locks ---- */
+
+static int lock_put_apply(struct write_ctx *ctx, struct write_op *op)
+{
+    struct lock_put_op *l = container_of(op, struct lock_put_op, op);
+    struct lock old;
+    int rc = store_lock_get(ctx->store, l->lock.key, &old);
+    if (rc < 0 && rc != -DRV_ENOT_FOUND)
+        return rc;
+    if (rc == 0) {
+        bool expired = !old.job_id[0] && old.expires_at_ms && old.expires_at_ms <= ctx->now_ms;
+        bool same_owner = !old.job_id[0] && old.owner && strcmp(old.owner, l->lock.owner) == 0;
+        if (old.job_id[0]) {
+            snprintf(l->holder, sizeof(l->holder), "job %s", old.job_id);
+            rc = errmsg_set(&l->err, -DRV_ELOCKED, "'%s' is held by running job %s", l->lock.key,
+                            old.job_id);
+        } else if (!expired && !same_owner) {
+            snprintf(l->holder, sizeof(l->holder), "%s", old.owner ? old.owner : "");
+            rc = errmsg_set(&l->err, -DRV_ELOCKED, "'%s' is held by '%s'", l->lock.key,
+                            old.owner ? old.owner : "");
+        } else {
+            l->lock.created_at_ms = same_owner && !expired ? old.created_at_ms : ctx->now_ms;
+        }
+        lock_release(&old);
+        if (rc < 0)
+            return rc;
+    } else {
+        l->lock.created_at_ms = ctx->now_ms;
+    }
+    rc = store_lock_put(ctx->store, &l->lock);
+    return rc ? rc : effect_lock_due(ctx->env, &l->lock);
+}
+
+static int lock_delete_apply(struct write_ctx *ctx, struct write_op *op)
+{
+    struct lock_delete_op *l = container_of(op, struct lock_delete_op, op);
+    struct lock old;
+    int rc = store_lock_get(ctx->store, l->key, &old);
+    if (rc == 0 && old.job_id[0])
+        rc = -DRV_ENOT_FOUND; /* a job's key goes with its attempt, not by hand */
+    if (rc == 0)
+        lock_release(&old);
+    if (rc == -DRV_ENOT_FOUND)
+        return errmsg_set(&l->err, rc, "no maintenance lock '%s'", l->key);
+    if (rc < 0)
+        return rc;
+    rc = store_lock_delete(ctx->store, l->key);
+    return rc ? rc : wake_lock_waiters(ctx, l->key);
+}
+
+struct lock_expiry_op {
+    struct write_op op;
+    char key[JOB_KEY_MAX + 1];
+};
+
+static int lock_expiry_apply(struct write_ctx *ctx, struct write_op *op)
+{
+    struct lock_expiry_op *e = container_of(op, struct lock_expiry_op, op);
+    struct lock l;
+    int rc = store_lock_get(ctx->store, e->key, &l);
+    if (rc == -DRV_ENOT_FOUND)
+        return 0;
+    if (rc < 0)
+        return rc;
+    if (!l.job_id[0] && l.expires_at_ms && l.expires_at_ms <= ctx->now_ms) {
+        rc = store_lock_delete(ctx->store, e->key);
+        if (rc == 0)
+            rc = wake_lock_waiters(ctx, e->key);
+    } else if (!l.job_id[0]) {
+        rc = effect_lock_due(ctx->env, &l); /* renewed meanwhile: check again then */
+    }
+    lock_release(&l);
+    return rc;
+}
+
+static void lock_expiry_done(struct write_op *op)
+{
+    struct lock_expiry_op *e = container_of(op, struct lock_expiry_op, op);
+    if (op->result < 0 && op->result != -DRV_ESHUTTING_DOWN)
+        log_printf(LOG_ERROR, "expiry check of lock '%s' failed: %s", e->key, err_name(op->result));
+    free(e);
+}
+
+void job_lock_expiry_fire(struct writer *w, const char *key)
+{
+    struct lock_expiry_op *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return;
+    snprintf(e->key, sizeof(e->key), "%s", key);
+    e->op.apply = lock_expiry_apply;
+    e->op.done = lock_expiry_done;
+    if (writer_submit(w, &e->op) < 0)
+        free(e);
+}
+
+void lock_put_op_init(struct lock_put_op *l, write_done_fn done)
+{
+    memset(l, 0, sizeof(*l));
+    l->op.apply = lock_put_apply;
+    l->op.done = done;
+}
+
+void lock_put_op_release(struct lock_put_op *l)
+{
+    lock_release(&l->lock);
+}
+
+void lock_delete_op_init(struct lock_delete_op *l, write_done_fn done)
+{
+    memset(l, 0, sizeof(*l));
+    l->op.apply = lock_delete_apply;
+    l->op.done = done;
 }
 
 /* ---- init and release ---- */

@@ -133,6 +133,31 @@ struct job_retry_op {
 };
 void job_retry_op_init(struct job_retry_op *r, write_done_fn done);
 
+/*
+ * Take, renew or refuse a maintenance lock. In: lock.key, owner, reason,
+ * expires_at_ms (0 = none). Out: the lock as stored; -DRV_ELOCKED (with
+ * holder set) when a running job or another owner holds the key.
+ */
+struct lock_put_op {
+    struct write_op op;
+    struct lock lock;
+    char holder[WORKER_NAME_MAX + ULID_LEN + 16];
+    struct errmsg err;
+};
+void lock_put_op_init(struct lock_put_op *l, write_done_fn done);
+void lock_put_op_release(struct lock_put_op *l);
+
+/* Release a maintenance lock; jobs waiting for it become queued. */
+struct lock_delete_op {
+    struct write_op op;
+    char key[JOB_KEY_MAX + 1];
+    struct errmsg err;
+};
+void lock_delete_op_init(struct lock_delete_op *l, write_done_fn done);
+
+/* A lock's timer fired: release it if it expired (any thread). */
+void job_lock_expiry_fire(struct writer *w, const char *key);
+
 /* Release what the op owns (not the op itself). */
 void job_submit_op_release(struct job_submit_op *s);
 void job_cancel_op_release(struct job_cancel_op *c);

@@ -233,10 +233,11 @@ static int ensure_admin_token(const char *dir, struct auth *auth)
 static void on_timer(void *ctx, enum timer_kind kind, const char *key)
 {
     struct app *app = ctx;
-    if (kind == TIMER_JOB)
-        job_deadline_fire(app->writer, key);
-    else
-        claims_expire(app->claims, strtoull(key, NULL, 10));
+    switch (kind) {
+    case TIMER_JOB: job_deadline_fire(app->writer, key); break;
+    case TIMER_WAITER: claims_expire(app->claims, strtoull(key, NULL, 10)); break;
+    case TIMER_LOCK: job_lock_expiry_fire(app->writer, key); break;
+    }
 }
 
 static void arm_job(void *arg, const char *id, int64_t due_ms)
@@ -272,6 +273,14 @@ static int start_core(const struct config *cfg, struct app *app)
     app->env.timers = app->timers;
     app->env.claims = app->claims;
     rc = store_due_list(app->store, arm_job, app->timers);
+    struct lock_list locks = {0};
+    if (rc == 0)
+        rc = store_lock_list(app->store, &locks);
+    for (int i = 0; i < locks.n; i++) {
+        if (locks.locks[i].expires_at_ms)
+            timers_add(app->timers, locks.locks[i].expires_at_ms, TIMER_LOCK, locks.locks[i].key);
+    }
+    lock_list_release(&locks);
     if (rc == 0) {
         log_printf(LOG_INFO, "armed %d deadlines from the store", timers_pending(app->timers));
     }

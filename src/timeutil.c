@@ -137,6 +137,11 @@ int time_parse_rfc3339(const char *s, int64_t *out_ms)
         sec = 59; /* a leap second is read as :59 rather than refused */
     int64_t days = days_from_civil(y, mo, d);
     int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - (int64_t)offset_min * 60;
-    *out_ms = secs * 1000 + millis;
+    int64_t ms = secs * 1000 + millis;
+    /* An offset can push the instant out of the years 0000-9999 that
+     * time_format_rfc3339() can show: refuse it rather than mis-show it. */
+    if (ms < TIME_MIN_MS || ms > TIME_MAX_MS)
+        return -DRV_EBAD_FIELD;
+    *out_ms = ms;
     return 0;
 }

@@ -11,6 +11,10 @@
 
 #define TIME_RFC3339_LEN 25 /* "2026-11-23T03:03:10.123Z" + NUL */
 
+/* The instants an RFC 3339 timestamp can show: 0000-01-01 to 9999-12-31, UTC. */
+#define TIME_MIN_MS (-62167219200000LL)
+#define TIME_MAX_MS 253402300799999LL
+
 /* Wall clock, ms since the epoch. */
 int64_t time_now_ms(void);
 

@@ -27,6 +27,9 @@ const struct route api_routes[] = {
     {"POST", "/v1/jobs/:id/steps", ROLE_WORKER, api_step},
     {"POST", "/v1/jobs/:id/complete", ROLE_WORKER, api_complete},
     {"POST", "/v1/jobs/:id/fail", ROLE_WORKER, api_fail},
+    {"GET", "/v1/locks", ROLE_ANY, api_lock_list},
+    {"PUT", "/v1/locks/:key", ROLE_ADMIN, api_lock_put},
+    {"DELETE", "/v1/locks/:key", ROLE_ADMIN, api_lock_delete},
     {"GET", "/v1/queues/:name", ROLE_ANY, api_queue_get},
     {"PUT", "/v1/queues/:name", ROLE_ADMIN, api_queue_put},
 };

@@ -29,6 +29,9 @@ void api_heartbeat(struct http_request *req);
 void api_step(struct http_request *req);
 void api_complete(struct http_request *req);
 void api_fail(struct http_request *req);
+void api_lock_list(struct http_request *req);
+void api_lock_put(struct http_request *req);
+void api_lock_delete(struct http_request *req);
 
 /* ---- shared by the handlers (api.c) ---- */
 

@@ -25,14 +25,16 @@ static bool match(const char *pattern, const char *path, char params[][ROUTER_PA
         if (*p == ':') {
             if (slen == 0 || slen > ROUTER_PARAM_MAX || n_params == HTTP_MAX_PARAMS)
                 return false;
-            if (params) {
-                /* Paths arrive still escaped, so "%2F" stays inside its segment;
-                 * the capture is decoded here. A decoded NUL cannot be a name. */
-                memcpy(params[n_params], s, slen);
-                params[n_params][slen] = '\0';
-                if (MHD_http_unescape(params[n_params]) != strlen(params[n_params]))
-                    return false;
-            }
+            /* Paths arrive still escaped, so "%2F" stays inside its segment;
+             * the capture is decoded here. A decoded NUL cannot be a name:
+             * such a path matches nothing (decoded even without params, so
+             * routing and capturing agree). */
+            char scratch[ROUTER_PARAM_MAX + 1];
+            char *out = params ? params[n_params] : scratch;
+            memcpy(out, s, slen);
+            out[slen] = '\0';
+            if (MHD_http_unescape(out) != strlen(out))
+                return false;
             n_params++;
         } else if (plen != slen || memcmp(p, s, plen) != 0) {
             return false;

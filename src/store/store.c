@@ -33,6 +33,21 @@ void store_close(struct store *st)
         st->engine->close(st);
 }
 
+void lock_release(struct lock *l)
+{
+    free(l->owner);
+    free(l->reason);
+    l->owner = l->reason = NULL;
+}
+
+void lock_list_release(struct lock_list *l)
+{
+    for (int i = 0; i < l->n; i++)
+        lock_release(&l->locks[i]);
+    free(l->locks);
+    memset(l, 0, sizeof(*l));
+}
+
 void job_list_release(struct job_list *l)
 {
     for (int i = 0; i < l->n; i++)

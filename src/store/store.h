@@ -42,6 +42,23 @@ struct job_filter {
     int limit;
 };
 
+/* A held lock key: by a running job (job_id) or a maintenance owner. Strings owned. */
+struct lock {
+    char key[JOB_KEY_MAX + 1];
+    char job_id[ULID_LEN + 1]; /* "" for a maintenance lock */
+    char *owner;               /* maintenance locks */
+    char *reason;
+    int64_t expires_at_ms; /* 0 = no expiry */
+    int64_t created_at_ms;
+};
+void lock_release(struct lock *l);
+
+struct lock_list {
+    struct lock *locks;
+    int n;
+};
+void lock_list_release(struct lock_list *l);
+
 struct job_list {
     struct job *jobs;
     int n;
@@ -81,6 +98,17 @@ struct store_engine {
     /* How many unfinished, admitted jobs hold (queue, key)'s slots, and the oldest of them. */
     int (*job_slots_held)(struct store *st, const char *queue, const char *key, int *held,
                           char *oldest_id);
+    /* Locks (write side). lock_get: -DRV_ENOT_FOUND when the key is free. */
+    int (*lock_get)(struct store *st, const char *key, struct lock *out);
+    int (*lock_put)(struct store *st, const struct lock *l);
+    int (*lock_delete)(struct store *st, const char *key);
+    /* The keys a job holds, then forget them. */
+    int (*locks_of_job)(struct store *st, const char *job_id, int max,
+                        char (*keys)[JOB_KEY_MAX + 1], int *n_out);
+    int (*lock_wait_add)(struct store *st, const char *key, const char *job_id);
+    int (*lock_waiters)(struct store *st, const char *key, int max, char (*ids)[ULID_LEN + 1],
+                        int *n_out);
+    int (*lock_wait_remove_job)(struct store *st, const char *job_id);
     /* Up to max distinct concurrency keys of queue with jobs waiting for a slot. */
     int (*job_waiting_keys)(struct store *st, const char *queue, int max,
                             char (*keys)[JOB_KEY_MAX + 1], int *n_out);
@@ -100,6 +128,8 @@ struct store_engine {
     /* Every job with a deadline (due_at), for rebuilding the timers at start. */
     int (*due_list)(struct store *st, void (*each)(void *arg, const char *id, int64_t due_ms),
                     void *arg);
+    /* Every lock, for GET /v1/locks and for arming expiries at start. */
+    int (*lock_list)(struct store *st, struct lock_list *out);
     /* Every stored queue policy, for filling the policy cache at start. */
     int (*policy_list)(struct store *st,
                        void (*each)(void *arg, const char *queue, const struct policy *p),
@@ -167,6 +197,40 @@ static inline int store_job_slots_held(struct store *st, const char *queue, cons
                                        int *held, char *oldest_id)
 {
     return st->engine->job_slots_held(st, queue, key, held, oldest_id);
+}
+static inline int store_lock_get(struct store *st, const char *key, struct lock *out)
+{
+    return st->engine->lock_get(st, key, out);
+}
+static inline int store_lock_put(struct store *st, const struct lock *l)
+{
+    return st->engine->lock_put(st, l);
+}
+static inline int store_lock_delete(struct store *st, const char *key)
+{
+    return st->engine->lock_delete(st, key);
+}
+static inline int store_locks_of_job(struct store *st, const char *job_id, int max,
+                                     char (*keys)[JOB_KEY_MAX + 1], int *n_out)
+{
+    return st->engine->locks_of_job(st, job_id, max, keys, n_out);
+}
+static inline int store_lock_wait_add(struct store *st, const char *key, const char *job_id)
+{
+    return st->engine->lock_wait_add(st, key, job_id);
+}
+static inline int store_lock_waiters(struct store *st, const char *key, int max,
+                                     char (*ids)[ULID_LEN + 1], int *n_out)
+{
+    return st->engine->lock_waiters(st, key, max, ids, n_out);
+}
+static inline int store_lock_wait_remove_job(struct store *st, const char *job_id)
+{
+    return st->engine->lock_wait_remove_job(st, job_id);
+}
+static inline int store_lock_list(struct store *st, struct lock_list *out)
+{
+    return st->engine->lock_list(st, out);
 }
 static inline int store_job_waiting_keys(struct store *st, const char *queue, int max,
                                          char (*keys)[JOB_KEY_MAX + 1], int *n_out)

@@ -90,6 +90,23 @@ static const char *const migrations[] = {
     "CREATE INDEX jobs_dedup ON jobs(queue, dedup_key, id) WHERE dedup_key IS NOT NULL;"
     "CREATE INDEX jobs_slots ON jobs(queue, concurrency_key, state, id)"
     "  WHERE concurrency_key IS NOT NULL;",
+    /* 4: resource locks. A key is held by a running job (job_id) or by a
+     * maintenance owner; lock_waits lists the jobs set aside for a key. */
+    "CREATE TABLE locks ("
+    "  key TEXT PRIMARY KEY NOT NULL,"
+    "  job_id TEXT,"
+    "  owner TEXT,"
+    "  reason TEXT,"
+    "  expires_at INTEGER,"
+    "  created_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX locks_by_job ON locks(job_id) WHERE job_id IS NOT NULL;"
+    "CREATE TABLE lock_waits ("
+    "  key TEXT NOT NULL,"
+    "  job_id TEXT NOT NULL,"
+    "  PRIMARY KEY (key, job_id)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX lock_waits_by_job ON lock_waits(job_id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -115,6 +132,14 @@ enum writer_stmt {
     W_SLOTS_HELD,
     W_WAITING_IDS,
     W_WAITING_KEYS,
+    W_LOCK_GET,
+    W_LOCK_PUT,
+    W_LOCK_DELETE,
+    W_LOCKS_OF_JOB,
+    W_LOCKS_DELETE_JOB,
+    W_LOCK_WAIT_ADD,
+    W_LOCK_WAITERS,
+    W_LOCK_WAIT_REMOVE,
     W__COUNT
 };
 
@@ -145,14 +170,33 @@ static const char *const writer_sql[W__COUNT] = {
     /* Unfinished and admitted: the jobs that hold the key's slots. */
     [W_SLOTS_HELD] = ("SELECT count(*), min(id) FROM jobs WHERE queue = ?1 AND "
                       "concurrency_key = ?2 AND state IN ('scheduled', 'queued', 'running') "
-                      "AND waiting_for IS NULL"),
+                      "AND (waiting_for IS NULL OR waiting_for <> 'concurrency')"),
+    [W_LOCK_GET] = "SELECT key, job_id, owner, reason, expires_at, created_at FROM locks "
+                   "WHERE key = ?1",
+    [W_LOCK_PUT] = ("INSERT OR REPLACE INTO locks (key, job_id, owner, reason, expires_at, "
+                    "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+    [W_LOCK_DELETE] = "DELETE FROM locks WHERE key = ?1",
+    [W_LOCKS_OF_JOB] = "SELECT key FROM locks WHERE job_id = ?1 LIMIT ?2",
+    [W_LOCKS_DELETE_JOB] = "DELETE FROM locks WHERE job_id = ?1",
+    [W_LOCK_WAIT_ADD] = "INSERT OR IGNORE INTO lock_waits (key, job_id) VALUES (?1, ?2)",
+    [W_LOCK_WAITERS] = "SELECT job_id FROM lock_waits WHERE key = ?1 ORDER BY job_id LIMIT ?2",
+    [W_LOCK_WAIT_REMOVE] = "DELETE FROM lock_waits WHERE job_id = ?1",
     [W_WAITING_KEYS] = ("SELECT DISTINCT concurrency_key FROM jobs WHERE queue = ?1 AND "
                         "state = 'scheduled' AND waiting_for = 'concurrency' LIMIT ?2"),
     [W_WAITING_IDS] = ("SELECT id FROM jobs WHERE queue = ?1 AND concurrency_key = ?2 AND "
                        "state = 'scheduled' AND waiting_for = 'concurrency' ORDER BY id LIMIT ?3"),
 };
 
-enum reader_stmt { R_JOB_GET, R_EVENTS, R_POLICY_GET, R_PING, R_DUE_LIST, R_POLICY_LIST, R__COUNT };
+enum reader_stmt {
+    R_JOB_GET,
+    R_EVENTS,
+    R_POLICY_GET,
+    R_PING,
+    R_DUE_LIST,
+    R_POLICY_LIST,
+    R_LOCK_LIST,
+    R__COUNT
+};
 
 static const char *const reader_sql[R__COUNT] = {
     [R_JOB_GET] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
@@ -162,6 +206,8 @@ static const char *const reader_sql[R__COUNT] = {
     [R_PING] = "SELECT 1",
     [R_DUE_LIST] = "SELECT id, due_at FROM jobs WHERE due_at IS NOT NULL",
     [R_POLICY_LIST] = "SELECT name, policy FROM queues",
+    [R_LOCK_LIST] = "SELECT key, job_id, owner, reason, expires_at, created_at FROM locks "
+                    "ORDER BY key",
 };
 
 struct reader {
@@ -844,6 +890,146 @@ static int sqlite_job_waiting_keys(struct store *st, const char *queue, int max,
     return rc;
 }
 
+/* ---- locks ---- */
+
+static int read_lock(sqlite3_stmt *stmt, struct lock *l)
+{
+    memset(l, 0, sizeof(*l));
+    const char *key = (const char *)sqlite3_column_text(stmt, 0);
+    const char *job = (const char *)sqlite3_column_text(stmt, 1);
+    snprintf(l->key, sizeof(l->key), "%s", key ? key : "");
+    snprintf(l->job_id, sizeof(l->job_id), "%s", job ? job : "");
+    l->owner = column_strdup(stmt, 2);
+    l->reason = column_strdup(stmt, 3);
+    l->expires_at_ms = sqlite3_column_int64(stmt, 4);
+    l->created_at_ms = sqlite3_column_int64(stmt, 5);
+    return 0;
+}
+
+static int sqlite_lock_get(struct store *st, const char *key, struct lock *out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_LOCK_GET];
+    bind_text(stmt, 1, key);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        rc = read_lock(stmt, out);
+    else
+        rc = rc == SQLITE_DONE ? -DRV_ENOT_FOUND : fail(s->wdb, "lock get");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc;
+}
+
+static int sqlite_lock_put(struct store *st, const struct lock *l)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_LOCK_PUT];
+    bind_text(stmt, 1, l->key);
+    bind_text(stmt, 2, l->job_id[0] ? l->job_id : NULL);
+    bind_text(stmt, 3, l->owner);
+    bind_text(stmt, 4, l->reason);
+    bind_ms(stmt, 5, l->expires_at_ms);
+    sqlite3_bind_int64(stmt, 6, l->created_at_ms);
+    return step_done(s->wdb, stmt, "lock put");
+}
+
+/* Run a writer statement bound to one text and report rows changed. */
+static int exec_text(struct sqlite_store *s, enum writer_stmt w, const char *text)
+{
+    sqlite3_stmt *stmt = s->wstmt[w];
+    bind_text(stmt, 1, text);
+    int rc = step_done(s->wdb, stmt, writer_sql[w]);
+    return rc < 0 ? rc : sqlite3_changes(s->wdb);
+}
+
+static int sqlite_lock_delete(struct store *st, const char *key)
+{
+    int rc = exec_text(sqlite_store(st), W_LOCK_DELETE, key);
+    return rc < 0 ? rc : rc == 0 ? -DRV_ENOT_FOUND : 0;
+}
+
+/* Collect the first column (text) of stmt's rows into out[max][size]. */
+static int collect_text(struct sqlite_store *s, sqlite3_stmt *stmt, int max, char *out, size_t size,
+                        int *n_out, const char *what)
+{
+    int rc = SQLITE_DONE, n = 0;
+    while (n < max && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(stmt, 0);
+        snprintf(out + (size_t)n++ * size, size, "%s", t ? t : "");
+    }
+    rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail(s->wdb, what);
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    *n_out = n;
+    return rc;
+}
+
+static int sqlite_locks_of_job(struct store *st, const char *job_id, int max,
+                               char (*keys)[JOB_KEY_MAX + 1], int *n_out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_LOCKS_OF_JOB];
+    bind_text(stmt, 1, job_id);
+    sqlite3_bind_int(stmt, 2, max);
+    int rc = collect_text(s, stmt, max, keys[0], sizeof(keys[0]), n_out, "locks of job");
+    if (rc == 0 && *n_out > 0)
+        rc = exec_text(s, W_LOCKS_DELETE_JOB, job_id) < 0 ? -DRV_ESTORE : 0;
+    return rc;
+}
+
+static int sqlite_lock_wait_add(struct store *st, const char *key, const char *job_id)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_LOCK_WAIT_ADD];
+    bind_text(stmt, 1, key);
+    bind_text(stmt, 2, job_id);
+    return step_done(s->wdb, stmt, "lock wait add");
+}
+
+static int sqlite_lock_waiters(struct store *st, const char *key, int max,
+                               char (*ids)[ULID_LEN + 1], int *n_out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_LOCK_WAITERS];
+    bind_text(stmt, 1, key);
+    sqlite3_bind_int(stmt, 2, max);
+    return collect_text(s, stmt, max, ids[0], sizeof(ids[0]), n_out, "lock waiters");
+}
+
+static int sqlite_lock_wait_remove_job(struct store *st, const char *job_id)
+{
+    int rc = exec_text(sqlite_store(st), W_LOCK_WAIT_REMOVE, job_id);
+    return rc < 0 ? rc : 0;
+}
+
+static int sqlite_lock_list(struct store *st, struct lock_list *out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    memset(out, 0, sizeof(*out));
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[R_LOCK_LIST];
+    int rc, cap = 0;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (out->n == cap) {
+            cap = cap ? cap * 2 : 16;
+            struct lock *p = realloc(out->locks, (size_t)cap * sizeof(*p));
+            if (p == NULL) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            out->locks = p;
+        }
+        read_lock(stmt, &out->locks[out->n++]);
+    }
+    rc = rc == SQLITE_DONE ? 0 : rc == SQLITE_NOMEM ? -DRV_ENOMEM : fail(r->db, "lock list");
+    sqlite3_reset(stmt);
+    reader_release(s, r);
+    if (rc < 0)
+        lock_list_release(out);
+    return rc;
+}
+
 /* ---- read side ---- */
 
 static int sqlite_job_get(struct store *st, const char *id, struct job *out)
@@ -1049,6 +1235,14 @@ const struct store_engine store_sqlite_engine = {
     .job_slots_held = sqlite_job_slots_held,
     .job_waiting_ids = sqlite_job_waiting_ids,
     .job_waiting_keys = sqlite_job_waiting_keys,
+    .lock_get = sqlite_lock_get,
+    .lock_put = sqlite_lock_put,
+    .lock_delete = sqlite_lock_delete,
+    .locks_of_job = sqlite_locks_of_job,
+    .lock_wait_add = sqlite_lock_wait_add,
+    .lock_waiters = sqlite_lock_waiters,
+    .lock_wait_remove_job = sqlite_lock_wait_remove_job,
+    .lock_list = sqlite_lock_list,
     .job_get = sqlite_job_get,
     .job_list = sqlite_job_list,
     .event_list = sqlite_event_list,
