@@ -18,6 +18,7 @@
 #include "log.h"
 #include "timeutil.h"
 #include "util.h"
+#include "job_ops_internal.h"
 
 /* ---- effects that wait for the commit ---- */
 
@@ -76,7 +77,7 @@ static int effect_due(struct job_env *env, const struct job *job)
     return 0;
 }
 
-static int effect_lock_due(struct job_env *env, const struct lock *l)
+int jobop_effect_lock_due(struct job_env *env, const struct lock *l)
 {
     if (env == NULL || l->expires_at_ms == 0)
         return 0;
@@ -184,8 +185,8 @@ void job_env_after_batch(struct job_env *env, bool committed)
 
 /* ---- shared rules ---- */
 
-static const struct policy *policy_for(struct write_ctx *ctx, const char *queue,
-                                       struct policy *fallback)
+const struct policy *jobop_policy_for(struct write_ctx *ctx, const char *queue,
+                                      struct policy *fallback)
 {
     if (ctx->env && ctx->env->policies)
         return policy_cache_acquire(ctx->env->policies, queue);
@@ -193,7 +194,7 @@ static const struct policy *policy_for(struct write_ctx *ctx, const char *queue,
     return fallback;
 }
 
-static void policy_done(struct write_ctx *ctx, const struct policy *p, struct policy *fallback)
+void jobop_policy_done(struct write_ctx *ctx, const struct policy *p, struct policy *fallback)
 {
     if (p == fallback)
         policy_release(fallback);
@@ -226,7 +227,7 @@ static int64_t attempt_deadline(const struct job *job, const struct policy *p)
 }
 
 /* The job's next deadline of any kind, for due_at and the timers. */
-static int64_t next_due(const struct job *job, const struct policy *p)
+int64_t jobop_next_due(const struct job *job, const struct policy *p)
 {
     switch (job->state) {
     case JOB_SCHEDULED:
@@ -277,16 +278,12 @@ static json_t *error_object(const char *kind, const char *message, const char *s
                      "run_id", "attempt", attempt, "at", at);
 }
 
-static int release_slot(struct write_ctx *ctx, const struct job *job, const struct policy *p);
-static int release_locks(struct write_ctx *ctx, const struct job *job);
-
 /*
  * Store the job and its event; the event is released either way. A job that
  * just ended gives up its concurrency slot (if it held one) here, so no path
  * to a terminal state can forget it.
  */
-static int save(struct write_ctx *ctx, struct job *job, struct job_event *ev,
-                const struct policy *p)
+int jobop_save(struct write_ctx *ctx, struct job *job, struct job_event *ev, const struct policy *p)
 {
     bool ended = ev && job_state_terminal(job->state) && !job_state_terminal(ev->prev_state);
     bool waiting_slot = job->waiting_for && strcmp(job->waiting_for, "concurrency") == 0;
@@ -309,9 +306,9 @@ static int save(struct write_ctx *ctx, struct job *job, struct job_event *ev,
     if (rc == 0 && ended && waiting_lock)
         rc = store_lock_wait_remove_job(ctx->store, job->id);
     if (rc == 0 && held_locks)
-        rc = release_locks(ctx, job);
+        rc = admission_release_locks(ctx, job);
     if (rc == 0 && held_slot)
-        rc = release_slot(ctx, job, p);
+        rc = admission_release_slot(ctx, job, p);
     return rc;
 }
 
@@ -356,7 +353,7 @@ static int attempt_ended(struct write_ctx *ctx, struct job *job, const struct po
         time_format_rfc3339(job->run_at_ms, at);
         json_object_set_new(ev->data, "retry_at", json_string(at));
     }
-    job->due_at_ms = next_due(job, p);
+    job->due_at_ms = jobop_next_due(job, p);
     return 0;
 }
 
@@ -370,7 +367,7 @@ static int claim_one(struct write_ctx *ctx, struct job_claim_op *c, const struct
  * wake-up's latency. Otherwise note the queue so parked claims wake after
  * the commit.
  */
-static int became_ready(struct write_ctx *ctx, const struct job *job, const struct policy *p)
+int jobop_became_ready(struct write_ctx *ctx, const struct job *job, const struct policy *p)
 {
     struct job_env *env = ctx->env;
     /* A job with lock keys goes through a claim's lock check instead. */
@@ -400,116 +397,6 @@ static int became_ready(struct write_ctx *ctx, const struct job *job, const stru
     return rc == -DRV_ENOMEM ? rc : -DRV_EINTERNAL;
 }
 
-/* ---- admission: dedup and concurrency keys ---- */
-
-/* The limit on (queue, key): the job's own, else the queue's; 0 = none. */
-static int slot_limit(const struct job *job, const struct policy *p)
-{
-    return job->concurrency_limit ? job->concurrency_limit : p->concurrency_limit;
-}
-
-/*
- * Before a submit writes anything: a duplicate turns the op into a read of
- * the first job (s->deduplicated); a key at its limit either refuses the
- * submit (reject) or makes the new job wait for a slot (queue).
- */
-static int admit(struct write_ctx *ctx, struct job_submit_op *s, const struct policy *p,
-                 bool *wait_for_slot)
-{
-    struct job *job = &s->job;
-    int rc;
-    if (job->dedup_key) {
-        char id[ULID_LEN + 1];
-        enum job_state state;
-        int64_t created;
-        rc = store_job_dedup_find(ctx->store, job->queue, job->dedup_key, id, &state, &created);
-        if (rc < 0 && rc != -DRV_ENOT_FOUND)
-            return rc;
-        bool within =
-            p->dedup_window_s && created + (int64_t)p->dedup_window_s * 1000 > ctx->now_ms;
-        if (rc == 0 && (!job_state_terminal(state) || within)) {
-            job_release(job);
-            rc = store_job_load(ctx->store, id, job);
-            s->deduplicated = rc == 0;
-            return rc == -DRV_ENOT_FOUND ? -DRV_ESTORE : rc;
-        }
-    }
-    if (job->concurrency_key == NULL)
-        return 0;
-    if (job->concurrency_limit && p->concurrency_limit &&
-        job->concurrency_limit > p->concurrency_limit)
-        return errmsg_field(&s->err, -DRV_EBAD_FIELD, "concurrency_limit",
-                            "'concurrency_limit' must not exceed the queue's (%d)",
-                            p->concurrency_limit);
-    int limit = slot_limit(job, p), held;
-    if (limit == 0)
-        return 0;
-    rc = store_job_slots_held(ctx->store, job->queue, job->concurrency_key, &held, s->active_job);
-    if (rc < 0 || held < limit)
-        return rc;
-    if (p->on_limit == POLICY_LIMIT_REJECT)
-        return errmsg_set(&s->err, -DRV_ECONCURRENCY_LIMITED,
-                          "a job of queue '%s' for '%s' is already in progress: job %s", job->queue,
-                          job->concurrency_key, s->active_job);
-    *wait_for_slot = true;
-    return 0;
-}
-
-/*
- * Give free slots of (queue, key) to the jobs waiting for one, oldest first,
- * each within its own limit (a waiting job never passes its limit, and a
- * newer one never overtakes it). A promoted job becomes queued, or stays
- * scheduled — now holding its slot — until its run_at.
- */
-static int fill_slots(struct write_ctx *ctx, const char *queue, const char *key,
-                      const struct policy *p, const char *cause)
-{
-    char oldest[ULID_LEN + 1], ids[CLAIM_MAX][ULID_LEN + 1];
-    int held, n = 0;
-    int rc = store_job_slots_held(ctx->store, queue, key, &held, oldest);
-    if (rc == 0)
-        rc = store_job_waiting_ids(ctx->store, queue, key, CLAIM_MAX, ids, &n);
-    for (int i = 0; i < n && rc == 0; i++) {
-        struct job job;
-        struct job_event ev;
-        rc = store_job_load(ctx->store, ids[i], &job);
-        if (rc < 0)
-            return rc == -DRV_ENOT_FOUND ? -DRV_ESTORE : rc;
-        int limit = slot_limit(&job, p);
-        if (limit && held >= limit) {
-            job_release(&job);
-            break;
-        }
-        free(job.waiting_for);
-        job.waiting_for = NULL;
-        held++;
-        if (job.run_at_ms > ctx->now_ms) {
-            job_note(&job, "job.scheduled", ctx->now_ms, &ev);
-        } else {
-            rc = job_transition(&job, JOB_QUEUED, "job.queued", ctx->now_ms, &ev);
-            if (rc == -DRV_EILLEGAL_TRANSITION)
-                rc = -DRV_EINTERNAL; /* writes happened: never half-apply */
-        }
-        if (rc == 0) {
-            ev.data = json_pack("{s:s}", "slot", cause);
-            job.due_at_ms = next_due(&job, p);
-            rc = save(ctx, &job, &ev, p);
-        }
-        if (rc == 0 && job.state == JOB_QUEUED)
-            rc = became_ready(ctx, &job, p);
-        job_release(&job);
-    }
-    return rc;
-}
-
-/* A job that held one of its key's slots ended: hand the slot on. */
-static int release_slot(struct write_ctx *ctx, const struct job *ended, const struct policy *p)
-{
-    char cause[64];
-    snprintf(cause, sizeof(cause), "freed by %s", ended->id);
-    return fill_slots(ctx, ended->queue, ended->concurrency_key, p, cause);
-}
-
 /* ---- submit ---- */
 
 static int submit_apply(struct write_ctx *ctx, struct write_op *op)
@@ -521,11 +408,11 @@ static int submit_apply(struct write_ctx *ctx, struct write_op *op)
     if (rc < 0)
         return rc;
     struct policy fallback;
-    const struct policy *p = policy_for(ctx, job->queue, &fallback);
+    const struct policy *p = jobop_policy_for(ctx, job->queue, &fallback);
     bool wait_for_slot = false;
-    rc = admit(ctx, s, p, &wait_for_slot);
+    rc = admission_admit(ctx, s, p, &wait_for_slot);
     if (rc < 0 || s->deduplicated) {
-        policy_done(ctx, p, &fallback);
+        jobop_policy_done(ctx, p, &fallback);
         return rc;
     }
     enum job_state first =
@@ -539,10 +426,10 @@ static int submit_apply(struct write_ctx *ctx, struct write_op *op)
     if (rc == 0)
         rc = job_transition(job, first, "job.created", ctx->now_ms, &ev);
     if (rc < 0) {
-        policy_done(ctx, p, &fallback);
+        jobop_policy_done(ctx, p, &fallback);
         return rc;
     }
-    job->due_at_ms = next_due(job, p);
+    job->due_at_ms = jobop_next_due(job, p);
     rc = store_job_insert(ctx->store, job);
     if (rc == 0)
         rc = store_event_insert(ctx->store, &ev);
@@ -550,8 +437,8 @@ static int submit_apply(struct write_ctx *ctx, struct write_op *op)
     if (rc == 0)
         rc = effect_due(ctx->env, job);
     if (rc == 0 && job->state == JOB_QUEUED)
-        rc = became_ready(ctx, job, p);
-    policy_done(ctx, p, &fallback);
+        rc = jobop_became_ready(ctx, job, p);
+    jobop_policy_done(ctx, p, &fallback);
     return rc;
 }
 
@@ -588,9 +475,9 @@ static int cancel_apply(struct write_ctx *ctx, struct write_op *op)
     if (c->reason)
         ev.data = json_pack("{s:s}", "reason", c->reason);
     struct policy fallback;
-    const struct policy *p = policy_for(ctx, job->queue, &fallback);
-    rc = save(ctx, job, &ev, p);
-    policy_done(ctx, p, &fallback);
+    const struct policy *p = jobop_policy_for(ctx, job->queue, &fallback);
+    rc = jobop_save(ctx, job, &ev, p);
+    jobop_policy_done(ctx, p, &fallback);
     return rc;
 }
 
@@ -608,7 +495,7 @@ static int policy_put_apply(struct write_ctx *ctx, struct write_op *op)
     if (rc == 0)
         rc = store_job_waiting_keys(ctx->store, p->queue, CLAIM_MAX, keys, &n);
     for (int i = 0; i < n && rc == 0; i++)
-        rc = fill_slots(ctx, p->queue, keys[i], &p->policy, "queue limit changed");
+        rc = admission_fill_slots(ctx, p->queue, keys[i], &p->policy, "queue limit changed");
     return rc;
 }
 
@@ -641,9 +528,9 @@ static int claim_loaded(struct write_ctx *ctx, struct job_claim_op *c, const str
     job->error = NULL;
     job->started_at_ms = ctx->now_ms;
     job->lease_expires_ms = ctx->now_ms + policy_lease_ms(p);
-    job->due_at_ms = next_due(job, p);
+    job->due_at_ms = jobop_next_due(job, p);
     ev.data = json_pack("{s:s}", "worker", c->worker);
-    return save(ctx, job, &ev, p);
+    return jobop_save(ctx, job, &ev, p);
 }
 
 static int claim_one(struct write_ctx *ctx, struct job_claim_op *c, const struct policy *p,
@@ -653,142 +540,6 @@ static int claim_one(struct write_ctx *ctx, struct job_claim_op *c, const struct
     if (rc < 0)
         return rc == -DRV_ENOT_FOUND ? -DRV_ESTORE : rc; /* the index just named it */
     return claim_loaded(ctx, c, p, job);
-}
-
-/* ---- lock keys ---- */
-
-/*
- * Is key held by anyone but job_id? An expired maintenance lock found here
- * is dropped (its timer may not have fired yet).
- */
-static int lock_held(struct write_ctx *ctx, const char *key, const char *job_id, bool *held)
-{
-    struct lock l;
-    int rc = store_lock_get(ctx->store, key, &l);
-    *held = false;
-    if (rc == -DRV_ENOT_FOUND)
-        return 0;
-    if (rc < 0)
-        return rc;
-    if (l.job_id[0])
-        *held = strcmp(l.job_id, job_id) != 0;
-    else if (l.expires_at_ms && l.expires_at_ms <= ctx->now_ms)
-        rc = store_lock_delete(ctx->store, key);
-    else
-        *held = true;
-    lock_release(&l);
-    return rc;
-}
-
-/* Wake the jobs set aside for key, oldest first: they become queued again. */
-static int wake_lock_waiters(struct write_ctx *ctx, const char *key)
-{
-    char ids[CLAIM_MAX][ULID_LEN + 1];
-    int n = 0;
-    int rc = store_lock_waiters(ctx->store, key, CLAIM_MAX, ids, &n);
-    for (int i = 0; i < n && rc == 0; i++) {
-        struct job job;
-        struct job_event ev;
-        rc = store_job_load(ctx->store, ids[i], &job);
-        if (rc == -DRV_ENOT_FOUND) {
-            rc = store_lock_wait_remove_job(ctx->store, ids[i]);
-            continue;
-        }
-        if (rc == 0)
-            rc = store_lock_wait_remove_job(ctx->store, ids[i]);
-        if (rc == 0 && job.state == JOB_SCHEDULED && job.waiting_for &&
-            strcmp(job.waiting_for, "lock") == 0) {
-            struct policy fallback;
-            const struct policy *p = policy_for(ctx, job.queue, &fallback);
-            free(job.waiting_for);
-            job.waiting_for = NULL;
-            rc = job_transition(&job, JOB_QUEUED, "job.queued", ctx->now_ms, &ev);
-            if (rc == 0) {
-                ev.data = json_pack("{s:s}", "lock_released", key);
-                job.due_at_ms = next_due(&job, p);
-                rc = save(ctx, &job, &ev, p);
-            }
-            if (rc == 0)
-                rc = became_ready(ctx, &job, p);
-            if (rc == -DRV_EILLEGAL_TRANSITION)
-                rc = -DRV_EINTERNAL;
-            policy_done(ctx, p, &fallback);
-        }
-        job_release(&job);
-    }
-    return rc;
-}
-
-/* A running attempt ended: give its keys back and wake who waits for them. */
-static int release_locks(struct write_ctx *ctx, const struct job *job)
-{
-    char keys[JOB_LOCK_KEYS_MAX][JOB_KEY_MAX + 1];
-    int n = 0;
-    int rc = store_locks_of_job(ctx->store, job->id, JOB_LOCK_KEYS_MAX, keys, &n);
-    for (int i = 0; i < n && rc == 0; i++)
-        rc = wake_lock_waiters(ctx, keys[i]);
-    return rc;
-}
-
-/*
- * A claim met a job whose keys are held: set it aside — scheduled, waiting
- * for the keys — so the claim goes on to the next ready job.
- */
-static int set_aside(struct write_ctx *ctx, struct job *job, const struct policy *p, json_t *held)
-{
-    struct job_event ev;
-    if ((job->waiting_for = strdup("lock")) == NULL)
-        return -DRV_ENOMEM;
-    int rc = job_transition(job, JOB_SCHEDULED, "job.scheduled", ctx->now_ms, &ev);
-    if (rc < 0)
-        return rc;
-    ev.data = json_pack("{s:s, s:O}", "waiting_for", "lock", "keys", held);
-    job->due_at_ms = next_due(job, p);
-    rc = save(ctx, job, &ev, p);
-    size_t i;
-    json_t *k;
-    json_array_foreach(held, i, k)
-    {
-        if (rc == 0)
-            rc = store_lock_wait_add(ctx->store, json_string_value(k), job->id);
-    }
-    return rc;
-}
-
-/* Before leasing job: which of its keys are held? Sets *blocked and fills held. */
-static int check_locks(struct write_ctx *ctx, const struct job *job, json_t *held, bool *blocked)
-{
-    size_t i;
-    json_t *k;
-    *blocked = false;
-    json_array_foreach(job->lock_keys, i, k)
-    {
-        bool is_held;
-        int rc = lock_held(ctx, json_string_value(k), job->id, &is_held);
-        if (rc < 0)
-            return rc;
-        if (is_held) {
-            *blocked = true;
-            json_array_append(held, k);
-        }
-    }
-    return 0;
-}
-
-static int take_locks(struct write_ctx *ctx, const struct job *job)
-{
-    size_t i;
-    json_t *k;
-    json_array_foreach(job->lock_keys, i, k)
-    {
-        struct lock l = {.created_at_ms = ctx->now_ms};
-        snprintf(l.key, sizeof(l.key), "%s", json_string_value(k));
-        memcpy(l.job_id, job->id, sizeof(l.job_id));
-        int rc = store_lock_put(ctx->store, &l);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
 }
 
 /*
@@ -809,7 +560,7 @@ static int claim_apply(struct write_ctx *ctx, struct write_op *op)
         if (rc < 0 || n == 0)
             break;
         if (p == NULL)
-            p = policy_for(ctx, c->queue, &fallback);
+            p = jobop_policy_for(ctx, c->queue, &fallback);
         for (int i = 0; i < n && rc == 0; i++) {
             struct job *job = &c->jobs[c->n];
             rc = store_job_load(ctx->store, ids[i], job);
@@ -822,15 +573,15 @@ static int claim_apply(struct write_ctx *ctx, struct write_op *op)
             if (held == NULL)
                 rc = -DRV_ENOMEM;
             if (rc == 0 && json_array_size(job->lock_keys) > 0)
-                rc = check_locks(ctx, job, held, &blocked);
+                rc = admission_check_locks(ctx, job, held, &blocked);
             if (rc == 0 && blocked) {
-                rc = set_aside(ctx, job, p, held);
+                rc = admission_set_aside(ctx, job, p, held);
                 set_aside_n++;
                 job_release(job);
             } else if (rc == 0) {
                 rc = claim_loaded(ctx, c, p, job);
                 if (rc == 0)
-                    rc = take_locks(ctx, job);
+                    rc = admission_take_locks(ctx, job);
                 if (rc == 0)
                     c->n++;
                 else
@@ -844,7 +595,7 @@ static int claim_apply(struct write_ctx *ctx, struct write_op *op)
             break; /* every ready job found was leased */
     }
     if (p)
-        policy_done(ctx, p, &fallback);
+        jobop_policy_done(ctx, p, &fallback);
     /* Writes happened before any refusal here: only store failures remain. */
     return rc < 0 && rc != -DRV_ENOMEM && rc != -DRV_ESTORE ? -DRV_EINTERNAL : rc;
 }
@@ -883,9 +634,9 @@ static int lease_step(struct write_ctx *ctx, struct job_lease_op *l, const struc
     json_t *data = l->data ? l->data : json_null();
     json_t *old = job->checkpoints ? json_object_get(job->checkpoints, l->step) : NULL;
     job->lease_expires_ms = ctx->now_ms + policy_lease_ms(p);
-    job->due_at_ms = next_due(job, p);
+    job->due_at_ms = jobop_next_due(job, p);
     if (old && json_equal(old, data))
-        return save(ctx, job, NULL, p); /* a repeat: only the lease moves */
+        return jobop_save(ctx, job, NULL, p); /* a repeat: only the lease moves */
     if (job->checkpoints == NULL && (job->checkpoints = json_object()) == NULL)
         return -DRV_ENOMEM;
     if (json_object_set(job->checkpoints, l->step, data) < 0)
@@ -896,7 +647,7 @@ static int lease_step(struct write_ctx *ctx, struct job_lease_op *l, const struc
     free(ev.step);
     ev.step = strdup(l->step);
     ev.data = json_pack("{s:s, s:O}", "step", l->step, "data", data);
-    return save(ctx, job, &ev, p);
+    return jobop_save(ctx, job, &ev, p);
 }
 
 static int lease_apply(struct write_ctx *ctx, struct write_op *op)
@@ -915,12 +666,12 @@ static int lease_apply(struct write_ctx *ctx, struct write_op *op)
                           job_state_name(job->state),
                           job->state == JOB_RUNNING ? " under another lease" : "", job->attempt);
     struct policy fallback;
-    const struct policy *p = policy_for(ctx, job->queue, &fallback);
+    const struct policy *p = jobop_policy_for(ctx, job->queue, &fallback);
     switch (l->action) {
     case LEASE_HEARTBEAT:
         job->lease_expires_ms = ctx->now_ms + policy_lease_ms(p);
-        job->due_at_ms = next_due(job, p);
-        rc = save(ctx, job, NULL, p);
+        job->due_at_ms = jobop_next_due(job, p);
+        rc = jobop_save(ctx, job, NULL, p);
         break;
     case LEASE_STEP: rc = lease_step(ctx, l, p, job); break;
     case LEASE_COMPLETE:
@@ -933,15 +684,15 @@ static int lease_apply(struct write_ctx *ctx, struct write_op *op)
         job->error = NULL;
         clear_lease(job);
         job->due_at_ms = 0;
-        rc = save(ctx, job, &ev, p);
+        rc = jobop_save(ctx, job, &ev, p);
         break;
     case LEASE_FAIL:
         rc = attempt_ended(ctx, job, p, "error", l->message, l->step, l->retryable, &ev);
         if (rc == 0)
-            rc = save(ctx, job, &ev, p);
+            rc = jobop_save(ctx, job, &ev, p);
         break;
     }
-    policy_done(ctx, p, &fallback);
+    jobop_policy_done(ctx, p, &fallback);
     return rc;
 }
 
@@ -962,17 +713,17 @@ static int retry_apply(struct write_ctx *ctx, struct write_op *op)
                           "job '%s' is %s; only failed or canceled jobs can be retried", r->id,
                           job_state_name(job->state));
     struct policy fallback;
-    const struct policy *p = policy_for(ctx, job->queue, &fallback);
+    const struct policy *p = jobop_policy_for(ctx, job->queue, &fallback);
     int cap = p->retry_cap;
     if (job->attempt >= cap && !r->force) {
-        policy_done(ctx, p, &fallback);
+        jobop_policy_done(ctx, p, &fallback);
         return errmsg_set(&r->err, -DRV_ERETRY_CAP,
                           "job '%s' has used %d of its %d attempts (retry_cap); an admin may "
                           "force another with {\"force\": true}",
                           r->id, job->attempt, cap);
     }
     /* Back in line for its key's slots: wait when they are all held. */
-    int held = 0, limit = job->concurrency_key ? slot_limit(job, p) : 0;
+    int held = 0, limit = job->concurrency_key ? admission_slot_limit(job, p) : 0;
     char oldest[ULID_LEN + 1];
     if (limit)
         rc = store_job_slots_held(ctx->store, job->queue, job->concurrency_key, &held, oldest);
@@ -987,13 +738,13 @@ static int retry_apply(struct write_ctx *ctx, struct write_op *op)
         job->cancel_requested = false;
         json_decref(job->error);
         job->error = NULL;
-        job->due_at_ms = next_due(job, p);
+        job->due_at_ms = jobop_next_due(job, p);
         ev.data = json_pack("{s:b, s:b}", "manual", 1, "forced", job->attempt >= cap);
-        rc = save(ctx, job, &ev, p);
+        rc = jobop_save(ctx, job, &ev, p);
     }
     if (rc == 0 && !wait_for_slot)
-        rc = became_ready(ctx, job, p);
-    policy_done(ctx, p, &fallback);
+        rc = jobop_became_ready(ctx, job, p);
+    jobop_policy_done(ctx, p, &fallback);
     return rc;
 }
 
@@ -1021,15 +772,15 @@ static int deadline_check(struct write_ctx *ctx, struct job *job, const struct p
         job->error = error_object("queue_timeout", message, NULL, job->attempt, now);
         ev.data = json_pack("{s:O}", "error", job->error);
         job->due_at_ms = 0;
-        return save(ctx, job, &ev, p);
+        return jobop_save(ctx, job, &ev, p);
     }
     if (job->state == JOB_SCHEDULED && job->waiting_for == NULL && job->run_at_ms <= now) {
         rc = job_transition(job, JOB_QUEUED, "job.queued", now, &ev);
         if (rc < 0)
             return rc;
-        job->due_at_ms = next_due(job, p);
-        rc = save(ctx, job, &ev, p);
-        return rc ? rc : became_ready(ctx, job, p);
+        job->due_at_ms = jobop_next_due(job, p);
+        rc = jobop_save(ctx, job, &ev, p);
+        return rc ? rc : jobop_became_ready(ctx, job, p);
     }
     if (job->state == JOB_RUNNING) {
         int64_t ad = attempt_deadline(job, p);
@@ -1037,21 +788,21 @@ static int deadline_check(struct write_ctx *ctx, struct job *job, const struct p
             snprintf(message, sizeof(message), "attempt %d did not finish within timeout_s (%d s)",
                      job->attempt, p->timeout_s);
             rc = attempt_ended(ctx, job, p, "timeout", message, job->step, true, &ev);
-            return rc ? rc : save(ctx, job, &ev, p);
+            return rc ? rc : jobop_save(ctx, job, &ev, p);
         }
         if (job->lease_expires_ms && job->lease_expires_ms <= now) {
             snprintf(message, sizeof(message),
                      "no heartbeat or step from worker '%s' within %lld s", job->worker,
                      (long long)(policy_lease_ms(p) / 1000));
             rc = attempt_ended(ctx, job, p, "heartbeat_timeout", message, job->step, true, &ev);
-            return rc ? rc : save(ctx, job, &ev, p);
+            return rc ? rc : jobop_save(ctx, job, &ev, p);
         }
     }
     /* Nothing due yet (a heartbeat moved the lease, or the policy changed): re-arm. */
-    int64_t due = next_due(job, p);
+    int64_t due = jobop_next_due(job, p);
     if (due != job->due_at_ms) {
         job->due_at_ms = due;
-        return save(ctx, job, NULL, p);
+        return jobop_save(ctx, job, NULL, p);
     }
     return effect_due(ctx->env, job);
 }
@@ -1067,9 +818,9 @@ static int deadline_apply(struct write_ctx *ctx, struct write_op *op)
         return rc;
     if (!job_state_terminal(job.state)) {
         struct policy fallback;
-        const struct policy *p = policy_for(ctx, job.queue, &fallback);
+        const struct policy *p = jobop_policy_for(ctx, job.queue, &fallback);
         rc = deadline_check(ctx, &job, p);
-        policy_done(ctx, p, &fallback);
+        jobop_policy_done(ctx, p, &fallback);
     }
     job_release(&job);
     return rc;
@@ -1095,120 +846,6 @@ void job_deadline_fire(struct writer *w, const char *job_id)
     d->op.done = deadline_done;
     if (writer_submit(w, &d->op) < 0)
         free(d); /* stopping: the store keeps due_at for the next start */
-}
-
-/* ---- maintenance locks ---- */
-
-static int lock_put_apply(struct write_ctx *ctx, struct write_op *op)
-{
-    struct lock_put_op *l = container_of(op, struct lock_put_op, op);
-    struct lock old;
-    int rc = store_lock_get(ctx->store, l->lock.key, &old);
-    if (rc < 0 && rc != -DRV_ENOT_FOUND)
-        return rc;
-    if (rc == 0) {
-        bool expired = !old.job_id[0] && old.expires_at_ms && old.expires_at_ms <= ctx->now_ms;
-        bool same_owner = !old.job_id[0] && old.owner && strcmp(old.owner, l->lock.owner) == 0;
-        if (old.job_id[0]) {
-            snprintf(l->holder, sizeof(l->holder), "job %s", old.job_id);
-            rc = errmsg_set(&l->err, -DRV_ELOCKED, "'%s' is held by running job %s", l->lock.key,
-                            old.job_id);
-        } else if (!expired && !same_owner) {
-            snprintf(l->holder, sizeof(l->holder), "%s", old.owner ? old.owner : "");
-            rc = errmsg_set(&l->err, -DRV_ELOCKED, "'%s' is held by '%s'", l->lock.key,
-                            old.owner ? old.owner : "");
-        } else {
-            l->lock.created_at_ms = same_owner && !expired ? old.created_at_ms : ctx->now_ms;
-        }
-        lock_release(&old);
-        if (rc < 0)
-            return rc;
-    } else {
-        l->lock.created_at_ms = ctx->now_ms;
-    }
-    rc = store_lock_put(ctx->store, &l->lock);
-    return rc ? rc : effect_lock_due(ctx->env, &l->lock);
-}
-
-static int lock_delete_apply(struct write_ctx *ctx, struct write_op *op)
-{
-    struct lock_delete_op *l = container_of(op, struct lock_delete_op, op);
-    struct lock old;
-    int rc = store_lock_get(ctx->store, l->key, &old);
-    if (rc == 0 && old.job_id[0])
-        rc = -DRV_ENOT_FOUND; /* a job's key goes with its attempt, not by hand */
-    if (rc == 0)
-        lock_release(&old);
-    if (rc == -DRV_ENOT_FOUND)
-        return errmsg_set(&l->err, rc, "no maintenance lock '%s'", l->key);
-    if (rc < 0)
-        return rc;
-    rc = store_lock_delete(ctx->store, l->key);
-    return rc ? rc : wake_lock_waiters(ctx, l->key);
-}
-
-struct lock_expiry_op {
-    struct write_op op;
-    char key[JOB_KEY_MAX + 1];
-};
-
-static int lock_expiry_apply(struct write_ctx *ctx, struct write_op *op)
-{
-    struct lock_expiry_op *e = container_of(op, struct lock_expiry_op, op);
-    struct lock l;
-    int rc = store_lock_get(ctx->store, e->key, &l);
-    if (rc == -DRV_ENOT_FOUND)
-        return 0;
-    if (rc < 0)
-        return rc;
-    if (!l.job_id[0] && l.expires_at_ms && l.expires_at_ms <= ctx->now_ms) {
-        rc = store_lock_delete(ctx->store, e->key);
-        if (rc == 0)
-            rc = wake_lock_waiters(ctx, e->key);
-    } else if (!l.job_id[0]) {
-        rc = effect_lock_due(ctx->env, &l); /* renewed meanwhile: check again then */
-    }
-    lock_release(&l);
-    return rc;
-}
-
-static void lock_expiry_done(struct write_op *op)
-{
-    struct lock_expiry_op *e = container_of(op, struct lock_expiry_op, op);
-    if (op->result < 0 && op->result != -DRV_ESHUTTING_DOWN)
-        log_printf(LOG_ERROR, "expiry check of lock '%s' failed: %s", e->key, err_name(op->result));
-    free(e);
-}
-
-void job_lock_expiry_fire(struct writer *w, const char *key)
-{
-    struct lock_expiry_op *e = calloc(1, sizeof(*e));
-    if (e == NULL)
-        return;
-    snprintf(e->key, sizeof(e->key), "%s", key);
-    e->op.apply = lock_expiry_apply;
-    e->op.done = lock_expiry_done;
-    if (writer_submit(w, &e->op) < 0)
-        free(e);
-}
-
-void lock_put_op_init(struct lock_put_op *l, write_done_fn done)
-{
-    memset(l, 0, sizeof(*l));
-    l->op.apply = lock_put_apply;
-    l->op.done = done;
-}
-
-void lock_put_op_release(struct lock_put_op *l)
-{
-    lock_release(&l->lock);
-}
-
-void lock_delete_op_init(struct lock_delete_op *l, write_done_fn done)
-{
-    memset(l, 0, sizeof(*l));
-    l->op.apply = lock_delete_apply;
-    l->op.done = done;
 }
 
 /* ---- init and release ---- */

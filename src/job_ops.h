@@ -133,6 +133,8 @@ struct job_retry_op {
 };
 void job_retry_op_init(struct job_retry_op *r, write_done_fn done);
 
+/* ---- maintenance locks (admission.c) ---- */
+
 /*
  * Take, renew or refuse a maintenance lock. In: lock.key, owner, reason,
  * expires_at_ms (0 = none). Out: the lock as stored; -DRV_ELOCKED (with
