@@ -171,8 +171,8 @@ static const char *const writer_sql[W__COUNT] = {
     [W_SLOTS_HELD] = ("SELECT count(*), min(id) FROM jobs WHERE queue = ?1 AND "
                       "concurrency_key = ?2 AND state IN ('scheduled', 'queued', 'running') "
                       "AND (waiting_for IS NULL OR waiting_for <> 'concurrency')"),
-    [W_LOCK_GET] = "SELECT key, job_id, owner, reason, expires_at, created_at FROM locks "
-                   "WHERE key = ?1",
+    [W_LOCK_GET] = ("SELECT key, job_id, owner, reason, expires_at, created_at FROM locks "
+                    "WHERE key = ?1"),
     [W_LOCK_PUT] = ("INSERT OR REPLACE INTO locks (key, job_id, owner, reason, expires_at, "
                     "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
     [W_LOCK_DELETE] = "DELETE FROM locks WHERE key = ?1",
@@ -206,8 +206,8 @@ static const char *const reader_sql[R__COUNT] = {
     [R_PING] = "SELECT 1",
     [R_DUE_LIST] = "SELECT id, due_at FROM jobs WHERE due_at IS NOT NULL",
     [R_POLICY_LIST] = "SELECT name, policy FROM queues",
-    [R_LOCK_LIST] = "SELECT key, job_id, owner, reason, expires_at, created_at FROM locks "
-                    "ORDER BY key",
+    [R_LOCK_LIST] = ("SELECT key, job_id, owner, reason, expires_at, created_at FROM locks "
+                     "ORDER BY key"),
 };
 
 struct reader {
