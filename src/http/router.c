@@ -23,18 +23,25 @@ static bool match(const char *pattern, const char *path, char params[][ROUTER_PA
         const char *send = strchrnul(s, '/');
         size_t plen = (size_t)(pend - p), slen = (size_t)(send - s);
         if (*p == ':') {
-            if (slen == 0 || slen > ROUTER_PARAM_MAX || n_params == HTTP_MAX_PARAMS)
+            if (slen == 0 || slen > ROUTER_SEGMENT_MAX || n_params == HTTP_MAX_PARAMS)
                 return false;
             /* Paths arrive still escaped, so "%2F" stays inside its segment;
              * the capture is decoded here. A decoded NUL cannot be a name:
              * such a path matches nothing (decoded even without params, so
-             * routing and capturing agree). */
-            char scratch[ROUTER_PARAM_MAX + 1];
-            char *out = params ? params[n_params] : scratch;
-            memcpy(out, s, slen);
-            out[slen] = '\0';
-            if (MHD_http_unescape(out) != strlen(out))
+             * routing and capturing agree). A capture that decodes to more
+             * than ROUTER_PARAM_MAX bytes still matches, as "", which every
+             * handler refuses with a 400 naming the parameter's kind. */
+            char scratch[ROUTER_SEGMENT_MAX + 1];
+            memcpy(scratch, s, slen);
+            scratch[slen] = '\0';
+            size_t decoded = MHD_http_unescape(scratch);
+            if (decoded != strlen(scratch))
                 return false;
+            if (params) {
+                size_t keep = decoded <= ROUTER_PARAM_MAX ? decoded : 0;
+                memcpy(params[n_params], scratch, keep);
+                params[n_params][keep] = '\0';
+            }
             n_params++;
         } else if (plen != slen || memcmp(p, s, plen) != 0) {
             return false;

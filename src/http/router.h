@@ -13,7 +13,8 @@
 
 #include "http/http.h"
 
-#define ROUTER_PARAM_MAX 200
+#define ROUTER_PARAM_MAX   200                    /* a capture, decoded */
+#define ROUTER_SEGMENT_MAX (ROUTER_PARAM_MAX * 3) /* a capture, still %-escaped */
 
 enum router_match {
     ROUTER_FOUND,

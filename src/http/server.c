@@ -48,7 +48,7 @@ struct http_request {
     struct http_server *srv;
     struct MHD_Connection *conn;
     const char *method; /* MHD's, valid for the request's life */
-    char path[256];
+    char path[1024];    /* fits every route with captures of ROUTER_SEGMENT_MAX bytes */
     char request_id[REQUEST_ID_MAX + 1];
     int64_t start_ns;
 

@@ -18,6 +18,7 @@ Loopback only; every wait is bounded; policies use seconds-scale values."""
 
 import json
 import time
+import urllib.parse
 
 
 from conftest import (
@@ -479,6 +480,42 @@ def test_put_validation(server):
     put_lock(server, "val:2", owner="o" * 128, reason="r" * 1000, ttl_s=604800)
     put_lock(server, "val:3", owner="x", ttl_s=1)
     assert set(locks_by_key(server)) == {"val:2", "val:3"}
+
+
+def test_lock_key_in_path_is_percent_decoded(server):
+    # lock_keys are any 1-200 byte strings; the path carries them
+    # percent-encoded, and the lock must meet the job's key as written.
+    j = submit(server, "lkenc", ["rack/7 a"])
+    r = put_lock_req(server, "rack%2F7%20a", {"owner": "ops"})
+    assert r.status == 200 and r.json["key"] == "rack/7 a", r
+    assert_not_claimable(server, "lkenc", [j["id"]])
+    assert "rack/7 a" in locks_by_key(server)
+    assert del_lock(server, "rack%2F7%20a").status == 200
+    assert_queued(server, j["id"])
+
+
+def test_lock_key_length_bounds(server):
+    # The same bounds as lock_keys (1-200 bytes): 200 is a key, 201 is a bad
+    # request on a known route (not "no route").
+    put_lock(server, "k" * 200)
+    r = put_lock_req(server, "k" * 201, {"owner": "ops"})
+    assert_error(r, 400, {"bad_request", "invalid_field"})
+    r = del_lock(server, "k" * 201)
+    assert_error(r, 400, {"bad_request", "invalid_field"})
+    assert [lk["key"] for lk in list_locks(server)] == ["k" * 200]
+
+
+def test_longest_key_needing_escapes_can_be_locked(server):
+    # A 200-byte key is a valid lock key even when its path form is longer
+    # (each "/" travels as "%2F"): a job may hold it, so an admin must be able
+    # to lock and release it.
+    key = "s/" * 100
+    j = submit(server, "lklong", [key])
+    r = put_lock_req(server, urllib.parse.quote(key, safe=""), {"owner": "ops"})
+    assert r.status == 200 and r.json["key"] == key, r
+    assert_not_claimable(server, "lklong", [j["id"]])
+    assert del_lock(server, urllib.parse.quote(key, safe="")).status == 200
+    assert_queued(server, j["id"])
 
 
 def test_put_on_key_held_by_running_job_is_409_naming_the_job(server):
