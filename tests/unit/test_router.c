@@ -207,7 +207,7 @@ static void test_param_length(void **state)
     (void)state;
     struct params ps;
     const struct route *r;
-    char path[1024];
+    char path[1100];
 
     char *id = tu_repeat('a', ROUTER_PARAM_MAX);
     snprintf(path, sizeof(path), "/v1/jobs/%s", id);
