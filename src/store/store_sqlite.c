@@ -54,7 +54,6 @@ static const char *const migrations[] = {
     /* Listing by queue / state / key, newest first by id (ULIDs sort by time). */
     "CREATE INDEX jobs_by_queue ON jobs(queue, id);"
     "CREATE INDEX jobs_by_state ON jobs(state, id);"
-    "CREATE INDEX jobs_by_ckey ON jobs(concurrency_key, id) WHERE concurrency_key IS NOT NULL;"
     /* A claim takes the oldest ready job of a queue: one descent of this index. */
     "CREATE INDEX jobs_ready ON jobs(queue, id) WHERE state = 'queued';"
     "CREATE TABLE job_events ("
@@ -84,11 +83,12 @@ static const char *const migrations[] = {
     "CREATE INDEX jobs_due ON jobs(due_at) WHERE due_at IS NOT NULL;",
     /* 3: admission. A dedup check reads the newest job of (queue, key); a
      * concurrency check counts a key's unfinished jobs and finds its oldest
-     * waiting one, each a short range of one index. */
+     * waiting one, each a short range of one index. jobs_slots also serves
+     * GET /v1/jobs?key= (a key has few jobs; they are sorted by id after). */
     "ALTER TABLE jobs ADD COLUMN concurrency_limit INTEGER;"
     "ALTER TABLE jobs ADD COLUMN waiting_for TEXT;"
     "CREATE INDEX jobs_dedup ON jobs(queue, dedup_key, id) WHERE dedup_key IS NOT NULL;"
-    "CREATE INDEX jobs_slots ON jobs(queue, concurrency_key, state, id)"
+    "CREATE INDEX jobs_slots ON jobs(concurrency_key, queue, state, id)"
     "  WHERE concurrency_key IS NOT NULL;",
     /* 4: resource locks. A key is held by a running job (job_id) or by a
      * maintenance owner; lock_waits lists the jobs set aside for a key. */
