@@ -52,12 +52,9 @@ int cli_cancel_main(int argc, char **argv)
 {
     struct cancel_args args = {0};
     struct cli_common common;
-    struct client client = {0};
     struct client_response resp = {0};
-    struct client_path path;
-    struct errmsg err;
     json_t *body = NULL;
-    int first, exit_code;
+    int first;
 
     if (cli_parse(&cancel_command, argc, argv, &args, &common, &first) < 0)
         return CLI_EXIT_USAGE;
@@ -75,33 +72,19 @@ int cli_cancel_main(int argc, char **argv)
             return CLI_EXIT_SERVER;
         }
     }
-    if ((exit_code = cli_connect(&common, &client)) != CLI_EXIT_OK)
-        goto out;
-
-    client_path_init(&path, "/v1/jobs");
-    client_path_segment(&path, argv[first]);
-    client_path_segment(&path, "cancel");
-    int rc = client_request(&client, "POST", &path, body, &resp, &err);
-    if (rc < 0) {
-        exit_code = cli_fail(rc, &resp, &err);
-        goto out;
+    int exit_code = cli_job_action(&common, argv[first], "cancel", body, &resp);
+    if (exit_code == CLI_EXIT_OK && !common.json) {
+        json_t *state = json_object_get(resp.json, "state");
+        bool requested = json_is_true(json_object_get(resp.json, "cancel_requested"));
+        cli_print_value(json_object_get(resp.json, "id"), stdout);
+        fputc(' ', stdout);
+        if (requested && json_is_string(state) && strcmp(json_string_value(state), "canceled") != 0)
+            fputs("cancel_requested", stdout);
+        else
+            cli_print_value(state, stdout);
+        fputc('\n', stdout);
     }
-    if (common.json) {
-        cli_print_body(&resp, stdout);
-        goto out;
-    }
-    json_t *state = json_object_get(resp.json, "state");
-    bool requested = json_is_true(json_object_get(resp.json, "cancel_requested"));
-    cli_print_value(json_object_get(resp.json, "id"), stdout);
-    fputc(' ', stdout);
-    if (requested && json_is_string(state) && strcmp(json_string_value(state), "canceled") != 0)
-        fputs("cancel_requested", stdout);
-    else
-        cli_print_value(state, stdout);
-    fputc('\n', stdout);
-out:
     client_response_release(&resp);
-    client_release(&client);
     json_decref(body);
     return exit_code;
 }

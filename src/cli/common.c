@@ -189,6 +189,27 @@ int cli_fail(int rc, const struct client_response *resp, const struct errmsg *er
     return CLI_EXIT_SERVER;
 }
 
+int cli_job_action(const struct cli_common *common, const char *id, const char *action,
+                   const json_t *body, struct client_response *resp)
+{
+    struct client client = {0};
+    struct client_path path;
+    struct errmsg err;
+    int exit_code = cli_connect(common, &client);
+    if (exit_code == CLI_EXIT_OK) {
+        client_path_init(&path, "/v1/jobs");
+        client_path_segment(&path, id);
+        client_path_segment(&path, action);
+        int rc = client_request(&client, "POST", &path, body, resp, &err);
+        if (rc < 0)
+            exit_code = cli_fail(rc, resp, &err);
+        else if (common->json)
+            cli_print_body(resp, stdout);
+    }
+    client_release(&client);
+    return exit_code;
+}
+
 void cli_print_body(const struct client_response *resp, FILE *out)
 {
     if (resp->len)

@@ -101,6 +101,14 @@ int cli_exit_for_status(long status);
 void cli_print_body(const struct client_response *resp, FILE *out);
 
 /*
+ * POST /v1/jobs/ID/ACTION with body (borrowed, may be NULL), connecting as
+ * common says. On success resp holds the answer (with --json it has been
+ * printed already). Returns the exit code; release resp either way.
+ */
+int cli_job_action(const struct cli_common *common, const char *id, const char *action,
+                   const json_t *body, struct client_response *resp);
+
+/*
  * Write the response body on one line: its CR and LF bytes become spaces,
  * which keeps a valid JSON document valid and equal (JSON strings cannot hold
  * raw newlines), so several responses make JSON Lines.

@@ -53,12 +53,9 @@ int cli_retry_main(int argc, char **argv)
 {
     struct retry_args args = {0};
     struct cli_common common;
-    struct client client = {0};
     struct client_response resp = {0};
-    struct client_path path;
-    struct errmsg err;
     json_t *body = NULL;
-    int first, exit_code;
+    int first;
 
     if (cli_parse(&retry_command, argc, argv, &args, &common, &first) < 0)
         return CLI_EXIT_USAGE;
@@ -69,28 +66,14 @@ int cli_retry_main(int argc, char **argv)
         fprintf(stderr, "drover: out of memory\n");
         return CLI_EXIT_SERVER;
     }
-    if ((exit_code = cli_connect(&common, &client)) != CLI_EXIT_OK)
-        goto out;
-
-    client_path_init(&path, "/v1/jobs");
-    client_path_segment(&path, argv[first]);
-    client_path_segment(&path, "retry");
-    int rc = client_request(&client, "POST", &path, body, &resp, &err);
-    if (rc < 0) {
-        exit_code = cli_fail(rc, &resp, &err);
-        goto out;
+    int exit_code = cli_job_action(&common, argv[first], "retry", body, &resp);
+    if (exit_code == CLI_EXIT_OK && !common.json) {
+        cli_print_value(json_object_get(resp.json, "id"), stdout);
+        fputc(' ', stdout);
+        cli_print_value(json_object_get(resp.json, "state"), stdout);
+        fputc('\n', stdout);
     }
-    if (common.json) {
-        cli_print_body(&resp, stdout);
-        goto out;
-    }
-    cli_print_value(json_object_get(resp.json, "id"), stdout);
-    fputc(' ', stdout);
-    cli_print_value(json_object_get(resp.json, "state"), stdout);
-    fputc('\n', stdout);
-out:
     client_response_release(&resp);
-    client_release(&client);
     json_decref(body);
     return exit_code;
 }
