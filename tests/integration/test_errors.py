@@ -381,11 +381,17 @@ def test_431_huge_header(guarded):
 
 def test_431_header_past_the_buffer(guarded):
     # Far past the limit, the header overflows MHD's connection buffer and MHD
-    # refuses it itself: still 431, and nothing changes.
+    # refuses it itself with 431 and closes. The close can reach the client as
+    # a reset while it is still sending (the rest of its header is unread), so
+    # a reset is a refusal too; either way nothing changes and the server
+    # still answers.
     before = guarded.request("GET", "/v1/jobs?limit=500", token="read").json["jobs"]
-    r = guarded.request("POST", "/v1/jobs", {"queue": "q"}, token="submit",
-                        headers={"X-Filler": "y" * 100 * 1024})
-    assert r.status == 431, r
+    try:
+        r = guarded.request("POST", "/v1/jobs", {"queue": "q"}, token="submit",
+                            headers={"X-Filler": "y" * 100 * 1024})
+        assert r.status == 431, r
+    except (ConnectionResetError, BrokenPipeError):
+        pass
     after = guarded.request("GET", "/v1/jobs?limit=500", token="read").json["jobs"]
     assert before == after
 
