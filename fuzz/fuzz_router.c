@@ -45,13 +45,16 @@ static void check_captures(const struct route *route, const char *path,
         const char *pend = strchrnul(p, '/'), *send = strchrnul(s, '/');
         if (*p == ':') {
             size_t raw = (size_t)(send - s);
-            FUZZ_CHECK(raw >= 1 && raw <= ROUTER_PARAM_MAX, "'%s' matched %s: segment of %zu bytes",
-                       path, route->pattern, raw);
-            char decoded[ROUTER_PARAM_MAX + 1];
+            FUZZ_CHECK(raw >= 1 && raw <= ROUTER_SEGMENT_MAX,
+                       "'%s' matched %s: segment of %zu bytes", path, route->pattern, raw);
+            char decoded[ROUTER_SEGMENT_MAX + 1];
             memcpy(decoded, s, raw);
             decoded[raw] = '\0';
             size_t len = MHD_http_unescape(decoded);
-            FUZZ_CHECK(len >= 1 && strlen(params[i]) == len && memcmp(params[i], decoded, len) == 0,
+            /* A capture longer than ROUTER_PARAM_MAX once decoded comes back empty. */
+            size_t want = len <= ROUTER_PARAM_MAX ? len : 0;
+            FUZZ_CHECK(len >= 1 && strlen(params[i]) == want &&
+                           memcmp(params[i], decoded, want) == 0,
                        "'%s' matched %s: capture %d is '%s', the segment decodes to %zu bytes",
                        path, route->pattern, i, params[i], len);
             i++;
