@@ -40,7 +40,7 @@ void timers_free(struct timers *t);
 /* Arm: call fire(kind, key) at wall-clock when_ms (at once if it has passed). */
 void timers_add(struct timers *t, int64_t when_ms, enum timer_kind kind, const char *key);
 
-/* Entries in the heap (for tests and metrics). */
+/* Keys armed now, one per (kind, key) (for logs and metrics). */
 int timers_pending(struct timers *t);
 
 #endif

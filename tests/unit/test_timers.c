@@ -1,0 +1,134 @@
+/*
+ * test_timers.c - the deadline heap: one live entry per key, earliest wins,
+ * stale entries dropped, order of firing.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "timers.h"
+#include "timeutil.h"
+
+struct fired {
+    pthread_mutex_t lock;
+    int n;
+    char keys[16][TIMER_KEY_MAX + 1];
+    enum timer_kind kinds[16];
+};
+
+static void on_fire(void *ctx, enum timer_kind kind, const char *key)
+{
+    struct fired *f = ctx;
+    pthread_mutex_lock(&f->lock);
+    if (f->n < 16) {
+        snprintf(f->keys[f->n], sizeof(f->keys[0]), "%s", key);
+        f->kinds[f->n] = kind;
+    }
+    f->n++;
+    pthread_mutex_unlock(&f->lock);
+}
+
+static int fired_count(struct fired *f)
+{
+    pthread_mutex_lock(&f->lock);
+    int n = f->n;
+    pthread_mutex_unlock(&f->lock);
+    return n;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* Wait (bounded) until at least n have fired. */
+static void wait_fired(struct fired *f, int n)
+{
+    for (int i = 0; i < 200 && fired_count(f) < n; i++)
+        sleep_ms(10);
+}
+
+static void test_one_live_entry_per_key(void **state)
+{
+    (void)state;
+    struct fired f = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    struct timers *t;
+    assert_int_equal(timers_start(on_fire, &f, &t), 0);
+    int64_t now = time_now_ms();
+    timers_add(t, now + 150, TIMER_JOB, "A");
+    timers_add(t, now + 400, TIMER_JOB, "A"); /* later than armed: no-op */
+    timers_add(t, now + 60, TIMER_JOB, "A");  /* earlier: replaces, the 150 one is stale */
+    for (int i = 0; i < 50; i++)
+        timers_add(t, now + 100 + i, TIMER_JOB, "A"); /* a heartbeat storm: all no-ops */
+    assert_int_equal(timers_pending(t), 1);
+    wait_fired(&f, 1);
+    sleep_ms(450); /* past every time armed above */
+    assert_int_equal(fired_count(&f), 1);
+    assert_string_equal(f.keys[0], "A");
+    assert_int_equal(timers_pending(t), 0);
+    /* Once fired, the key can be armed again. */
+    timers_add(t, time_now_ms() + 10, TIMER_JOB, "A");
+    wait_fired(&f, 2);
+    assert_int_equal(fired_count(&f), 2);
+    timers_free(t);
+}
+
+static void test_kinds_and_keys_are_separate_and_ordered(void **state)
+{
+    (void)state;
+    struct fired f = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    struct timers *t;
+    assert_int_equal(timers_start(on_fire, &f, &t), 0);
+    int64_t now = time_now_ms();
+    timers_add(t, now + 90, TIMER_JOB, "k");
+    timers_add(t, now + 30, TIMER_LOCK, "k"); /* same key, other kind: its own entry */
+    timers_add(t, now + 60, TIMER_WAITER, "7");
+    timers_add(t, now - 1000, TIMER_JOB, "past"); /* passed already: fires at once */
+    assert_int_equal(timers_pending(t), 4);
+    wait_fired(&f, 4);
+    assert_int_equal(fired_count(&f), 4);
+    assert_string_equal(f.keys[0], "past");
+    assert_int_equal(f.kinds[1], TIMER_LOCK);
+    assert_int_equal(f.kinds[2], TIMER_WAITER);
+    assert_int_equal(f.kinds[3], TIMER_JOB);
+    timers_free(t);
+}
+
+static void test_many_keys_grow_the_table(void **state)
+{
+    (void)state;
+    struct fired f = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    struct timers *t;
+    assert_int_equal(timers_start(on_fire, &f, &t), 0);
+    int64_t later = time_now_ms() + 60000;
+    char key[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof(key), "job-%d", i);
+        timers_add(t, later + i, TIMER_JOB, key);
+        timers_add(t, later + i + 5, TIMER_JOB, key); /* no-op */
+    }
+    assert_int_equal(timers_pending(t), 5000);
+    timers_stop(t);
+    timers_add(t, later, TIMER_JOB, "after-stop"); /* ignored once stopped */
+    assert_int_equal(timers_pending(t), 5000);
+    assert_int_equal(fired_count(&f), 0);
+    timers_free(t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_one_live_entry_per_key),
+        cmocka_unit_test(test_kinds_and_keys_are_separate_and_ordered),
+        cmocka_unit_test(test_many_keys_grow_the_table),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
