@@ -85,6 +85,17 @@ static void unlink_waiter(struct claims *c, struct queue_waiters *q, struct clai
     c->waiting--;
 }
 
+/* Answer every claim of a detached list (linked by next), outside the lock. */
+static void answer_all(struct claim_wait *list)
+{
+    while (list) {
+        struct claim_wait *w = list;
+        list = w->next;
+        w->next = NULL;
+        w->answer(w);
+    }
+}
+
 bool claims_wait(struct claims *c, struct claim_wait *w)
 {
     pthread_mutex_lock(&c->lock);
@@ -142,12 +153,7 @@ void claims_notify(struct claims *c, const char *queue, int n)
         n--;
     }
     pthread_mutex_unlock(&c->lock);
-    while (gone) {
-        struct claim_wait *w = gone;
-        gone = w->next;
-        w->next = NULL;
-        w->answer(w);
-    }
+    answer_all(gone);
     while (woken) {
         struct claim_wait *w = woken;
         woken = w->next;
@@ -174,12 +180,7 @@ struct claim_wait *claims_take(struct claims *c, const char *queue)
         }
     }
     pthread_mutex_unlock(&c->lock);
-    while (gone) {
-        struct claim_wait *w = gone;
-        gone = w->next;
-        w->next = NULL;
-        w->answer(w);
-    }
+    answer_all(gone);
     return taken;
 }
 
@@ -216,12 +217,7 @@ void claims_close(struct claims *c)
         }
     }
     pthread_mutex_unlock(&c->lock);
-    while (all) {
-        struct claim_wait *w = all;
-        all = w->next;
-        w->next = NULL;
-        w->answer(w);
-    }
+    answer_all(all);
 }
 
 int claims_waiting(struct claims *c)

@@ -162,7 +162,7 @@ static json_t *str_or_null(const char *s)
     return s ? json_string(s) : json_null();
 }
 
-static json_t *time_or_null(int64_t ms)
+json_t *json_time_or_null(int64_t ms)
 {
     if (ms == 0)
         return json_null();
@@ -190,10 +190,11 @@ static json_t *job_core_json(const struct job *job)
         json_or(job->payload, json_object()), "dedup_key", str_or_null(job->dedup_key),
         "concurrency_key", str_or_null(job->concurrency_key), "lock_keys",
         json_or(job->lock_keys, json_array()), "webhook_url", str_or_null(job->webhook_url),
-        "run_at", time_or_null(job->run_at_ms), "cancel_requested", job->cancel_requested, "result",
-        json_or(job->result, json_null()), "error", json_or(job->error, json_null()), "checkpoints",
-        json_or(job->checkpoints, json_object()), "created_at", time_or_null(job->created_at_ms),
-        "updated_at", time_or_null(job->updated_at_ms), "seq", (json_int_t)job->seq);
+        "run_at", json_time_or_null(job->run_at_ms), "cancel_requested", job->cancel_requested,
+        "result", json_or(job->result, json_null()), "error", json_or(job->error, json_null()),
+        "checkpoints", json_or(job->checkpoints, json_object()), "created_at",
+        json_time_or_null(job->created_at_ms), "updated_at", json_time_or_null(job->updated_at_ms),
+        "seq", (json_int_t)job->seq);
 }
 
 json_t *job_to_json(const struct job *job)
@@ -203,8 +204,8 @@ json_t *job_to_json(const struct job *job)
         return NULL;
     /* Who holds it and until when; the lease token itself is never shown. */
     json_object_set_new(obj, "worker", str_or_null(job->worker));
-    json_object_set_new(obj, "started_at", time_or_null(job->started_at_ms));
-    json_object_set_new(obj, "lease_expires_at", time_or_null(job->lease_expires_ms));
+    json_object_set_new(obj, "started_at", json_time_or_null(job->started_at_ms));
+    json_object_set_new(obj, "lease_expires_at", json_time_or_null(job->lease_expires_ms));
     json_object_set_new(obj, "waiting_for", str_or_null(job->waiting_for));
     return obj;
 }
@@ -213,7 +214,7 @@ json_t *job_event_to_json(const struct job_event *ev)
 {
     const char *prev = job_state_name(ev->prev_state);
     return json_pack("{s:I, s:s, s:o, s:s, s:o, s:o, s:i, s:o}", "seq", (json_int_t)ev->seq, "type",
-                     ev->type ? ev->type : "", "at", time_or_null(ev->at_ms), "state",
+                     ev->type ? ev->type : "", "at", json_time_or_null(ev->at_ms), "state",
                      job_state_name(ev->state) ? job_state_name(ev->state) : "", "prev_state",
                      str_or_null(prev), "step", str_or_null(ev->step), "attempt", ev->attempt,
                      "data", json_or(ev->data, json_null()));

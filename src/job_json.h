@@ -30,6 +30,9 @@ json_t *job_event_to_json(const struct job_event *ev);
  */
 const char *json_text(const json_t *v);
 
+/* A stored time (ms) as an RFC 3339 string, or JSON null for 0. New reference. */
+json_t *json_time_or_null(int64_t ms);
+
 /* Is s an http:// or https:// URL with a host, and no whitespace? */
 bool url_is_http(const char *s);
 

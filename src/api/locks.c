@@ -13,22 +13,14 @@
 #define LOCK_REASON_MAX 1000
 #define LOCK_TTL_MAX_S  604800
 
-static json_t *time_or_null(int64_t ms)
-{
-    if (ms == 0)
-        return json_null();
-    char buf[TIME_RFC3339_LEN];
-    time_format_rfc3339(ms, buf);
-    return json_string(buf);
-}
-
 static json_t *lock_to_json(const struct lock *l)
 {
     return json_pack("{s:s, s:o, s:o, s:o, s:o, s:o}", "key", l->key, "owner",
                      l->owner ? json_string(l->owner) : json_null(), "reason",
                      l->reason ? json_string(l->reason) : json_null(), "expires_at",
-                     time_or_null(l->expires_at_ms), "created_at", time_or_null(l->created_at_ms),
-                     "job", l->job_id[0] ? json_string(l->job_id) : json_null());
+                     json_time_or_null(l->expires_at_ms), "created_at",
+                     json_time_or_null(l->created_at_ms), "job",
+                     l->job_id[0] ? json_string(l->job_id) : json_null());
 }
 
 /* A lock key in the path: 1..JOB_KEY_MAX bytes, no control characters. */

@@ -84,10 +84,8 @@ static int object_body(struct http_request *req, bool allow_empty, const char *c
 
 static json_t *lease_json(const struct job *job)
 {
-    char at[TIME_RFC3339_LEN];
-    time_format_rfc3339(job->lease_expires_ms, at);
-    return json_pack("{s:s, s:s}", "token", job->lease_token ? job->lease_token : "", "expires_at",
-                     at);
+    return json_pack("{s:s, s:o}", "token", job->lease_token ? job->lease_token : "", "expires_at",
+                     json_time_or_null(job->lease_expires_ms));
 }
 
 /* ---- claim ---- */

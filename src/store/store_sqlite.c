@@ -789,6 +789,22 @@ static int sqlite_policy_put(struct store *st, const char *queue, const struct p
     return step_done(s->wdb, stmt, "policy put");
 }
 
+/* Collect the first column (text) of stmt's rows into out[max][size]. */
+static int collect_text(struct sqlite_store *s, sqlite3_stmt *stmt, int max, char *out, size_t size,
+                        int *n_out, const char *what)
+{
+    int rc = SQLITE_DONE, n = 0;
+    while (n < max && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(stmt, 0);
+        snprintf(out + (size_t)n++ * size, size, "%s", t ? t : "");
+    }
+    rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail(s->wdb, what);
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    *n_out = n;
+    return rc;
+}
+
 static int sqlite_job_ready_ids(struct store *st, const char *queue, int max,
                                 char (*ids)[ULID_LEN + 1], int *n_out)
 {
@@ -796,16 +812,7 @@ static int sqlite_job_ready_ids(struct store *st, const char *queue, int max,
     sqlite3_stmt *stmt = s->wstmt[W_READY_IDS];
     bind_text(stmt, 1, queue);
     sqlite3_bind_int(stmt, 2, max);
-    int rc = SQLITE_DONE, n = 0;
-    while (n < max && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        const char *id = (const char *)sqlite3_column_text(stmt, 0);
-        snprintf(ids[n++], ULID_LEN + 1, "%s", id ? id : "");
-    }
-    rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail(s->wdb, "ready ids");
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    *n_out = n;
-    return rc;
+    return collect_text(s, stmt, max, ids[0], sizeof(ids[0]), n_out, "ready ids");
 }
 
 static int sqlite_job_dedup_find(struct store *st, const char *queue, const char *key, char *id_out,
@@ -859,16 +866,7 @@ static int sqlite_job_waiting_ids(struct store *st, const char *queue, const cha
     bind_text(stmt, 1, queue);
     bind_text(stmt, 2, key);
     sqlite3_bind_int(stmt, 3, max);
-    int rc = SQLITE_DONE, n = 0;
-    while (n < max && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        const char *id = (const char *)sqlite3_column_text(stmt, 0);
-        snprintf(ids[n++], ULID_LEN + 1, "%s", id ? id : "");
-    }
-    rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail(s->wdb, "waiting ids");
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    *n_out = n;
-    return rc;
+    return collect_text(s, stmt, max, ids[0], sizeof(ids[0]), n_out, "waiting ids");
 }
 
 static int sqlite_job_waiting_keys(struct store *st, const char *queue, int max,
@@ -878,16 +876,7 @@ static int sqlite_job_waiting_keys(struct store *st, const char *queue, int max,
     sqlite3_stmt *stmt = s->wstmt[W_WAITING_KEYS];
     bind_text(stmt, 1, queue);
     sqlite3_bind_int(stmt, 2, max);
-    int rc = SQLITE_DONE, n = 0;
-    while (n < max && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        const char *k = (const char *)sqlite3_column_text(stmt, 0);
-        snprintf(keys[n++], JOB_KEY_MAX + 1, "%s", k ? k : "");
-    }
-    rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail(s->wdb, "waiting keys");
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    *n_out = n;
-    return rc;
+    return collect_text(s, stmt, max, keys[0], sizeof(keys[0]), n_out, "waiting keys");
 }
 
 /* ---- locks ---- */
@@ -947,22 +936,6 @@ static int sqlite_lock_delete(struct store *st, const char *key)
 {
     int rc = exec_text(sqlite_store(st), W_LOCK_DELETE, key);
     return rc < 0 ? rc : rc == 0 ? -DRV_ENOT_FOUND : 0;
-}
-
-/* Collect the first column (text) of stmt's rows into out[max][size]. */
-static int collect_text(struct sqlite_store *s, sqlite3_stmt *stmt, int max, char *out, size_t size,
-                        int *n_out, const char *what)
-{
-    int rc = SQLITE_DONE, n = 0;
-    while (n < max && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        const char *t = (const char *)sqlite3_column_text(stmt, 0);
-        snprintf(out + (size_t)n++ * size, size, "%s", t ? t : "");
-    }
-    rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail(s->wdb, what);
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    *n_out = n;
-    return rc;
 }
 
 static int sqlite_locks_of_job(struct store *st, const char *job_id, int max,

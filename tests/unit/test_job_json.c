@@ -35,12 +35,7 @@ static void expect_field_error(const char *text, const char *field)
     struct errmsg err;
     int rc = submit(text, &job, &err);
     job_release(&job);
-    if (rc != -DRV_EBAD_FIELD)
-        fail_msg("%s: rc %d, want -DRV_EBAD_FIELD", text, rc);
-    if (strcmp(err.field, field) != 0)
-        fail_msg("%s: field '%s', want '%s' (message: %s)", text, err.field, field, err.text);
-    if (err.text[0] == '\0')
-        fail_msg("%s: no message", text);
+    tu_expect_field_error(text, rc, &err, field);
 }
 
 static void expect_ok(const char *text)
@@ -49,8 +44,7 @@ static void expect_ok(const char *text)
     struct errmsg err;
     int rc = submit(text, &job, &err);
     job_release(&job);
-    if (rc != 0)
-        fail_msg("%s: rc %d (%s: %s)", text, rc, err.field, err.text);
+    tu_expect_ok(text, rc, &err);
 }
 
 static void test_full_body(void **state)

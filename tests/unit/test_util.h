@@ -26,6 +26,27 @@ TU_UNUSED static json_t *tu_json(const char *text)
     return v;
 }
 
+/*
+ * What a parser of outside input answered for text: -DRV_EBAD_FIELD naming
+ * `field` with a message (tu_expect_field_error), or success (tu_expect_ok).
+ */
+#define tu_expect_field_error(text, rc, err, field)                                                \
+    do {                                                                                           \
+        if ((rc) != -DRV_EBAD_FIELD)                                                               \
+            fail_msg("%s: rc %d, want -DRV_EBAD_FIELD", (text), (rc));                             \
+        if (strcmp((err)->field, (field)) != 0)                                                    \
+            fail_msg("%s: field '%s', want '%s' (message: %s)", (text), (err)->field, (field),     \
+                     (err)->text);                                                                 \
+        if ((err)->text[0] == '\0')                                                                \
+            fail_msg("%s: no message", (text));                                                    \
+    } while (0)
+
+#define tu_expect_ok(text, rc, err)                                                                \
+    do {                                                                                           \
+        if ((rc) != 0)                                                                             \
+            fail_msg("%s: rc %d (%s: %s)", (text), (rc), (err)->field, (err)->text);               \
+    } while (0)
+
 /* Fail unless a and b are equal JSON values; show both on failure. */
 #define assert_json_equal(a, b)                                                                    \
     do {                                                                                           \
