@@ -131,6 +131,9 @@ static const struct field config_fields[] = {
     INT_FIELD("http.connection_timeout_s", connection_timeout_s, int, "120", 1, 3600,
               .env = "DROVER_HTTP_CONNECTION_TIMEOUT_S",
               .help = "Seconds an idle keep-alive connection stays open."),
+    INT_FIELD("http.idempotency_ttl_s", idempotency_ttl_s, int, "86400", 1, 2592000,
+              .env = "DROVER_HTTP_IDEMPOTENCY_TTL_S",
+              .help = "Seconds a reply is kept for repeats with the same Idempotency-Key."),
 
     STRING_FIELD("store.engine", engine, "sqlite", 1, 32, .rule = rule_engine,
                  .env = "DROVER_STORE_ENGINE", .help = "Storage engine.",

@@ -52,6 +52,7 @@ struct config {
     int max_header_bytes;     /* 1024..65536, default 8192 */
     int connection_limit;     /* 1..100000, default 1024 */
     int connection_timeout_s; /* idle keep-alive timeout, 1..3600, default 120 */
+    int idempotency_ttl_s;    /* kept replies, 1..2592000, default 86400 */
     /* [store] */
     char *engine;  /* "sqlite" (only one so far), default "sqlite" */
     int readers;   /* read connections, 1..64, default 4 */

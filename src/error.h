@@ -28,6 +28,7 @@
     X(CONFLICT, "conflict", 409)                                                                   \
     X(TOO_LARGE, "payload_too_large", 413)                                                         \
     X(MEDIA_TYPE, "unsupported_media_type", 415)                                                   \
+    X(IDEMPOTENCY_KEY_REUSED, "idempotency_key_reused", 422)                                       \
     X(HEADERS_TOO_LARGE, "header_fields_too_large", 431)                                           \
     X(NOMEM, "internal", 500)                                                                      \
     X(INTERNAL, "internal", 500)                                                                   \

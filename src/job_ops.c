@@ -15,6 +15,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "idempotency.h"
 #include "log.h"
 #include "timeutil.h"
 #include "util.h"
@@ -175,12 +176,27 @@ void job_env_after_batch(struct job_env *env, bool committed)
             w->answer(w); /* its jobs are leased and durable: reply */
         } else {
             /* Rolled back: the job is not theirs after all; wait again. */
+            if (w->op->idem)
+                idem_forget(w->op->idem);
             job_claim_op_release(container_of(w->op, struct job_claim_op, op));
             if (!claims_wait(env->claims, w))
                 w->answer(w);
         }
     }
     effects_clear(fx);
+}
+
+int job_env_before_commit(struct write_ctx *ctx)
+{
+    struct job_effects *fx = ctx->env->effects;
+    /* Claims handed jobs by other ops keep their replies now, with the lease. */
+    for (int i = 0; i < fx->n_handoffs; i++) {
+        struct write_op *op = fx->handoffs[i]->op;
+        int rc = op->idem ? idem_keep(ctx, op) : 0;
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
 }
 
 /* ---- shared rules ---- */

@@ -41,6 +41,9 @@ struct job_env {
 int job_env_init(struct job_env *env, struct policy_cache *policies);
 void job_env_release(struct job_env *env);
 
+/* The writer's before-commit hook: keep the replies of claims handed jobs (idempotency.h). */
+int job_env_before_commit(struct write_ctx *ctx);
+
 /* The writer's after-batch hook: carry out (or drop) the batch's effects. */
 void job_env_after_batch(struct job_env *env, bool committed);
 

@@ -27,6 +27,7 @@
 #include "auth.h"
 #include "config.h"
 #include "http/http.h"
+#include "idempotency.h"
 #include "log.h"
 #include "store/store.h"
 #include "store/writer.h"
@@ -237,6 +238,9 @@ static void on_timer(void *ctx, enum timer_kind kind, const char *key)
     case TIMER_JOB: job_deadline_fire(app->writer, key); break;
     case TIMER_WAITER: claims_expire(app->claims, strtoull(key, NULL, 10)); break;
     case TIMER_LOCK: job_lock_expiry_fire(app->writer, key); break;
+    case TIMER_SWEEP:
+        idem_sweep_fire(app->writer, app->timers, app->cfg->idempotency_ttl_s * 1000LL);
+        break;
     }
 }
 
@@ -262,7 +266,12 @@ static int start_core(const struct config *cfg, struct app *app)
     if (rc == 0)
         rc = job_env_init(&app->env, app->policies);
     if (rc == 0)
-        rc = writer_start(app->store, cfg->batch_max, &app->env, job_env_after_batch, &app->writer);
+        rc = writer_start(app->store, cfg->batch_max,
+                          &(struct writer_hooks){.env = &app->env,
+                                                 .before_commit = job_env_before_commit,
+                                                 .after_batch = job_env_after_batch,
+                                                 .idem_ttl_ms = cfg->idempotency_ttl_s * 1000LL},
+                          &app->writer);
     if (rc == 0)
         rc = timers_start(on_timer, app, &app->timers);
     if (rc == 0)
@@ -283,6 +292,7 @@ static int start_core(const struct config *cfg, struct app *app)
     lock_list_release(&locks);
     if (rc == 0) {
         log_printf(LOG_INFO, "armed %d deadlines from the store", timers_pending(app->timers));
+        timers_add(app->timers, time_now_ms(), TIMER_SWEEP, "idempotency");
     }
     return rc;
 }

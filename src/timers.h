@@ -19,6 +19,7 @@ enum timer_kind {
     TIMER_JOB,    /* key: a job id; check its deadlines */
     TIMER_WAITER, /* key: a waiting claim's id; it has waited long enough */
     TIMER_LOCK,   /* key: a maintenance lock's key; it may have expired */
+    TIMER_SWEEP,  /* key: what to sweep ("idempotency") */
 };
 
 typedef void (*timer_fire_fn)(void *ctx, enum timer_kind kind, const char *key);

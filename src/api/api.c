@@ -4,8 +4,11 @@
 #include "api/api.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "idempotency.h"
 #include "ulid.h"
 
 /*
@@ -40,17 +43,78 @@ static void resume_owner(struct write_op *op)
     http_resume(op->owner);
 }
 
-void api_write(struct http_request *req, struct write_op *op, http_handler_fn finish)
+/*
+ * The Idempotency-Key of a POST, checked and fingerprinted, into op->idem.
+ * Returns 0 (also when there is none) or a refusal with op->idem->err set.
+ */
+static int attach_idem(struct http_request *req, struct write_op *op, write_render_fn render)
+{
+    const char *key = http_header(req, "Idempotency-Key");
+    if (key == NULL || strcmp(http_method(req), "POST") != 0)
+        return 0;
+    struct write_idem *idem = calloc(1, sizeof(*idem));
+    if (idem == NULL)
+        return -DRV_ENOMEM;
+    op->idem = idem;
+    idem->render = render;
+    if (!idem_key_valid(key))
+        return errmsg_set(&idem->err, -DRV_EBAD_REQUEST,
+                          "'Idempotency-Key' must be 1 to %d visible ASCII characters",
+                          IDEM_KEY_MAX);
+    snprintf(idem->key, sizeof(idem->key), "%s", key);
+    size_t len;
+    const char *body = http_body(req, &len);
+    return idem_fingerprint(http_method(req), http_path(req), body, len, idem->fingerprint);
+}
+
+void api_write(struct http_request *req, struct write_op *op, write_render_fn render,
+               http_handler_fn finish)
 {
     op->owner = req;
     if (op->done == NULL)
         op->done = resume_owner;
     http_suspend(req, finish);
-    int rc = writer_submit(api_app(req)->writer, op);
+    int rc = attach_idem(req, op, render);
+    if (rc == 0)
+        rc = writer_submit(api_app(req)->writer, op);
     if (rc < 0) {
         op->result = rc;
         http_resume(req);
     }
+}
+
+void api_reply_write(struct http_request *req, struct write_op *op, const struct errmsg *err,
+                     write_render_fn render)
+{
+    struct write_idem *idem = op->idem;
+    struct write_reply r = {0};
+    op->idem = NULL;
+    if (op->result < 0) {
+        http_reply_error(req, op->result, idem && idem->err.text[0] ? &idem->err : err);
+        idem_free(idem);
+        return;
+    }
+    if (idem && idem->reply.body) {
+        r = idem->reply; /* the bytes kept, or the first request's */
+        idem->reply.body = NULL;
+        if (idem->replayed)
+            http_add_header(req, "Idempotent-Replayed", "true");
+    } else if (render(op, &r) < 0) {
+        free(r.body);
+        r = (struct write_reply){.status = 500};
+    }
+    idem_free(idem);
+    if (r.location[0])
+        http_add_header(req, "Location", r.location);
+    http_reply_text(req, r.status, r.body);
+}
+
+int api_render_json(struct write_reply *out, int status, json_t *body)
+{
+    out->status = status;
+    out->body = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    return out->body ? 0 : -DRV_ENOMEM;
 }
 
 bool api_job_id_param(struct http_request *req, int i, char *id)

@@ -42,11 +42,23 @@ static inline struct app *api_app(struct http_request *req)
 
 /*
  * Hand op to the writer and suspend req until it has committed; then
- * finish(req) runs and replies, reading op->result. op->owner is set here,
- * and op->done too unless the op brought its own (which must end in
- * http_resume(op->owner)).
+ * finish(req) runs and replies with api_reply_write(). op->owner is set
+ * here, and op->done too unless the op brought its own (which must end in
+ * http_resume(op->owner)). render makes the reply to a success; a POST with
+ * an Idempotency-Key has it rendered and kept by the writer (idempotency.h).
  */
-void api_write(struct http_request *req, struct write_op *op, http_handler_fn finish);
+void api_write(struct http_request *req, struct write_op *op, write_render_fn render,
+               http_handler_fn finish);
+
+/*
+ * Reply to a write that has run: its error (err, may be NULL), the reply
+ * the writer kept or replayed for its Idempotency-Key, or render's.
+ */
+void api_reply_write(struct http_request *req, struct write_op *op, const struct errmsg *err,
+                     write_render_fn render);
+
+/* For render functions: out gets status and body as JSON text (body stolen). */
+int api_render_json(struct write_reply *out, int status, json_t *body);
 
 /*
  * Read path parameter i as a job id (canonical form into id, ULID_LEN + 1

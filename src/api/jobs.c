@@ -6,8 +6,10 @@
 
 #include "api/api.h"
 #include "job_json.h"
+#include "idempotency.h"
 #include "job_ops.h"
 #include "timeutil.h"
+#include "util.h"
 
 #define LIST_LIMIT_DEFAULT   50
 #define LIST_LIMIT_MAX       500
@@ -17,24 +19,28 @@
 
 /* ---- submit ---- */
 
+static int submit_render(const struct write_op *op, struct write_reply *out)
+{
+    const struct job_submit_op *s = container_of(op, struct job_submit_op, op);
+    json_t *body = job_to_json(&s->job);
+    if (s->deduplicated) {
+        if (body)
+            json_object_set_new(body, "deduplicated", json_true());
+        return api_render_json(out, 200, body);
+    }
+    snprintf(out->location, sizeof(out->location), "/v1/jobs/%s", s->job.id);
+    return api_render_json(out, 202, body);
+}
+
 static void submit_finish(struct http_request *req)
 {
     struct job_submit_op *s = http_ctx(req);
     if (s->op.result == -DRV_ECONCURRENCY_LIMITED) {
         json_t *extra = json_pack("{s:s}", "active_job", s->active_job);
         http_reply_error_extra(req, s->op.result, &s->err, extra);
-    } else if (s->op.result < 0) {
-        http_reply_error(req, s->op.result, &s->err);
-    } else if (s->deduplicated) {
-        json_t *body = job_to_json(&s->job);
-        if (body)
-            json_object_set_new(body, "deduplicated", json_true());
-        http_reply_json(req, 200, body);
+        idem_free(s->op.idem);
     } else {
-        char location[64];
-        snprintf(location, sizeof(location), "/v1/jobs/%s", s->job.id);
-        http_add_header(req, "Location", location);
-        http_reply_json(req, 202, job_to_json(&s->job));
+        api_reply_write(req, &s->op, &s->err, submit_render);
     }
     job_submit_op_release(s);
     free(s);
@@ -61,7 +67,7 @@ void api_job_submit(struct http_request *req)
         return;
     }
     http_set_ctx(req, s);
-    api_write(req, &s->op, submit_finish);
+    api_write(req, &s->op, submit_render, submit_finish);
 }
 
 /* ---- get ---- */
@@ -165,13 +171,15 @@ void api_job_events(struct http_request *req)
 
 /* ---- retry ---- */
 
+static int retry_render(const struct write_op *op, struct write_reply *out)
+{
+    return api_render_json(out, 200, job_to_json(&container_of(op, struct job_retry_op, op)->job));
+}
+
 static void retry_finish(struct http_request *req)
 {
     struct job_retry_op *r = http_ctx(req);
-    if (r->op.result < 0)
-        http_reply_error(req, r->op.result, &r->err);
-    else
-        http_reply_json(req, 200, job_to_json(&r->job));
+    api_reply_write(req, &r->op, &r->err, retry_render);
     job_retry_op_release(r);
     free(r);
 }
@@ -216,18 +224,20 @@ void api_job_retry(struct http_request *req)
     memcpy(r->id, id, sizeof(r->id));
     r->force = force;
     http_set_ctx(req, r);
-    api_write(req, &r->op, retry_finish);
+    api_write(req, &r->op, retry_render, retry_finish);
 }
 
 /* ---- cancel ---- */
 
+static int cancel_render(const struct write_op *op, struct write_reply *out)
+{
+    return api_render_json(out, 200, job_to_json(&container_of(op, struct job_cancel_op, op)->job));
+}
+
 static void cancel_finish(struct http_request *req)
 {
     struct job_cancel_op *c = http_ctx(req);
-    if (c->op.result < 0)
-        http_reply_error(req, c->op.result, &c->err);
-    else
-        http_reply_json(req, 200, job_to_json(&c->job));
+    api_reply_write(req, &c->op, &c->err, cancel_render);
     job_cancel_op_release(c);
     free(c);
 }
@@ -281,5 +291,5 @@ void api_job_cancel(struct http_request *req)
         return;
     }
     http_set_ctx(req, c);
-    api_write(req, &c->op, cancel_finish);
+    api_write(req, &c->op, cancel_render, cancel_finish);
 }

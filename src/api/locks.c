@@ -136,7 +136,7 @@ void api_lock_put(struct http_request *req)
         return;
     }
     http_set_ctx(req, l);
-    api_write(req, &l->op, put_finish);
+    api_write(req, &l->op, NULL, put_finish);
 }
 
 static void delete_finish(struct http_request *req)
@@ -162,5 +162,5 @@ void api_lock_delete(struct http_request *req)
     lock_delete_op_init(l, NULL);
     snprintf(l->key, sizeof(l->key), "%s", key);
     http_set_ctx(req, l);
-    api_write(req, &l->op, delete_finish);
+    api_write(req, &l->op, NULL, delete_finish);
 }

@@ -90,5 +90,5 @@ void api_queue_put(struct http_request *req)
         return;
     }
     http_set_ctx(req, p);
-    api_write(req, &p->op, put_finish);
+    api_write(req, &p->op, NULL, put_finish);
 }

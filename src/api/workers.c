@@ -107,27 +107,32 @@ static void claim_done(struct write_op *op)
 {
     struct job_claim_op *c = container_of(op, struct job_claim_op, op);
     struct http_request *req = op->owner;
-    if (op->result == 0 && c->n == 0 && c->wait.deadline_ms > 0 &&
+    bool replayed = op->idem && op->idem->replayed; /* answered with the first reply */
+    if (op->result == 0 && c->n == 0 && !replayed && c->wait.deadline_ms > 0 &&
         claims_wait(api_app(req)->claims, &c->wait))
         return;
     http_resume(req);
 }
 
+/* The jobs with their leases; an empty claim changed nothing, so it is not kept (1). */
+static int claim_render(const struct write_op *op, struct write_reply *out)
+{
+    const struct job_claim_op *c = container_of(op, struct job_claim_op, op);
+    json_t *jobs = json_array();
+    for (int i = 0; i < c->n; i++) {
+        json_t *j = job_to_json(&c->jobs[i]);
+        if (j)
+            json_object_set_new(j, "lease", lease_json(&c->jobs[i]));
+        json_array_append_new(jobs, j);
+    }
+    int rc = api_render_json(out, 200, json_pack("{s:o}", "jobs", jobs));
+    return rc == 0 && c->n == 0 ? 1 : rc;
+}
+
 static void claim_finish(struct http_request *req)
 {
     struct job_claim_op *c = http_ctx(req);
-    if (c->op.result < 0) {
-        http_reply_error(req, c->op.result, NULL);
-    } else {
-        json_t *jobs = json_array();
-        for (int i = 0; i < c->n; i++) {
-            json_t *j = job_to_json(&c->jobs[i]);
-            if (j)
-                json_object_set_new(j, "lease", lease_json(&c->jobs[i]));
-            json_array_append_new(jobs, j);
-        }
-        http_reply_json(req, 200, json_pack("{s:o}", "jobs", jobs));
-    }
+    api_reply_write(req, &c->op, NULL, claim_render);
     job_claim_op_release(c);
     free(c);
 }
@@ -169,23 +174,25 @@ void api_claim(struct http_request *req)
     c->wait.answer = claim_answer;
     c->wait.alive = claim_alive;
     http_set_ctx(req, c);
-    api_write(req, &c->op, claim_finish);
+    api_write(req, &c->op, claim_render, claim_finish);
 }
 
 /* ---- lease calls ---- */
 
+static int lease_render(const struct write_op *op, struct write_reply *out)
+{
+    const struct job_lease_op *l = container_of(op, struct job_lease_op, op);
+    if (l->action == LEASE_HEARTBEAT)
+        return api_render_json(out, 200,
+                               json_pack("{s:b, s:o}", "cancel_requested", l->job.cancel_requested,
+                                         "lease", lease_json(&l->job)));
+    return api_render_json(out, 200, job_to_json(&l->job));
+}
+
 static void lease_finish(struct http_request *req)
 {
     struct job_lease_op *l = http_ctx(req);
-    if (l->op.result < 0) {
-        http_reply_error(req, l->op.result, &l->err);
-    } else if (l->action == LEASE_HEARTBEAT) {
-        http_reply_json(req, 200,
-                        json_pack("{s:b, s:o}", "cancel_requested", l->job.cancel_requested,
-                                  "lease", lease_json(&l->job)));
-    } else {
-        http_reply_json(req, 200, job_to_json(&l->job));
-    }
+    api_reply_write(req, &l->op, &l->err, lease_render);
     job_lease_op_release(l);
     free(l);
 }
@@ -265,7 +272,7 @@ static void lease_call(struct http_request *req, enum lease_action action)
         return;
     }
     http_set_ctx(req, l);
-    api_write(req, &l->op, lease_finish);
+    api_write(req, &l->op, lease_render, lease_finish);
 }
 
 void api_heartbeat(struct http_request *req)

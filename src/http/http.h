@@ -78,6 +78,8 @@ struct http_server *http_server_of(const struct http_request *req);
 const char *http_param(const struct http_request *req, int i); /* path captures, in order */
 const char *http_query(const struct http_request *req, const char *name);
 const char *http_header(const struct http_request *req, const char *name);
+const char *http_method(const struct http_request *req);
+const char *http_path(const struct http_request *req); /* without the query */
 enum auth_role http_role(const struct http_request *req);
 const char *http_request_id(const struct http_request *req);
 
@@ -97,6 +99,9 @@ void http_add_header(struct http_request *req, const char *name, const char *val
 
 /* Reply with JSON (steals body). */
 void http_reply_json(struct http_request *req, int status, json_t *body);
+
+/* Reply with JSON text (steals text; NULL replies 500 "out of memory"). */
+void http_reply_text(struct http_request *req, int status, char *text);
 
 /* Reply {"error": err_name(rc), "message": ..., ["field": ...]} with err_http_status(rc). */
 void http_reply_error(struct http_request *req, int rc, const struct errmsg *err);

@@ -97,6 +97,11 @@ void http_reply_json(struct http_request *req, int status, json_t *body)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     json_decref(body);
+    http_reply_text(req, status, text);
+}
+
+void http_reply_text(struct http_request *req, int status, char *text)
+{
     if (text == NULL) {
         status = 500;
         text = strdup("{\"error\":\"internal\",\"message\":\"out of memory\"}");
@@ -188,6 +193,16 @@ const char *http_query(const struct http_request *req, const char *name)
 const char *http_header(const struct http_request *req, const char *name)
 {
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_method(const struct http_request *req)
+{
+    return req->method;
+}
+
+const char *http_path(const struct http_request *req)
+{
+    return req->path;
 }
 
 enum auth_role http_role(const struct http_request *req)

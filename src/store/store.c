@@ -33,6 +33,12 @@ void store_close(struct store *st)
         st->engine->close(st);
 }
 
+void idem_record_release(struct idem_record *r)
+{
+    free(r->body);
+    r->body = NULL;
+}
+
 void lock_release(struct lock *l)
 {
     free(l->owner);

@@ -59,6 +59,23 @@ struct lock_list {
 };
 void lock_list_release(struct lock_list *l);
 
+/*
+ * The first reply to a request that carried an Idempotency-Key, kept so a
+ * repeat gets the same bytes. body is owned (release with idem_record_release).
+ */
+#define IDEM_KEY_MAX         255
+#define IDEM_FINGERPRINT_LEN 32 /* SHA-256 of method, path and body */
+#define IDEM_LOCATION_MAX    80
+struct idem_record {
+    char key[IDEM_KEY_MAX + 1];
+    unsigned char fingerprint[IDEM_FINGERPRINT_LEN];
+    int status;
+    char location[IDEM_LOCATION_MAX]; /* "" when the reply had none */
+    char *body;
+    int64_t created_ms;
+};
+void idem_record_release(struct idem_record *r);
+
 struct job_list {
     struct job *jobs;
     int n;
@@ -115,6 +132,13 @@ struct store_engine {
     /* Up to max ids of jobs waiting for one of (queue, key)'s slots, oldest first. */
     int (*job_waiting_ids)(struct store *st, const char *queue, const char *key, int max,
                            char (*ids)[ULID_LEN + 1], int *n_out);
+    /* Idempotency records. idem_get: -DRV_ENOT_FOUND when the key is unknown. */
+    int (*idem_get)(struct store *st, const char *key, struct idem_record *out);
+    /* Keep r, replacing a record of its key created before expired_ms;
+     * -DRV_ECONFLICT when a live record of the key exists. */
+    int (*idem_put)(struct store *st, const struct idem_record *r, int64_t expired_ms);
+    /* Delete up to limit records created before expired_ms; *n_out says how many. */
+    int (*idem_sweep)(struct store *st, int64_t expired_ms, int limit, int *n_out);
 
     /* Read side (any thread). */
     int (*job_get)(struct store *st, const char *id, struct job *out);
@@ -197,6 +221,18 @@ static inline int store_job_slots_held(struct store *st, const char *queue, cons
                                        int *held, char *oldest_id)
 {
     return st->engine->job_slots_held(st, queue, key, held, oldest_id);
+}
+static inline int store_idem_get(struct store *st, const char *key, struct idem_record *out)
+{
+    return st->engine->idem_get(st, key, out);
+}
+static inline int store_idem_put(struct store *st, const struct idem_record *r, int64_t expired_ms)
+{
+    return st->engine->idem_put(st, r, expired_ms);
+}
+static inline int store_idem_sweep(struct store *st, int64_t expired_ms, int limit, int *n_out)
+{
+    return st->engine->idem_sweep(st, expired_ms, limit, n_out);
 }
 static inline int store_lock_get(struct store *st, const char *key, struct lock *out)
 {

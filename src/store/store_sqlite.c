@@ -107,6 +107,16 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (key, job_id)"
     ") WITHOUT ROWID;"
     "CREATE INDEX lock_waits_by_job ON lock_waits(job_id);",
+    /* 5: the first reply to each Idempotency-Key, swept by age. */
+    "CREATE TABLE idempotency ("
+    "  key TEXT PRIMARY KEY NOT NULL,"
+    "  fingerprint BLOB NOT NULL,"
+    "  status INTEGER NOT NULL,"
+    "  location TEXT,"
+    "  body TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX idempotency_by_age ON idempotency(created_at);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -140,6 +150,9 @@ enum writer_stmt {
     W_LOCK_WAIT_ADD,
     W_LOCK_WAITERS,
     W_LOCK_WAIT_REMOVE,
+    W_IDEM_GET,
+    W_IDEM_PUT,
+    W_IDEM_SWEEP,
     W__COUNT
 };
 
@@ -181,6 +194,16 @@ static const char *const writer_sql[W__COUNT] = {
     [W_LOCK_WAIT_ADD] = "INSERT OR IGNORE INTO lock_waits (key, job_id) VALUES (?1, ?2)",
     [W_LOCK_WAITERS] = "SELECT job_id FROM lock_waits WHERE key = ?1 ORDER BY job_id LIMIT ?2",
     [W_LOCK_WAIT_REMOVE] = "DELETE FROM lock_waits WHERE job_id = ?1",
+    [W_IDEM_GET] = ("SELECT key, fingerprint, status, location, body, created_at "
+                    "FROM idempotency WHERE key = ?1"),
+    /* A live record is never replaced; an expired one is (?7). */
+    [W_IDEM_PUT] = ("INSERT INTO idempotency (key, fingerprint, status, location, body, "
+                    "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key) DO UPDATE "
+                    "SET fingerprint = excluded.fingerprint, status = excluded.status, "
+                    "location = excluded.location, body = excluded.body, "
+                    "created_at = excluded.created_at WHERE idempotency.created_at < ?7"),
+    [W_IDEM_SWEEP] = ("DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency "
+                      "WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)"),
     [W_WAITING_KEYS] = ("SELECT DISTINCT concurrency_key FROM jobs WHERE queue = ?1 AND "
                         "state = 'scheduled' AND waiting_for = 'concurrency' LIMIT ?2"),
     [W_WAITING_IDS] = ("SELECT id FROM jobs WHERE queue = ?1 AND concurrency_key = ?2 AND "
@@ -879,6 +902,60 @@ static int sqlite_job_waiting_keys(struct store *st, const char *queue, int max,
     return collect_text(s, stmt, max, keys[0], sizeof(keys[0]), n_out, "waiting keys");
 }
 
+/* ---- idempotency records ---- */
+
+static int sqlite_idem_get(struct store *st, const char *key, struct idem_record *out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_IDEM_GET];
+    bind_text(stmt, 1, key);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        memset(out, 0, sizeof(*out));
+        const char *k = (const char *)sqlite3_column_text(stmt, 0);
+        const char *loc = (const char *)sqlite3_column_text(stmt, 3);
+        snprintf(out->key, sizeof(out->key), "%s", k ? k : "");
+        if (sqlite3_column_bytes(stmt, 1) == IDEM_FINGERPRINT_LEN)
+            memcpy(out->fingerprint, sqlite3_column_blob(stmt, 1), IDEM_FINGERPRINT_LEN);
+        out->status = sqlite3_column_int(stmt, 2);
+        snprintf(out->location, sizeof(out->location), "%s", loc ? loc : "");
+        out->body = column_strdup(stmt, 4);
+        out->created_ms = sqlite3_column_int64(stmt, 5);
+        rc = out->body ? 0 : -DRV_ENOMEM;
+    } else {
+        rc = rc == SQLITE_DONE ? -DRV_ENOT_FOUND : fail(s->wdb, "idempotency get");
+    }
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc;
+}
+
+static int sqlite_idem_put(struct store *st, const struct idem_record *r, int64_t expired_ms)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_IDEM_PUT];
+    bind_text(stmt, 1, r->key);
+    sqlite3_bind_blob(stmt, 2, r->fingerprint, IDEM_FINGERPRINT_LEN, SQLITE_STATIC);
+    sqlite3_bind_int(stmt, 3, r->status);
+    bind_text(stmt, 4, r->location[0] ? r->location : NULL);
+    bind_text(stmt, 5, r->body);
+    sqlite3_bind_int64(stmt, 6, r->created_ms);
+    sqlite3_bind_int64(stmt, 7, expired_ms);
+    int rc = step_done(s->wdb, stmt, "idempotency put");
+    return rc < 0 ? rc : sqlite3_changes(s->wdb) == 0 ? -DRV_ECONFLICT : 0;
+}
+
+static int sqlite_idem_sweep(struct store *st, int64_t expired_ms, int limit, int *n_out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_IDEM_SWEEP];
+    sqlite3_bind_int64(stmt, 1, expired_ms);
+    sqlite3_bind_int(stmt, 2, limit);
+    int rc = step_done(s->wdb, stmt, "idempotency sweep");
+    *n_out = rc < 0 ? 0 : sqlite3_changes(s->wdb);
+    return rc;
+}
+
 /* ---- locks ---- */
 
 static int read_lock(sqlite3_stmt *stmt, struct lock *l)
@@ -1208,6 +1285,9 @@ const struct store_engine store_sqlite_engine = {
     .job_slots_held = sqlite_job_slots_held,
     .job_waiting_ids = sqlite_job_waiting_ids,
     .job_waiting_keys = sqlite_job_waiting_keys,
+    .idem_get = sqlite_idem_get,
+    .idem_put = sqlite_idem_put,
+    .idem_sweep = sqlite_idem_sweep,
     .lock_get = sqlite_lock_get,
     .lock_put = sqlite_lock_put,
     .lock_delete = sqlite_lock_delete,

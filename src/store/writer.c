@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "idempotency.h"
 #include "log.h"
 #include "timeutil.h"
 
@@ -19,8 +20,7 @@ struct writer {
     struct write_op *head, *tail; /* FIFO of queued ops */
     bool stopping;
     struct ulid_gen ulid;
-    struct job_env *env;
-    write_after_batch_fn after;
+    struct writer_hooks hooks;
     struct writer_stats stats;
 };
 
@@ -51,15 +51,22 @@ static bool store_failure(int rc)
 
 static void run_batch(struct writer *w, struct write_op *batch)
 {
-    struct write_ctx ctx = {.store = w->store, .ulid = &w->ulid, .env = w->env};
+    struct write_ctx ctx = {.store = w->store,
+                            .ulid = &w->ulid,
+                            .env = w->hooks.env,
+                            .idem_ttl_ms = w->hooks.idem_ttl_ms};
     int rc = store_tx_begin(w->store);
     for (struct write_op *op = batch; op && rc == 0; op = op->next) {
         ctx.now_ms = time_now_ms();
-        op->result = op->apply(&ctx, op);
+        op->result = op->idem ? idem_apply(&ctx, op) : op->apply(&ctx, op);
         /* A refusal (bad state, not found...) wrote nothing: the batch goes on.
          * A store failure may have written half an op: the whole batch fails. */
         if (store_failure(op->result))
             rc = op->result;
+    }
+    if (rc == 0 && w->hooks.before_commit) {
+        ctx.now_ms = time_now_ms();
+        rc = w->hooks.before_commit(&ctx);
     }
     if (rc == 0)
         rc = store_tx_commit(w->store);
@@ -76,8 +83,8 @@ static void run_batch(struct writer *w, struct write_op *batch)
     }
     /* After the done() calls: a claim that found nothing has registered as
      * waiting by now, so a job this batch made ready wakes it. */
-    if (w->after)
-        w->after(w->env, rc == 0);
+    if (w->hooks.after_batch)
+        w->hooks.after_batch(w->hooks.env, rc == 0);
 }
 
 static void *writer_main(void *arg)
@@ -105,7 +112,7 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-int writer_start(struct store *st, int batch_max, struct job_env *env, write_after_batch_fn after,
+int writer_start(struct store *st, int batch_max, const struct writer_hooks *hooks,
                  struct writer **out)
 {
     struct writer *w = calloc(1, sizeof(*w));
@@ -113,8 +120,8 @@ int writer_start(struct store *st, int batch_max, struct job_env *env, write_aft
         return -DRV_ENOMEM;
     w->store = st;
     w->batch_max = batch_max > 0 ? batch_max : 1;
-    w->env = env;
-    w->after = after;
+    if (hooks)
+        w->hooks = *hooks;
     ulid_gen_init(&w->ulid);
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->cond, NULL);

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "error.h"
 #include "store/store.h"
 #include "ulid.h"
 
@@ -34,6 +35,7 @@ struct write_ctx {
     struct ulid_gen *ulid; /* monotonic ids in commit order */
     int64_t now_ms;        /* wall clock, read once per op */
     struct job_env *env;
+    int64_t idem_ttl_ms;
 };
 
 /*
@@ -55,6 +57,35 @@ typedef int (*write_apply_fn)(struct write_ctx *ctx, struct write_op *op);
  */
 typedef void (*write_done_fn)(struct write_op *op);
 
+/*
+ * An op's reply as the client will see it: rendered on the writer thread
+ * when the op carries an Idempotency-Key, so it can be kept in the same
+ * transaction as the change it reports.
+ */
+struct write_reply {
+    int status;
+    char location[IDEM_LOCATION_MAX]; /* a Location header, or "" */
+    char *body;                       /* JSON text, owned */
+};
+
+/*
+ * What the writer needs to keep an op's reply (idempotency.h). Returns 0
+ * (keep it), 1 (the reply is filled, but the op changed nothing worth
+ * keeping, e.g. an empty claim) or -DRV_ENOMEM.
+ */
+typedef int (*write_render_fn)(const struct write_op *op, struct write_reply *out);
+
+/* An op sent with an Idempotency-Key (idempotency.h). */
+struct write_idem {
+    char key[IDEM_KEY_MAX + 1];
+    unsigned char fingerprint[IDEM_FINGERPRINT_LEN];
+    write_render_fn render;
+    /* Out: the kept or replayed reply; replayed when an earlier request's. */
+    struct write_reply reply;
+    bool replayed;
+    struct errmsg err; /* why a repeat was refused */
+};
+
 /* Embed in a larger struct; fill apply and done, then writer_submit(). */
 struct write_op {
     struct write_op *next; /* the writer's */
@@ -62,6 +93,7 @@ struct write_op {
     write_done_fn done;
     void *owner; /* the submitter's, e.g. the waiting HTTP request */
     int result;
+    struct write_idem *idem; /* NULL unless the request had an Idempotency-Key */
 };
 
 struct writer_stats {
@@ -70,10 +102,25 @@ struct writer_stats {
     uint64_t largest_batch;
 };
 
+/*
+ * Runs on the writer thread after the last op of a batch, inside its
+ * transaction: writes that belong to the batch as a whole (the kept replies
+ * of claims handed a job by another op). A negative code fails the batch.
+ */
+typedef int (*write_before_commit_fn)(struct write_ctx *ctx);
+
+/* What the writer runs beside the ops; every field may be 0. */
+struct writer_hooks {
+    struct job_env *env;
+    write_before_commit_fn before_commit;
+    write_after_batch_fn after_batch;
+    int64_t idem_ttl_ms; /* how long a kept reply answers repeats */
+};
+
 struct writer;
 
-/* Start the writer thread. batch_max caps the ops in one transaction; env and after may be NULL. */
-int writer_start(struct store *st, int batch_max, struct job_env *env, write_after_batch_fn after,
+/* Start the writer thread. batch_max caps the ops in one transaction. */
+int writer_start(struct store *st, int batch_max, const struct writer_hooks *hooks,
                  struct writer **out);
 
 /*

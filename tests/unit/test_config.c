@@ -106,6 +106,7 @@ static void assert_defaults(const struct config *cfg)
     assert_int_equal(cfg->max_header_bytes, 8192);
     assert_int_equal(cfg->connection_limit, 1024);
     assert_int_equal(cfg->connection_timeout_s, 120);
+    assert_int_equal(cfg->idempotency_ttl_s, 86400);
     assert_string_equal(cfg->engine, "sqlite");
     assert_int_equal(cfg->readers, 4);
     assert_int_equal(cfg->batch_max, 4096);
@@ -319,6 +320,10 @@ static void test_range_errors(void **state)
                       "2: http.connection_limit: 100001 is above the maximum 100000");
     assert_load_fails("[http]\nconnection_timeout_s = 0\n",
                       "2: http.connection_timeout_s: 0 is below the minimum 1");
+    assert_load_fails("[http]\nidempotency_ttl_s = 0\n",
+                      "2: http.idempotency_ttl_s: 0 is below the minimum 1");
+    assert_load_fails("[http]\nidempotency_ttl_s = 2592001\n",
+                      "2: http.idempotency_ttl_s: 2592001 is above the maximum 2592000");
     assert_load_fails("[store]\nreaders = 65\n", "2: store.readers: 65 is above the maximum 64");
     assert_load_fails("[store]\nbatch_max = 65537\n",
                       "2: store.batch_max: 65537 is above the maximum 65536");
@@ -334,6 +339,7 @@ static void test_range_edges_accepted(void **state)
                           "[server]\nthreads = 64\ndrain_timeout_s = 3600\n"
                           "[http]\nmax_body_bytes = 1024\nmax_header_bytes = 65536\n"
                           "connection_limit = 1\nconnection_timeout_s = 3600\n"
+                          "idempotency_ttl_s = 2592000\n"
                           "[store]\nreaders = 64\nbatch_max = 1\n",
                           &err),
                      0);
@@ -343,6 +349,7 @@ static void test_range_edges_accepted(void **state)
     assert_int_equal(cfg.max_header_bytes, 65536);
     assert_int_equal(cfg.connection_limit, 1);
     assert_int_equal(cfg.connection_timeout_s, 3600);
+    assert_int_equal(cfg.idempotency_ttl_s, 2592000);
     assert_int_equal(cfg.readers, 64);
     assert_int_equal(cfg.batch_max, 1);
     config_release(&cfg);
@@ -607,6 +614,8 @@ static void test_env_overrides(void **state)
         "50",
         "DROVER_HTTP_CONNECTION_TIMEOUT_S",
         "15",
+        "DROVER_HTTP_IDEMPOTENCY_TTL_S",
+        "3600",
         "DROVER_STORE_ENGINE",
         "sqlite",
         "DROVER_STORE_READERS",
@@ -637,6 +646,7 @@ static void test_env_overrides(void **state)
     assert_int_equal(cfg.max_header_bytes, 32768);
     assert_int_equal(cfg.connection_limit, 50);
     assert_int_equal(cfg.connection_timeout_s, 15);
+    assert_int_equal(cfg.idempotency_ttl_s, 3600);
     assert_string_equal(cfg.engine, "sqlite");
     assert_int_equal(cfg.readers, 8);
     assert_int_equal(cfg.batch_max, 128);
@@ -1145,6 +1155,7 @@ static void test_example_lists_everything(void **state)
         "# max_header_bytes = 8192\n",
         "# connection_limit = 1024\n",
         "# connection_timeout_s = 120\n",
+        "# idempotency_ttl_s = 86400\n",
         "# engine = sqlite\n",
         "# readers = 4\n",
         "# batch_max = 4096\n",
@@ -1213,7 +1224,7 @@ static void test_example_defaults_load(void **state)
             uncommented++;
         }
     }
-    assert_int_equal(uncommented, 14);
+    assert_int_equal(uncommented, 15);
     assert_int_equal(load(&cfg, text, &err), 0);
     assert_defaults(&cfg);
     assert_int_equal(cfg.n_tokens, 0);
