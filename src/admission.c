@@ -3,6 +3,7 @@
  * dedup keys, concurrency slots (counted, handed on when a holder ends),
  * lock keys held with a lease, and maintenance locks.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,8 @@ int admission_admit(struct write_ctx *ctx, struct job_submit_op *s, const struct
     int limit = admission_slot_limit(job, p), held;
     if (limit == 0)
         return 0;
-    rc = store_job_slots_held(ctx->store, job->queue, job->concurrency_key, &held, s->active_job);
+    rc = store_job_slots_held(ctx->store, job->queue, job->concurrency_key, limit, &held,
+                              s->active_job);
     if (rc < 0 || held < limit)
         return rc;
     if (p->on_limit == POLICY_LIMIT_REJECT)
@@ -75,9 +77,11 @@ int admission_admit(struct write_ctx *ctx, struct job_submit_op *s, const struct
 int admission_fill_slots(struct write_ctx *ctx, const char *queue, const char *key,
                          const struct policy *p, const char *cause)
 {
-    char oldest[ULID_LEN + 1], ids[CLAIM_MAX][ULID_LEN + 1];
+    char ids[CLAIM_MAX][ULID_LEN + 1];
     int held, n = 0;
-    int rc = store_job_slots_held(ctx->store, queue, key, &held, oldest);
+    /* No waiting job's limit passes the queue's (when it has one). */
+    int bound = p->concurrency_limit ? p->concurrency_limit : INT_MAX;
+    int rc = store_job_slots_held(ctx->store, queue, key, bound, &held, NULL);
     if (rc == 0)
         rc = store_job_waiting_ids(ctx->store, queue, key, CLAIM_MAX, ids, &n);
     for (int i = 0; i < n && rc == 0; i++) {

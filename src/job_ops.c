@@ -740,9 +740,8 @@ static int retry_apply(struct write_ctx *ctx, struct write_op *op)
     }
     /* Back in line for its key's slots: wait when they are all held. */
     int held = 0, limit = job->concurrency_key ? admission_slot_limit(job, p) : 0;
-    char oldest[ULID_LEN + 1];
     if (limit)
-        rc = store_job_slots_held(ctx->store, job->queue, job->concurrency_key, &held, oldest);
+        rc = store_job_slots_held(ctx->store, job->queue, job->concurrency_key, limit, &held, NULL);
     bool wait_for_slot = limit && held >= limit;
     if (rc == 0 && wait_for_slot && (job->waiting_for = strdup("concurrency")) == NULL)
         rc = -DRV_ENOMEM;

@@ -112,9 +112,11 @@ struct store_engine {
     /* The newest job of queue with dedup_key key; -DRV_ENOT_FOUND if none. */
     int (*job_dedup_find)(struct store *st, const char *queue, const char *key, char *id_out,
                           enum job_state *state, int64_t *created_ms);
-    /* How many unfinished, admitted jobs hold (queue, key)'s slots, and the oldest of them. */
-    int (*job_slots_held)(struct store *st, const char *queue, const char *key, int *held,
-                          char *oldest_id);
+    /* How many unfinished, admitted jobs hold (queue, key)'s slots, counted up
+     * to bound; when there are bound or more, the oldest of them too
+     * (oldest_id may be NULL). */
+    int (*job_slots_held)(struct store *st, const char *queue, const char *key, int bound,
+                          int *held, char *oldest_id);
     /* Locks (write side). lock_get: -DRV_ENOT_FOUND when the key is free. */
     int (*lock_get)(struct store *st, const char *key, struct lock *out);
     int (*lock_put)(struct store *st, const struct lock *l);
@@ -218,9 +220,9 @@ static inline int store_job_dedup_find(struct store *st, const char *queue, cons
     return st->engine->job_dedup_find(st, queue, key, id_out, state, created_ms);
 }
 static inline int store_job_slots_held(struct store *st, const char *queue, const char *key,
-                                       int *held, char *oldest_id)
+                                       int bound, int *held, char *oldest_id)
 {
-    return st->engine->job_slots_held(st, queue, key, held, oldest_id);
+    return st->engine->job_slots_held(st, queue, key, bound, held, oldest_id);
 }
 static inline int store_idem_get(struct store *st, const char *key, struct idem_record *out)
 {

@@ -117,6 +117,11 @@ static const char *const migrations[] = {
     "  created_at INTEGER NOT NULL"
     ");"
     "CREATE INDEX idempotency_by_age ON idempotency(created_at);",
+    /* 6: slot counts read the index alone: waiting_for joins jobs_slots, so
+     * counting a key's holders no longer visits each job's row. */
+    "DROP INDEX jobs_slots;"
+    "CREATE INDEX jobs_slots ON jobs(concurrency_key, queue, state, waiting_for, id)"
+    "  WHERE concurrency_key IS NOT NULL;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -127,6 +132,11 @@ static const char *const migrations[] = {
     "concurrency_limit, waiting_for"
 
 #define EVENT_COLUMNS "job_id, seq, type, at, state, prev_state, step, attempt, data"
+
+/* The jobs holding one of (queue ?1, key ?2)'s slots: unfinished and admitted. */
+#define SLOT_HOLDERS                                                                               \
+    "concurrency_key = ?2 AND queue = ?1 AND state IN ('scheduled', 'queued', 'running') AND "     \
+    "(waiting_for IS NULL OR waiting_for <> 'concurrency')"
 
 enum writer_stmt {
     W_BEGIN,
@@ -140,6 +150,7 @@ enum writer_stmt {
     W_READY_IDS,
     W_DEDUP_FIND,
     W_SLOTS_HELD,
+    W_SLOTS_OLDEST,
     W_WAITING_IDS,
     W_WAITING_KEYS,
     W_LOCK_GET,
@@ -181,9 +192,9 @@ static const char *const writer_sql[W__COUNT] = {
     [W_DEDUP_FIND] = ("SELECT id, state, created_at FROM jobs WHERE queue = ?1 AND "
                       "dedup_key = ?2 ORDER BY id DESC LIMIT 1"),
     /* Unfinished and admitted: the jobs that hold the key's slots. */
-    [W_SLOTS_HELD] = ("SELECT count(*), min(id) FROM jobs WHERE queue = ?1 AND "
-                      "concurrency_key = ?2 AND state IN ('scheduled', 'queued', 'running') "
-                      "AND (waiting_for IS NULL OR waiting_for <> 'concurrency')"),
+    /* Counted up to a bound (the limit): a key with a long line costs no more. */
+    [W_SLOTS_HELD] = ("SELECT count(*) FROM (SELECT 1 FROM jobs WHERE " SLOT_HOLDERS " LIMIT ?3)"),
+    [W_SLOTS_OLDEST] = "SELECT min(id) FROM jobs WHERE " SLOT_HOLDERS,
     [W_LOCK_GET] = ("SELECT key, job_id, owner, reason, expires_at, created_at FROM locks "
                     "WHERE key = ?1"),
     [W_LOCK_PUT] = ("INSERT OR REPLACE INTO locks (key, job_id, owner, reason, expires_at, "
@@ -860,22 +871,28 @@ static int sqlite_job_dedup_find(struct store *st, const char *queue, const char
     return rc;
 }
 
-static int sqlite_job_slots_held(struct store *st, const char *queue, const char *key, int *held,
-                                 char *oldest_id)
+static int sqlite_job_slots_held(struct store *st, const char *queue, const char *key, int bound,
+                                 int *held, char *oldest_id)
 {
     struct sqlite_store *s = sqlite_store(st);
-    sqlite3_stmt *stmt = s->wstmt[W_SLOTS_HELD];
+    enum writer_stmt w = W_SLOTS_HELD;
+    sqlite3_stmt *stmt = s->wstmt[w];
     bind_text(stmt, 1, queue);
     bind_text(stmt, 2, key);
+    sqlite3_bind_int(stmt, 3, bound);
     int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW) {
-        *held = sqlite3_column_int(stmt, 0);
-        const char *id = (const char *)sqlite3_column_text(stmt, 1);
+    *held = rc == SQLITE_ROW ? sqlite3_column_int(stmt, 0) : 0;
+    if (rc == SQLITE_ROW && *held >= bound && oldest_id) {
+        sqlite3_reset(stmt);
+        sqlite3_clear_bindings(stmt);
+        stmt = s->wstmt[w = W_SLOTS_OLDEST];
+        bind_text(stmt, 1, queue);
+        bind_text(stmt, 2, key);
+        rc = sqlite3_step(stmt);
+        const char *id = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(stmt, 0) : NULL;
         snprintf(oldest_id, ULID_LEN + 1, "%s", id ? id : "");
-        rc = 0;
-    } else {
-        rc = fail(s->wdb, "slots held");
     }
+    rc = rc == SQLITE_ROW ? 0 : fail(s->wdb, writer_sql[w]);
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
     return rc;

@@ -131,6 +131,7 @@ int writer_start(struct store *st, int batch_max, const struct writer_hooks *hoo
         free(w);
         return -DRV_EINTERNAL;
     }
+    pthread_setname_np(w->thread, "drover-writer"); /* for top -H and perf; best effort */
     *out = w;
     return 0;
 }
