@@ -10,8 +10,7 @@
 #include <openssl/evp.h>
 
 #include "job_json.h"
-
-#define REDACTED "<redacted>"
+#include "template.h"
 
 void policy_init(struct policy *p)
 {
@@ -207,7 +206,7 @@ static int dispatch_field(const json_t *v, json_t **out, struct errmsg *err)
                                         hname);
             }
         } else if (strcmp(name, "body") == 0) {
-            /* Any JSON: a template whose strings may hold placeholders. */
+            /* Any JSON: a template whose strings may hold placeholders (checked below). */
         } else {
             return errmsg_field(err, -DRV_EBAD_FIELD, "dispatch", "unknown field 'dispatch.%s'",
                                 name);
@@ -215,6 +214,9 @@ static int dispatch_field(const json_t *v, json_t **out, struct errmsg *err)
     }
     if (!have_url)
         return errmsg_field(err, -DRV_EBAD_FIELD, "dispatch.url", "'dispatch.url' is required");
+    int rc = template_validate(v, err);
+    if (rc < 0)
+        return rc;
     json_decref(*out);
     *out = json_deep_copy(v);
     return *out ? 0 : -DRV_ENOMEM;
@@ -341,27 +343,14 @@ int policy_from_json(const json_t *obj, struct policy *p, struct errmsg *err)
     return 0;
 }
 
-static json_t *redacted_dispatch(const json_t *d)
-{
-    json_t *copy = json_deep_copy(d);
-    json_t *headers = json_object_get(copy, "headers");
-    const char *name;
-    json_t *v;
-    json_object_foreach(headers, name, v)
-    {
-        json_string_set(v, REDACTED);
-    }
-    return copy;
-}
-
 json_t *policy_to_json(const struct policy *p, bool show_secrets)
 {
     json_t *dispatch = p->dispatch == NULL ? json_null()
                        : show_secrets      ? json_incref(p->dispatch)
-                                           : redacted_dispatch(p->dispatch);
+                                           : template_dispatch_redacted(p->dispatch);
     json_t *secret = p->callback_secret == NULL
                          ? json_null()
-                         : json_string(show_secrets ? p->callback_secret : REDACTED);
+                         : json_string(show_secrets ? p->callback_secret : TEMPLATE_REDACTED);
     return json_pack(
         "{s:s, s:O, s:i, s:i, s:i, s:i, s:{s:i, s:f, s:i, s:f}, s:i, s:i, s:s, s:i, "
         "s:o, s:I, s:I, s:o, s:o}",

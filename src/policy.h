@@ -46,7 +46,7 @@ struct policy {
     char *on_failure; /* cleanup queue name or NULL */
     int64_t retention_s;
     int64_t artifact_inline_max;
-    json_t *dispatch; /* {url, method, headers, body} or NULL */
+    json_t *dispatch; /* {url, method, headers, body} or NULL; a template (template.h) */
     char *callback_secret;
 };
 

@@ -467,6 +467,45 @@ static void test_dispatch(void **state)
     policy_release(&p);
 }
 
+/* PUT /v1/queues/{q} refuses a dispatch whose placeholders are bad, naming where. */
+static void test_dispatch_templates(void **state)
+{
+    (void)state;
+    expect_ok("{\"mode\": \"http\", \"dispatch\": {"
+              "\"url\": \"https://api.github.com/repos/o/r/actions/workflows/w.yml/dispatches\","
+              "\"headers\": {\"Authorization\": \"Bearer {{env.GITHUB_TOKEN}}\"},"
+              "\"body\": {\"ref\": \"main\", \"inputs\": {\"job_id\": \"{{job.id}}\","
+              "\"attempt\": \"{{job.attempt | string}}\", \"cb\": \"{{callback.url}}\","
+              "\"tok\": \"{{callback.token}}\", \"cfg\": \"{{payload.config.region}}\","
+              "\"cp\": \"{{checkpoints}}\"}}}}");
+    expect_field_error("{\"dispatch\": {\"url\": \"https://x/\","
+                       "\"body\": {\"inputs\": {\"job_id\": \"{{job.name}}\"}}}}",
+                       "dispatch.body.inputs.job_id");
+    expect_field_error("{\"dispatch\": {\"url\": \"https://x/\", \"body\": [\"{{job.id\"]}}",
+                       "dispatch.body[0]");
+    expect_field_error("{\"dispatch\": {\"url\": \"https://x/\", \"body\": \"{{}}\"}}",
+                       "dispatch.body");
+    expect_field_error("{\"dispatch\": {\"url\": \"https://x/\", \"body\": \"{{payload.}}\"}}",
+                       "dispatch.body");
+    expect_field_error("{\"dispatch\": {\"url\": \"https://x/{{nope}}\"}}", "dispatch.url");
+    expect_field_error("{\"dispatch\": {\"url\": \"https://{{payload.host}}/run\"}}",
+                       "dispatch.url");
+    expect_field_error("{\"dispatch\": {\"url\": \"https://x/\","
+                       "\"headers\": {\"Authorization\": \"Bearer {{env.bad-name}}\"}}}",
+                       "dispatch.headers.Authorization");
+    expect_field_error("{\"dispatch\": {\"url\": \"https://x/\","
+                       "\"headers\": {\"X-Token\": \"{{env.DROVER_ADMIN_TOKEN}}\"}}}",
+                       "dispatch.headers.X-Token");
+    /* A refused template leaves the policy's dispatch as it was. */
+    struct policy p;
+    struct errmsg err;
+    assert_int_equal(parse("{\"dispatch\": {\"url\": \"https://x/{{job.nope}}\"}}", &p, &err),
+                     -DRV_EBAD_FIELD);
+    assert_null(p.dispatch);
+    assert_non_null(strstr(err.text, "job.nope"));
+    policy_release(&p);
+}
+
 static void test_http_mode_needs_dispatch(void **state)
 {
     (void)state;
@@ -647,6 +686,7 @@ int main(void)
         cmocka_unit_test(test_steps),
         cmocka_unit_test(test_on_failure),
         cmocka_unit_test(test_dispatch),
+        cmocka_unit_test(test_dispatch_templates),
         cmocka_unit_test(test_http_mode_needs_dispatch),
         cmocka_unit_test(test_retry_cap_vs_max_attempts),
         cmocka_unit_test(test_unknown_fields),
