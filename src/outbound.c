@@ -132,13 +132,18 @@ static bool is_tchar(unsigned char c)
            (c && strchr("!#$%&'*+-.^_`|~", c));
 }
 
-static int check_method(const char *method, struct errmsg *err)
+static int check_method(const char *method, bool has_body, struct errmsg *err)
 {
-    size_t len = strlen(method);
-    if (len == 0 || len > 16 || strspn(method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != len)
-        return errmsg_field(err, -DRV_EBAD_FIELD, "method",
-                            "method must be 1 to 16 upper-case letters");
-    return 0;
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
+    for (size_t i = 0; i < ARRAY_SIZE(known); i++) {
+        if (strcmp(method, known[i]) != 0)
+            continue;
+        if (has_body && strcmp(method, "HEAD") == 0)
+            return errmsg_field(err, -DRV_EBAD_FIELD, "method", "a HEAD request has no body");
+        return 0;
+    }
+    return errmsg_field(err, -DRV_EBAD_FIELD, "method",
+                        "method must be GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS");
 }
 
 /* Header i: a token, a colon, a value without CR or LF. The value is never quoted. */
@@ -206,7 +211,7 @@ static int check_request(const struct outbound_request *req, char key[OUTBOUND_H
     if (!req->done)
         return errmsg_field(err, -DRV_EBAD_FIELD, "done", "done callback is missing");
     if (req->method) {
-        int rc = check_method(req->method, err);
+        int rc = check_method(req->method, req->body_len > 0, err);
         if (rc)
             return rc;
     }

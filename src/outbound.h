@@ -93,18 +93,23 @@ struct outbound_result {
      * -DRV_ENOMEM, -DRV_EINTERNAL: the engine could not start it.
      */
     int rc;
-    int status;                     /* HTTP status when rc == 0, else 0 */
-    char error[OUTBOUND_ERROR_MAX]; /* "" when rc == 0; else curl's error text or the
-                                       guard's reason ("127.0.0.1 is a loopback address;
-                                       allow it with --allow-target") */
-    int64_t latency_ms;             /* from the transfer's start to its end (queueing excluded) */
-    const char *excerpt;            /* the first excerpt_max bytes of the body, NUL-terminated
-                                       (the body itself may hold NULs); never NULL */
+    /* The HTTP status when rc == 0, else 0. */
+    int status;
+    /* "" when rc == 0; else curl's error text or the guard's reason
+     * ("127.0.0.1 is a loopback address; allow it with --allow-target"). */
+    char error[OUTBOUND_ERROR_MAX];
+    /* From the transfer's start to its end; time spent queued is not counted. */
+    int64_t latency_ms;
+    /* The first excerpt_max bytes of the body, NUL-terminated (the body may
+     * hold NULs itself: use excerpt_len); never NULL. */
+    const char *excerpt;
     size_t excerpt_len;
-    int retry_after_s; /* Retry-After in seconds from now, delta-seconds or HTTP-date (a
-                          date past gives 0), cut to OUTBOUND_RETRY_AFTER_MAX; -1 when
-                          absent or unreadable */
-    char primary_ip[OUTBOUND_IP_MAX]; /* the address connected to; "" when none */
+    /* Retry-After in seconds from now, from delta-seconds or an HTTP-date (a
+     * date already past gives 0), cut to OUTBOUND_RETRY_AFTER_MAX; -1 when
+     * the header is absent or unreadable. */
+    int retry_after_s;
+    /* The address connected to; "" when there was none. */
+    char primary_ip[OUTBOUND_IP_MAX];
 };
 
 struct outbound_request;
@@ -120,19 +125,26 @@ typedef void (*outbound_done_fn)(struct outbound_request *req, const struct outb
  * headers, body). Then it is the caller's again, to free or send anew.
  */
 struct outbound_request {
-    const char *method;         /* "GET", "POST", "PUT", ...: upper-case letters; NULL means
-                                   GET without a body, POST with one */
-    const char *url;            /* http:// or https://, at most OUTBOUND_URL_MAX bytes */
-    const char *const *headers; /* n_headers lines "Name: value", no CR or LF; "Name:"
-                                   removes a header curl would send. Set Content-Type
-                                   yourself: curl's default for a body is a form type */
-    size_t n_headers;           /* at most OUTBOUND_HEADERS_MAX */
-    const void *body;           /* sent as is; NULL when body_len is 0 */
+    /* GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS; NULL means GET
+     * without a body, POST with one. */
+    const char *method;
+    /* http:// or https://, at most OUTBOUND_URL_MAX bytes. */
+    const char *url;
+    /* n_headers (at most OUTBOUND_HEADERS_MAX) lines "Name: value", without
+     * CR or LF; "Name:" removes a header curl would send. Set Content-Type
+     * yourself: curl's default for a body is a form type. */
+    const char *const *headers;
+    size_t n_headers;
+    /* Sent as is; may be NULL when body_len is 0. */
+    const void *body;
     size_t body_len;
-    int connect_timeout_ms; /* 0: the engine's */
-    int timeout_ms;         /* 0: the engine's */
-    outbound_done_fn done;  /* required */
-    void *data;             /* the caller's */
+    /* Per attempt; 0 takes the engine's. */
+    int connect_timeout_ms;
+    int timeout_ms;
+    /* Required. */
+    outbound_done_fn done;
+    /* The caller's. */
+    void *data;
 
     /* ---- the engine's; leave alone ---- */
     struct outbound_request *priv_next;

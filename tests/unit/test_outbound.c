@@ -482,6 +482,14 @@ static void test_ok_with_excerpt(void **state)
     pthread_mutex_lock(&r->lock);
     assert_non_null(strstr(r->last_request, "GET /hook HTTP/1.1\r\n"));
     pthread_mutex_unlock(&r->lock);
+    call_init(&c, &t, "127.0.0.1", r->port);
+    c.req.method = "DELETE";
+    send_one(o, &c);
+    assert_int_equal(c.status, 200);
+    pthread_mutex_lock(&r->lock);
+    assert_non_null(strstr(r->last_request, "DELETE /hook HTTP/1.1\r\n"));
+    assert_null(strcasestr(r->last_request, "\r\nContent-Length:"));
+    pthread_mutex_unlock(&r->lock);
     assert_int_equal(responder_count(r, &r->accepted), 1);
 
     outbound_free(o);
@@ -955,9 +963,11 @@ static void test_send_refuses_bad_requests(void **state)
         {"/relative", NULL, NULL, 0, 0, "url", "url is not an absolute http(s) URL"},
         {"", NULL, NULL, 0, 0, "url", "url is missing"},
         {"http://127.0.0.1/", "get", NULL, 0, 0, "method",
-         "method must be 1 to 16 upper-case letters"},
-        {"http://127.0.0.1/", "GE T", NULL, 0, 0, "method",
-         "method must be 1 to 16 upper-case letters"},
+         "method must be GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS"},
+        {"http://127.0.0.1/", "CONNECT", NULL, 0, 0, "method",
+         "method must be GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS"},
+        {"http://127.0.0.1/", "", NULL, 0, 0, "method",
+         "method must be GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS"},
         {"http://127.0.0.1/", NULL, crlf, 2, 0, "headers",
          "header 2 ('X-Evil') holds a line break"},
         {"http://127.0.0.1/", NULL, no_colon, 1, 0, "headers",
@@ -988,6 +998,12 @@ static void test_send_refuses_bad_requests(void **state)
     call_init(&c, &t, "127.0.0.1", 1);
     c.req.body_len = 3;
     assert_int_equal(outbound_send(o, &c.req), -DRV_EBAD_FIELD);
+    call_init(&c, &t, "127.0.0.1", 1);
+    c.req.method = "HEAD";
+    c.req.body = "x";
+    c.req.body_len = 1;
+    assert_int_equal(outbound_request_check(&c.req, &err), -DRV_EBAD_FIELD);
+    assert_string_equal(err.text, "a HEAD request has no body");
     call_init(&c, &t, "127.0.0.1", 1);
     c.req.n_headers = OUTBOUND_HEADERS_MAX + 1;
     c.req.headers = crlf;
