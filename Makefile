@@ -112,7 +112,7 @@ clean:
 
 .PHONY: fuzz fuzz-run test-fuzz-replay
 
-FUZZ_TARGETS := submit policy time ulid config router template
+FUZZ_TARGETS := submit policy time ulid config router template cidr
 FUZZ_OBJ     := $(FUZZ_TARGETS:%=$(OUT)/fuzz/fuzz_%.o)
 FUZZ_SECONDS ?= 30
 FUZZ_FLAGS   ?=

@@ -5,13 +5,14 @@
  *
  * Invariants: a failure always says why; a config that loaded and validated
  * still validates after its list entries are read back (allow_target is
- * stored normalised, and config_cidr_parse() must accept what was stored).
+ * stored normalised, and net_cidr_parse() must accept what was stored).
  */
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "fuzz.h"
+#include "net_guard.h"
 
 /* One memfd for the whole run, rewritten for each input. */
 static int memfd = -1;
@@ -53,8 +54,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == 0) {
         rc = config_validate(&cfg, &err);
         for (int i = 0; rc == 0 && i < cfg.n_allow_targets; i++) {
-            struct config_cidr c;
-            FUZZ_CHECK(config_cidr_parse(cfg.allow_targets[i], &c) == 0,
+            struct net_cidr c;
+            FUZZ_CHECK(net_cidr_parse(cfg.allow_targets[i], &c, NULL) == 0,
                        "stored allow_target '%s' does not parse", cfg.allow_targets[i]);
         }
     }

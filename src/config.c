@@ -10,14 +10,14 @@
  */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
+
+#include "net_guard.h"
 
 /* Why a value was refused; the caller prefixes where it came from. */
 struct reason {
@@ -158,6 +158,18 @@ static const struct field config_fields[] = {
     CIDR_FIELD("outbound.allow_target", allow_targets, n_allow_targets, CONFIG_MAX_TARGETS,
                .flags = FIELD_ENV_LIST, .env = "DROVER_ALLOW_TARGET", .sample = "127.0.0.0/8",
                .help = "Addresses outbound requests may reach though the SSRF guard blocks them."),
+    INT_FIELD("outbound.max_connections", outbound_max_connections, int, "64", 1, 4096,
+              .env = "DROVER_OUTBOUND_MAX_CONNECTIONS",
+              .help = "Most outbound requests in flight at once, all hosts together; more wait."),
+    INT_FIELD("outbound.max_host_connections", outbound_max_host_connections, int, "8", 1, 1024,
+              .env = "DROVER_OUTBOUND_MAX_HOST_CONNECTIONS",
+              .help = "Most outbound requests in flight at once to one host and port."),
+    INT_FIELD("outbound.connect_timeout_ms", outbound_connect_timeout_ms, int, "5000", 1, 600000,
+              .env = "DROVER_OUTBOUND_CONNECT_TIMEOUT_MS",
+              .help = "Milliseconds an outbound request may take to connect."),
+    INT_FIELD("outbound.timeout_ms", outbound_timeout_ms, int, "15000", 1, 3600000,
+              .env = "DROVER_OUTBOUND_TIMEOUT_MS",
+              .help = "Milliseconds an outbound request may take in all, connecting included."),
 };
 
 #define N_FIELDS (sizeof(config_fields) / sizeof(config_fields[0]))
@@ -579,75 +591,28 @@ static const struct field_type type_token = {
 
 /* ---- CIDR list ---- */
 
-static int cidr_parse(const char *text, struct config_cidr *out, struct reason *r)
+/* net_guard owns the syntax; its message is the reason. */
+static int cidr_parse(const char *text, struct net_cidr *out, struct reason *r)
 {
-    char addr[INET6_ADDRSTRLEN];
-    const char *slash = strchr(text, '/');
-    size_t addr_len = slash ? (size_t)(slash - text) : strlen(text);
-    struct config_cidr c = {0};
-
-    if (addr_len == 0 || addr_len >= sizeof(addr))
-        goto bad;
-    memcpy(addr, text, addr_len);
-    addr[addr_len] = '\0';
-    c.family = strchr(addr, ':') ? AF_INET6 : AF_INET;
-    if (inet_pton(c.family, addr, c.addr) != 1)
-        goto bad;
-
-    int bits = c.family == AF_INET ? 32 : 128;
-    c.prefix = bits;
-    if (slash) {
-        const char *p = slash + 1;
-        size_t digits = strspn(p, "0123456789");
-        if (digits == 0 || digits > 3 || p[digits] != '\0')
-            goto bad;
-        c.prefix = atoi(p);
-        if (c.prefix > bits)
-            return reason_set(r, "'%.*s' has a prefix length above %d", QUOTE_MAX, text, bits);
-    }
-
-    bool host_bits = false;
-    for (int i = c.prefix; i < bits; i++) {
-        unsigned char mask = (unsigned char)(0x80 >> (i % 8));
-        if (c.addr[i / 8] & mask) {
-            host_bits = true;
-            c.addr[i / 8] &= (unsigned char)~mask;
-        }
-    }
-    if (host_bits) {
-        char network[INET6_ADDRSTRLEN];
-        inet_ntop(c.family, c.addr, network, sizeof(network));
-        return reason_set(r, "'%.*s' has bits set past the prefix; did you mean '%s/%d'", QUOTE_MAX,
-                          text, network, c.prefix);
-    }
-    *out = c;
-    return 0;
-bad:
-    return reason_set(r, "'%.*s' is not an IP address or CIDR (e.g. 10.0.0.0/8 or ::1)", QUOTE_MAX,
-                      text);
-}
-
-int config_cidr_parse(const char *text, struct config_cidr *out)
-{
-    struct reason r;
-    return cidr_parse(text, out, &r) ? -DRV_EBAD_FIELD : 0;
+    struct errmsg err;
+    if (net_cidr_parse(text, out, &err) == 0)
+        return 0;
+    return reason_set(r, "%s", err.text);
 }
 
 static int cidr_set(struct config *cfg, const struct field *f, const char *text, struct reason *r)
 {
     char **list = field_ptr(cfg, f);
     int *n = field_count(cfg, f);
-    struct config_cidr c;
+    struct net_cidr c;
     int rc = cidr_parse(text, &c, r);
     if (rc)
         return rc;
     if (*n >= f->cap)
         return reason_set(r, "more than %d entries", f->cap);
 
-    char normal[INET6_ADDRSTRLEN + sizeof("/128")];
-    inet_ntop(c.family, c.addr, normal, INET6_ADDRSTRLEN);
-    size_t len = strlen(normal);
-    snprintf(normal + len, sizeof(normal) - len, "/%d", c.prefix);
+    char normal[NET_CIDR_STRLEN];
+    net_cidr_format(&c, normal);
     char *copy = strdup(normal);
     if (!copy)
         return reason_nomem(r);
@@ -662,7 +627,7 @@ static int cidr_check(const struct config *cfg, const struct field *f, struct re
     if (n < 0 || n > f->cap)
         return reason_set(r, "%d entries, the limit is %d", n, f->cap);
     for (int i = 0; i < n; i++) {
-        struct config_cidr c;
+        struct net_cidr c;
         if (!list[i])
             return reason_set(r, "entry %d has no value", i + 1);
         int rc = cidr_parse(list[i], &c, r);

@@ -65,9 +65,13 @@ struct config {
     int n_tokens;
     /* [outbound] allow_target (repeatable CIDR, e.g. 127.0.0.0/8); stored
      * normalized as "ADDRESS/PREFIX" (a bare 10.0.0.1 becomes 10.0.0.1/32),
-     * so config_cidr_parse() reads every entry back */
+     * so net_cidr_parse() reads every entry back */
     char *allow_targets[CONFIG_MAX_TARGETS];
     int n_allow_targets;
+    int outbound_max_connections;      /* all hosts together, 1..4096, default 64 */
+    int outbound_max_host_connections; /* per host and port, 1..1024, default 8 */
+    int outbound_connect_timeout_ms;   /* per attempt, 1..600000, default 5000 */
+    int outbound_timeout_ms;           /* whole attempt, 1..3600000, default 15000 */
 };
 
 /*
@@ -129,19 +133,5 @@ void config_write_example(FILE *out);
 
 /* Parse "debug|info|warn|error"; -DRV_EBAD_FIELD on anything else. */
 int config_parse_log_level(const char *s, enum log_level *out);
-
-/* An allow_target entry, parsed. */
-struct config_cidr {
-    int family;             /* AF_INET or AF_INET6 */
-    unsigned char addr[16]; /* network byte order; AF_INET uses the first 4 */
-    int prefix;             /* 0..32 or 0..128 */
-};
-
-/*
- * Parse "a.b.c.d/n", "x:y::z/n" or a bare address (meaning /32 or /128)
- * into *out. Bits past the prefix must be zero (10.0.0.1/8 is refused).
- * 0, or -DRV_EBAD_FIELD on anything else.
- */
-int config_cidr_parse(const char *text, struct config_cidr *out);
 
 #endif

@@ -239,6 +239,10 @@ def test_check_config_good(tmp_path):
     ("[http]\nno_such_field = 1\n", "no_such_field"),
     ("[log]\nlevel = chatty\n", "level"),
     ("[server]\nthreads = 0\n", "threads"),
+    ("[outbound]\nallow_target = 10.0.0.1/8\n", "allow_target"),
+    ("[outbound]\nallow_target = example.com\n", "allow_target"),
+    ("[outbound]\nmax_host_connections = 0\n", "max_host_connections"),
+    ("[outbound]\ntimeout_ms = 15s\n", "timeout_ms"),
 ])
 def test_check_config_bad_names_the_field(tmp_path, extra, field):
     conf = tmp_path / "bad.conf"
@@ -264,6 +268,22 @@ def test_check_config_bad_env_and_flag_name_the_field(tmp_path):
              "http.max_header_bytes=70000"])
     assert p.returncode != 0, (p.stdout, p.stderr)
     assert b"max_header_bytes" in p.stdout + p.stderr, p
+
+
+def test_check_config_allow_target_flag(tmp_path):
+    conf = tmp_path / "good.conf"
+    conf.write_text(config_text("[outbound]\nallow_target = 10.0.0.0/8\n"))
+    p = run(["serve", "--check-config", "--config", str(conf),
+             "--allow-target", "127.0.0.0/8", "--allow-target", "::1"])
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    p = run(["serve", "--check-config", "--config", str(conf), "--allow-target", "127.0.0.1/8"])
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert b"--allow-target: outbound.allow_target: '127.0.0.1/8' has bits set past the " \
+        b"prefix; did you mean '127.0.0.0/8'" in p.stderr, p.stderr
+    p = run(["serve", "--check-config", "--config", str(conf)],
+            env={"DROVER_ALLOW_TARGET": "127.0.0.0/8, fe80::1%eth0"})
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert b"DROVER_ALLOW_TARGET: 'fe80::1%eth0' is not an IP address" in p.stderr, p.stderr
 
 
 def test_check_config_missing_file(tmp_path):
