@@ -728,10 +728,11 @@ static int callback_every(struct callback *cb, const struct callback_args *a, co
     }
     if (!child.exited) {
         /* poll() failed: wait for CMD the blocking way, it decides the exit status. */
-        int status;
-        while (waitpid(child.pid, &status, 0) < 0 && errno == EINTR)
+        int status = 0;
+        pid_t pid;
+        while ((pid = waitpid(child.pid, &status, 0)) < 0 && errno == EINTR)
             ;
-        proc_set_exited(&child, status);
+        proc_set_exited(&child, pid == child.pid ? status : W_EXITCODE(CLI_EXIT_SERVER, 0));
     }
     exit_code = callback_child_exit(child.status);
 out:
