@@ -63,9 +63,12 @@ $(OUT)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# TESTDATA_DIR: checked-in test inputs (tests/testdata/), by absolute path so
+# a test binary finds them whatever its working directory.
 $(OUT)/tests/%: tests/unit/%.c $(OUT)/libdrover.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(OUT)/libdrover.a $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itests/unit -DTESTDATA_DIR='"$(abspath tests/testdata)"' $(LDFLAGS) \
+	    -o $@ $< $(OUT)/libdrover.a $(LDLIBS) -lcmocka
 
 # Unit tests: each cmocka binary is its own process.
 test-unit: $(UNIT_BIN)
@@ -112,7 +115,7 @@ clean:
 
 .PHONY: fuzz fuzz-run test-fuzz-replay
 
-FUZZ_TARGETS := submit policy time ulid config router template cidr
+FUZZ_TARGETS := submit policy time ulid config router template cidr signature
 FUZZ_OBJ     := $(FUZZ_TARGETS:%=$(OUT)/fuzz/fuzz_%.o)
 FUZZ_SECONDS ?= 30
 FUZZ_FLAGS   ?=

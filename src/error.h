@@ -17,6 +17,7 @@
     X(BAD_FIELD, "invalid_field", 400)                                                             \
     X(BAD_REQUEST, "bad_request", 400)                                                             \
     X(UNAUTHORIZED, "unauthorized", 401)                                                           \
+    X(BAD_SIGNATURE, "bad_signature", 401)                                                         \
     X(FORBIDDEN, "forbidden", 403)                                                                 \
     X(NOT_FOUND, "not_found", 404)                                                                 \
     X(METHOD, "method_not_allowed", 405)                                                           \

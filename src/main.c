@@ -27,6 +27,7 @@ static const struct command commands[] = {
     {"worker", cli_worker_main},
     {"watch", cli_watch_main},
     {"retry", cli_retry_main},
+    {"callback", cli_callback_main},
 };
 /* clang-format on */
 

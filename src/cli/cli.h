@@ -1,5 +1,6 @@
 /*
- * cli.h - the client commands of the drover binary: submit, get, list, cancel.
+ * cli.h - the client commands of the drover binary: submit, get, list, cancel,
+ * watch, retry, worker, callback.
  *
  * main() dispatches `drover CMD ...` here with argv starting at the command
  * name (argv[0] is "submit"), and returns what the entry point returns as the
@@ -57,5 +58,12 @@ int cli_watch_main(int argc, char **argv);
 
 /* drover retry ID [options]: start a new attempt of a failed or canceled job. */
 int cli_retry_main(int argc, char **argv);
+
+/*
+ * drover callback --secret-env NAME --job ID --attempt N STATUS [options]: a
+ * signed, retried runner callback (POST /v1/callbacks/ID); with heartbeat
+ * --every D -- CMD, heartbeats while CMD runs and returns CMD's exit status.
+ */
+int cli_callback_main(int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "util.h"
 
@@ -307,18 +308,79 @@ static int client_server_error(const struct client_response *resp, struct errmsg
 int client_request(struct client *c, const char *method, const struct client_path *path,
                    const json_t *body, struct client_response *resp, struct errmsg *err)
 {
+    char *body_text = NULL;
+
+    memset(resp, 0, sizeof(*resp));
+    resp->retry_after_s = -1;
+    if (body && !(body_text = json_dumps(body, JSON_COMPACT)))
+        return errmsg_set(err, -DRV_ENOMEM, "out of memory");
+    struct client_raw raw = {
+        .body = body_text,
+        .body_len = body_text ? strlen(body_text) : 0,
+        .content_type = body ? "application/json" : NULL,
+    };
+    int rc = client_request_raw(c, method, path, &raw, resp, err);
+    free(body_text);
+    return rc;
+}
+
+/* Append line to *headers; false when out of memory (*headers is kept either way). */
+static bool client_add_header(struct curl_slist **headers, const char *line)
+{
+    struct curl_slist *grown = curl_slist_append(*headers, line);
+    if (!grown)
+        return false;
+    *headers = grown;
+    return true;
+}
+
+/* The answer's Retry-After in seconds, or -1 (see struct client_response). */
+static long client_retry_after(CURL *h)
+{
+    struct curl_header *hdr = NULL;
+
+    if (curl_easy_header(h, "Retry-After", 0, CURLH_HEADER, -1, &hdr) != CURLHE_OK || !hdr ||
+        !hdr->value)
+        return -1;
+    /* delta-seconds, or an HTTP-date; 10 digits and more are past the cap anyway. */
+    const char *v = hdr->value;
+    size_t digits = strspn(v, "0123456789");
+    long long seconds;
+    if (digits > 0 && v[digits] == '\0') {
+        seconds = digits > 9 ? CLIENT_MAX_RETRY_AFTER_S : strtoll(v, NULL, 10);
+    } else {
+        time_t when = curl_getdate(v, NULL);
+        if (when == -1)
+            return -1;
+        seconds = (long long)when - (long long)time(NULL);
+    }
+    if (seconds < 0)
+        return 0;
+    return seconds > CLIENT_MAX_RETRY_AFTER_S ? CLIENT_MAX_RETRY_AFTER_S : (long)seconds;
+}
+
+int client_request_raw(struct client *c, const char *method, const struct client_path *path,
+                       const struct client_raw *raw, struct client_response *resp,
+                       struct errmsg *err)
+{
     int rc = 0;
     CURL *h = c->curl;
     char *url = NULL;
-    char *body_text = NULL;
-    struct curl_slist *headers = NULL, *grown;
+    char *content_type = NULL;
+    struct curl_slist *headers = NULL;
     struct client_buf buf = {.max = (size_t)CLIENT_MAX_RESPONSE_BYTES};
     char curl_error[CURL_ERROR_SIZE] = "";
 
     memset(resp, 0, sizeof(*resp));
+    resp->retry_after_s = -1;
     if (path->overflow)
         return errmsg_set(err, -DRV_EBAD_REQUEST, "request path is longer than %d bytes",
                           CLIENT_MAX_PATH_BYTES);
+    for (const char *const *line = raw->headers; line && *line; line++)
+        if (strpbrk(*line, "\r\n"))
+            return errmsg_set(err, -DRV_EBAD_REQUEST, "a request header holds a line break");
+    if (raw->content_type && strpbrk(raw->content_type, "\r\n"))
+        return errmsg_set(err, -DRV_EBAD_REQUEST, "the content type holds a line break");
 
     size_t url_len = strlen(c->base_url) + path->len + 1;
     url = malloc(url_len);
@@ -330,23 +392,23 @@ int client_request(struct client *c, const char *method, const struct client_pat
 
     /* "Expect:" (empty) skips the 100-continue round trip curl makes for large bodies. */
     static const char *const fixed_headers[] = {"Accept: application/json", "Expect:"};
-    for (size_t i = 0; i < ARRAY_SIZE(fixed_headers); i++) {
-        if (!(grown = curl_slist_append(headers, fixed_headers[i])))
+    for (size_t i = 0; i < ARRAY_SIZE(fixed_headers); i++)
+        if (!client_add_header(&headers, fixed_headers[i]))
             goto nomem;
-        headers = grown;
-    }
-    if (c->auth_header) {
-        if (!(grown = curl_slist_append(headers, c->auth_header)))
-            goto nomem;
-        headers = grown;
-    }
-    if (body && !(body_text = json_dumps(body, JSON_COMPACT)))
+    if (c->auth_header && !client_add_header(&headers, c->auth_header))
         goto nomem;
     /* Without a body, "Content-Type:" stops curl from claiming a form on a POST. */
-    if (!(grown = curl_slist_append(headers,
-                                    body ? "Content-Type: application/json" : "Content-Type:")))
+    if (raw->content_type) {
+        size_t n = sizeof("Content-Type: ") + strlen(raw->content_type);
+        if (!(content_type = malloc(n)))
+            goto nomem;
+        snprintf(content_type, n, "Content-Type: %s", raw->content_type);
+    }
+    if (!client_add_header(&headers, content_type ? content_type : "Content-Type:"))
         goto nomem;
-    headers = grown;
+    for (const char *const *line = raw->headers; line && *line; line++)
+        if (!client_add_header(&headers, *line))
+            goto nomem;
 
     curl_easy_reset(h);
     curl_easy_setopt(h, CURLOPT_URL, url);
@@ -368,15 +430,17 @@ int client_request(struct client *c, const char *method, const struct client_pat
     } else {
         /* POST with an empty body when there is none: Content-Length: 0. */
         curl_easy_setopt(h, CURLOPT_POST, 1L);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body_text ? body_text : "");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, raw->body ? raw->body : "");
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
-                         (curl_off_t)(body_text ? strlen(body_text) : 0));
+                         (curl_off_t)(raw->body ? raw->body_len : 0));
         if (strcmp(method, "POST") != 0)
             curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     }
 
     CURLcode cc = curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
+    if (resp->status >= 400)
+        resp->retry_after_s = client_retry_after(h);
     resp->body = buf.data;
     resp->len = buf.len;
     buf.data = NULL;
@@ -429,7 +493,7 @@ out:
     curl_easy_reset(h);
     free(buf.data);
     curl_slist_free_all(headers);
-    free(body_text);
+    free(content_type);
     free(url);
     return rc;
 }

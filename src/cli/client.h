@@ -28,6 +28,7 @@
 #define CLIENT_MAX_PATH_BYTES     4096 /* path and query of one request */
 #define CLIENT_CONNECT_TIMEOUT_MS 10000L
 #define CLIENT_TOTAL_TIMEOUT_MS   60000L
+#define CLIENT_MAX_RETRY_AFTER_S  86400L /* a longer Retry-After reads as this */
 
 struct client {
     char *base_url;          /* owned; "http(s)://host[:port][/prefix]", no trailing '/' */
@@ -44,6 +45,23 @@ struct client_response {
     char *body;   /* owned, NUL-terminated (NULL when empty) */
     size_t len;   /* bytes in body, without the NUL */
     json_t *json; /* owned; the parsed body when it is a JSON object, else NULL */
+    /*
+     * The answer's Retry-After in seconds (delta-seconds, or an HTTP-date
+     * turned into seconds from now, 0 when past), capped at
+     * CLIENT_MAX_RETRY_AFTER_S; -1 when there was none.
+     */
+    long retry_after_s;
+};
+
+/*
+ * A request body sent as given, with extra header lines: for callers that
+ * sign the exact bytes they send (drover callback). Borrowed, not copied.
+ */
+struct client_raw {
+    const char *body; /* body_len bytes, any content; NULL for none */
+    size_t body_len;
+    const char *content_type;   /* "application/json"; NULL for none */
+    const char *const *headers; /* "Name: value" lines, NULL-terminated; NULL for none */
 };
 
 /*
@@ -96,6 +114,15 @@ void client_path_query(struct client_path *p, const char *name, const char *valu
  */
 int client_request(struct client *c, const char *method, const struct client_path *path,
                    const json_t *body, struct client_response *resp, struct errmsg *err);
+
+/*
+ * Like client_request(), with raw's bytes as the body (for a method other
+ * than GET), raw's content type and raw's extra headers, each a single line
+ * (one holding CR or LF fails with -DRV_EBAD_REQUEST before anything is sent).
+ */
+int client_request_raw(struct client *c, const char *method, const struct client_path *path,
+                       const struct client_raw *raw, struct client_response *resp,
+                       struct errmsg *err);
 
 /* Free what resp owns and zero it. */
 void client_response_release(struct client_response *resp);

@@ -32,6 +32,7 @@ static const struct {
     {"cancel", "cancel a job"},
     {"retry", "start a new attempt of a failed or canceled job"},
     {"worker", "run a command for each job of a queue (pull worker)"},
+    {"callback", "send a signed runner callback (step, heartbeat, succeeded, failed)"},
 };
 
 void cli_usage(FILE *out)

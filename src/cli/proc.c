@@ -54,6 +54,35 @@ static int proc_write_all(int fd, const char *data, size_t len)
     return 0;
 }
 
+/*
+ * The child's attributes: a new process group whose id is its pid, an empty
+ * signal mask, default dispositions. The worker (and `drover callback`)
+ * block SIGCHLD, SIGTERM and SIGINT for their signalfd and ignore SIGPIPE;
+ * ignored dispositions and the mask survive exec, so reset both. Handlers
+ * need no reset: exec does it. Returns 0 or an errno value.
+ */
+static int proc_spawn_attr(posix_spawnattr_t *attr)
+{
+    sigset_t mask, defaults;
+    int rc;
+
+    sigemptyset(&mask);
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE);
+    sigaddset(&defaults, SIGTERM);
+    sigaddset(&defaults, SIGINT);
+    sigaddset(&defaults, SIGCHLD);
+    sigaddset(&defaults, SIGHUP);
+    sigaddset(&defaults, SIGQUIT);
+    if ((rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                                 POSIX_SPAWN_SETSIGDEF)) != 0 ||
+        (rc = posix_spawnattr_setpgroup(attr, 0)) != 0 ||
+        (rc = posix_spawnattr_setsigmask(attr, &mask)) != 0 ||
+        (rc = posix_spawnattr_setsigdefault(attr, &defaults)) != 0)
+        return rc;
+    return 0;
+}
+
 int proc_spawn(struct proc *p, char *const argv[], char *const envp[], const char *input,
                size_t input_len, struct errmsg *err)
 {
@@ -62,7 +91,6 @@ int proc_spawn(struct proc *p, char *const argv[], char *const envp[], const cha
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
     bool have_actions = false, have_attr = false;
-    sigset_t mask, defaults;
     pid_t pid;
 
     proc_init(p);
@@ -94,22 +122,7 @@ int proc_spawn(struct proc *p, char *const argv[], char *const envp[], const cha
         (errno = posix_spawn_file_actions_addclosefrom_np(&actions, 3)) != 0)
         goto nomem;
 
-    /* The worker blocks SIGCHLD, SIGTERM and SIGINT (for its signalfd) and
-     * ignores SIGPIPE; ignored dispositions and the mask survive exec, so
-     * reset both. Handlers need no reset: exec does it. */
-    sigemptyset(&mask);
-    sigemptyset(&defaults);
-    sigaddset(&defaults, SIGPIPE);
-    sigaddset(&defaults, SIGTERM);
-    sigaddset(&defaults, SIGINT);
-    sigaddset(&defaults, SIGCHLD);
-    sigaddset(&defaults, SIGHUP);
-    sigaddset(&defaults, SIGQUIT);
-    if ((errno = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                                     POSIX_SPAWN_SETSIGDEF)) != 0 ||
-        (errno = posix_spawnattr_setpgroup(&attr, 0)) != 0 ||
-        (errno = posix_spawnattr_setsigmask(&attr, &mask)) != 0 ||
-        (errno = posix_spawnattr_setsigdefault(&attr, &defaults)) != 0)
+    if ((errno = proc_spawn_attr(&attr)) != 0)
         goto nomem;
 
     int spawn_rc = posix_spawnp(&pid, argv[0], &actions, &attr, argv, envp);
@@ -142,6 +155,30 @@ out:
     if (rc < 0)
         proc_release(p);
     return rc;
+}
+
+int proc_spawn_inherit(struct proc *p, char *const argv[], char *const envp[], struct errmsg *err)
+{
+    posix_spawnattr_t attr;
+    pid_t pid;
+    int rc;
+
+    proc_init(p);
+    if ((rc = posix_spawnattr_init(&attr)) != 0)
+        return errmsg_set(err, -DRV_ENOMEM, "cannot prepare the command: %s", strerror(rc));
+    if ((rc = proc_spawn_attr(&attr)) != 0) {
+        posix_spawnattr_destroy(&attr);
+        return errmsg_set(err, -DRV_ENOMEM, "cannot prepare the command: %s", strerror(rc));
+    }
+    rc = posix_spawnp(&pid, argv[0], NULL, &attr, argv, envp);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) {
+        errmsg_set(err, -DRV_EIO, "cannot run '%s': %s", argv[0], strerror(rc));
+        errno = rc;
+        return -DRV_EIO;
+    }
+    p->pid = pid;
+    return 0;
 }
 
 /* Hand n bytes of stdout to the line collector, calling on_line per line. */

@@ -59,6 +59,15 @@ int proc_spawn(struct proc *p, char *const argv[], char *const envp[], const cha
                size_t input_len, struct errmsg *err);
 
 /*
+ * Like proc_spawn(), but the child shares our stdin, stdout and stderr (and
+ * every descriptor not marked close-on-exec): for `drover callback heartbeat
+ * --every`, which wraps a command transparently. No pipes, so out_fd and
+ * err_fd stay -1 and no line buffer is allocated. Returns 0, -DRV_EIO (err
+ * says why and errno is posix_spawnp()'s error, e.g. ENOENT) or -DRV_ENOMEM.
+ */
+int proc_spawn_inherit(struct proc *p, char *const argv[], char *const envp[], struct errmsg *err);
+
+/*
  * Read what the child's stdout holds now, at most a few chunks (poll() is
  * level-triggered: the rest comes on the next round, so one chatty child
  * cannot starve the others), calling on_line for each complete line. At end
