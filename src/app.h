@@ -21,6 +21,8 @@ struct app {
     struct timers *timers;
     struct claims *claims;
     struct job_env env;
+    struct outbound *outbound;     /* dispatches leave through it */
+    struct dispatcher *dispatcher; /* claims and dispatches http-mode queues' jobs */
 };
 
 #endif

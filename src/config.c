@@ -104,6 +104,7 @@ static const struct field_type type_string, type_int, type_log_level, type_token
 
 static int rule_listen(const char *text, struct reason *r);
 static int rule_engine(const char *text, struct reason *r);
+static int rule_public_url(const char *text, struct reason *r);
 
 /* The order here is the order of the example file. */
 static const struct field config_fields[] = {
@@ -113,6 +114,11 @@ static const struct field config_fields[] = {
     STRING_FIELD("server.data", data_dir, "./drover-data", 1, 4095, .env = "DROVER_DATA",
                  .help = "Directory for the database and artifacts; created if missing.",
                  .form = "A directory path."),
+    STRING_FIELD("server.public_url", public_url, "", 0, 1024, .rule = rule_public_url,
+                 .env = "DROVER_PUBLIC_URL",
+                 .help = "Base URL external runners use to reach drover's callbacks.",
+                 .form =
+                     "http(s)://HOST[:PORT][/PATH]; empty: http:// and the address listened on."),
     INT_FIELD("server.threads", threads, int, "2", 1, 64, .env = "DROVER_THREADS",
               .help = "HTTP worker threads."),
     INT_FIELD("server.drain_timeout_s", drain_timeout_s, int, "10", 0, 3600,
@@ -249,8 +255,10 @@ static bool section_known(const char *section)
 static int string_check_text(const struct field *f, const char *text, struct reason *r)
 {
     size_t len = strlen(text);
-    if (len == 0)
+    if (len == 0 && f->min > 0)
         return reason_set(r, "must not be empty");
+    if (len == 0)
+        return 0; /* a field that may be empty means "not set" by it */
     if ((int64_t)len < f->min)
         return reason_set(r, "'%.*s' is shorter than %lld characters", QUOTE_MAX, text,
                           (long long)f->min);
@@ -324,6 +332,23 @@ static int rule_listen(const char *text, struct reason *r)
 bad:
     return reason_set(r, "'%.*s' is not HOST:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)", QUOTE_MAX,
                       text);
+}
+
+/* Empty, or an http(s) URL without a query, fragment, blanks or a trailing slash. */
+static int rule_public_url(const char *text, struct reason *r)
+{
+    size_t scheme = strncmp(text, "https://", 8) == 0  ? 8
+                    : strncmp(text, "http://", 7) == 0 ? 7
+                                                       : 0;
+    if (text[0] == '\0')
+        return 0;
+    if (scheme == 0 || text[scheme] == '\0' || text[scheme] == '/' || strpbrk(text, " ?#\t") ||
+        text[strlen(text) - 1] == '/')
+        return reason_set(r,
+                          "'%.*s' is not a base URL such as https://drover.example.com (http or "
+                          "https, no query, no trailing slash)",
+                          QUOTE_MAX, text);
+    return 0;
 }
 
 static int rule_engine(const char *text, struct reason *r)

@@ -45,6 +45,7 @@ struct config {
     /* [server] */
     char *listen;        /* "HOST:PORT"; port 0 picks a free one. default "127.0.0.1:8080" */
     char *data_dir;      /* default "./drover-data" */
+    char *public_url;    /* callback URLs' base; "" = http:// + the bound address */
     int threads;         /* HTTP worker threads, 1..64, default 2 */
     int drain_timeout_s; /* SIGTERM drain budget, 0..3600, default 10 */
     /* [http] */

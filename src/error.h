@@ -26,6 +26,7 @@
     X(RETRY_CAP, "retry_cap", 409)                                                                 \
     X(CONCURRENCY_LIMITED, "concurrency_limited", 409)                                             \
     X(LOCKED, "locked", 409)                                                                       \
+    X(STALE_ATTEMPT, "stale_attempt", 409)                                                         \
     X(CONFLICT, "conflict", 409)                                                                   \
     X(TOO_LARGE, "payload_too_large", 413)                                                         \
     X(MEDIA_TYPE, "unsupported_media_type", 415)                                                   \

@@ -138,7 +138,15 @@ struct sweep_op {
 static int sweep_apply(struct write_ctx *ctx, struct write_op *op)
 {
     struct sweep_op *s = (struct sweep_op *)op;
-    return store_idem_sweep(ctx->store, ctx->now_ms - s->ttl_ms, IDEM_SWEEP_BATCH, &s->deleted);
+    int callbacks = 0;
+    int rc = store_idem_sweep(ctx->store, ctx->now_ms - s->ttl_ms, IDEM_SWEEP_BATCH, &s->deleted);
+    /* Runner callbacks' webhook-ids go the same way, after an hour (runner_ops.c). */
+    if (rc == 0)
+        rc = store_callback_id_sweep(ctx->store, ctx->now_ms - CALLBACK_ID_KEEP_MS,
+                                     IDEM_SWEEP_BATCH, &callbacks);
+    if (callbacks > s->deleted)
+        s->deleted = callbacks;
+    return rc;
 }
 
 static void sweep_done(struct write_op *op)

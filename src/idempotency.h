@@ -29,6 +29,9 @@
 
 #define IDEM_TTL_DEFAULT_S (24 * 3600)
 #define IDEM_SWEEP_BATCH   1000
+/* How long a runner callback's webhook-id is remembered: well past the
+ * signature's 5-minute tolerance, after which a replay is refused anyway. */
+#define CALLBACK_ID_KEEP_MS (3600 * 1000LL)
 
 /* 1 to IDEM_KEY_MAX visible ASCII characters (no spaces, no controls). */
 bool idem_key_valid(const char *key);

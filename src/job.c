@@ -85,6 +85,7 @@ void job_release(struct job *job)
     free(job->lease_token);
     free(job->worker);
     free(job->waiting_for);
+    free(job->run_id);
     json_decref(job->payload);
     json_decref(job->lock_keys);
     json_decref(job->result);

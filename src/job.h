@@ -61,7 +61,9 @@ struct job {
     int64_t started_at_ms; /* when the current attempt started */
     int64_t due_at_ms;     /* the next deadline to check (run_at, lease, timeouts); 0 = none */
     int concurrency_limit; /* the submit's own limit for its key; 0 = the queue's */
-    char *waiting_for;     /* "concurrency" while scheduled for a free slot, else NULL */
+    char *waiting_for;     /* "concurrency" or "lock" while set aside, "dispatch" while
+                              the runner has not taken the dispatch; else NULL */
+    char *run_id;          /* the external runner's id for the current attempt, or NULL */
     int64_t created_at_ms;
     int64_t updated_at_ms;
     int64_t seq; /* sequence number of the latest event */

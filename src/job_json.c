@@ -207,6 +207,7 @@ json_t *job_to_json(const struct job *job)
     json_object_set_new(obj, "started_at", json_time_or_null(job->started_at_ms));
     json_object_set_new(obj, "lease_expires_at", json_time_or_null(job->lease_expires_ms));
     json_object_set_new(obj, "waiting_for", str_or_null(job->waiting_for));
+    json_object_set_new(obj, "run_id", str_or_null(job->run_id));
     return obj;
 }
 

@@ -15,6 +15,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "dispatch.h"
 #include "idempotency.h"
 #include "log.h"
 #include "timeutil.h"
@@ -161,8 +162,11 @@ void job_env_after_batch(struct job_env *env, bool committed)
     struct job_effects *fx = env->effects;
     if (committed) {
         /* Policies first: a woken claim must see the queue's new policy. */
-        for (int i = 0; i < fx->n_policies; i++)
+        for (int i = 0; i < fx->n_policies; i++) {
             policy_cache_put(env->policies, fx->policies[i].queue, &fx->policies[i].policy);
+            if (env->dispatcher && fx->policies[i].policy.mode == POLICY_HTTP)
+                dispatcher_watch(env->dispatcher, fx->policies[i].queue);
+        }
         for (int i = 0; i < fx->n_dues; i++)
             timers_add(env->timers, fx->dues[i].due_ms, fx->dues[i].kind, fx->dues[i].key);
         for (int i = 0; i < fx->n_ready; i++) {
@@ -258,7 +262,7 @@ int64_t jobop_next_due(const struct job *job, const struct policy *p)
     }
 }
 
-static void clear_lease(struct job *job)
+void jobop_clear_lease(struct job *job)
 {
     free(job->lease_token);
     job->lease_token = NULL;
@@ -284,14 +288,15 @@ static double random_unit(void)
     return (double)r / 4294967296.0;
 }
 
-static json_t *error_object(const char *kind, const char *message, const char *step, int attempt,
-                            int64_t now_ms)
+static json_t *error_object(const char *kind, const char *message, const char *step,
+                            const struct job *job, int64_t now_ms)
 {
     char at[TIME_RFC3339_LEN];
     time_format_rfc3339(now_ms, at);
-    return json_pack("{s:s, s:s, s:o, s:n, s:i, s:s}", "kind", kind, "message",
+    return json_pack("{s:s, s:s, s:o, s:o, s:i, s:s}", "kind", kind, "message",
                      message ? message : "", "step", step ? json_string(step) : json_null(),
-                     "run_id", "attempt", attempt, "at", at);
+                     "run_id", job->run_id ? json_string(job->run_id) : json_null(), "attempt",
+                     job->attempt, "at", at);
 }
 
 /*
@@ -332,18 +337,18 @@ int jobop_save(struct write_ctx *ctx, struct job *job, struct job_event *ev, con
  * The running attempt ended without success (fail, timeout, lost lease).
  * Decide what follows and fill ev; nothing is written here.
  */
-static int attempt_ended(struct write_ctx *ctx, struct job *job, const struct policy *p,
-                         const char *kind, const char *message, const char *step, bool retryable,
-                         struct job_event *ev)
+int jobop_attempt_ended(struct write_ctx *ctx, struct job *job, const struct policy *p,
+                        const char *kind, const char *message, const char *step, bool retryable,
+                        struct job_event *ev)
 {
     int64_t now = ctx->now_ms;
     json_t *error =
-        error_object(job->cancel_requested ? "canceled" : kind, message, step, job->attempt, now);
+        error_object(job->cancel_requested ? "canceled" : kind, message, step, job, now);
     if (error == NULL)
         return -DRV_ENOMEM;
     json_decref(job->error);
     job->error = error;
-    clear_lease(job);
+    jobop_clear_lease(job);
 
     int rc;
     if (job->cancel_requested) {
@@ -485,7 +490,7 @@ static int cancel_apply(struct write_ctx *ctx, struct write_op *op)
                               job_state_name(job->state));
         json_decref(job->error);
         job->error = error_object("canceled", c->reason ? c->reason : "canceled by request",
-                                  job->step, job->attempt, ctx->now_ms);
+                                  job->step, job, ctx->now_ms);
         job->due_at_ms = 0;
     }
     if (c->reason)
@@ -534,9 +539,15 @@ static int claim_loaded(struct write_ctx *ctx, struct job_claim_op *c, const str
     }
     free(job->worker);
     free(job->lease_token);
+    free(job->run_id); /* the last attempt's stays in its error */
+    job->run_id = NULL;
     job->worker = strdup(c->worker);
     job->lease_token = strdup(token);
-    if (job->worker == NULL || job->lease_token == NULL) {
+    if (c->dispatcher) {
+        free(job->waiting_for);
+        job->waiting_for = strdup("dispatch");
+    }
+    if (job->worker == NULL || job->lease_token == NULL || (c->dispatcher && !job->waiting_for)) {
         job_event_release(&ev);
         return -DRV_ENOMEM;
     }
@@ -568,15 +579,23 @@ static int claim_apply(struct write_ctx *ctx, struct write_op *op)
     struct job_claim_op *c = container_of(op, struct job_claim_op, op);
     char ids[CLAIM_MAX][ULID_LEN + 1];
     struct policy fallback;
-    const struct policy *p = NULL;
+    const struct policy *p = jobop_policy_for(ctx, c->queue, &fallback);
     int rc = 0;
+    bool http = p->mode == POLICY_HTTP;
+    if (http != c->dispatcher) {
+        jobop_policy_done(ctx, p, &fallback);
+        if (c->dispatcher)
+            return 0; /* the queue left http mode: the dispatcher lets go of it */
+        return errmsg_set(&c->err, -DRV_ECONFLICT,
+                          "queue '%s' dispatches its jobs over HTTP (mode \"http\"); they "
+                          "cannot be claimed",
+                          c->queue);
+    }
     for (int round = 0; round < 8 && c->n < c->max && rc == 0; round++) {
         int n = 0, set_aside_n = 0;
         rc = store_job_ready_ids(ctx->store, c->queue, c->max - c->n, ids, &n);
         if (rc < 0 || n == 0)
             break;
-        if (p == NULL)
-            p = jobop_policy_for(ctx, c->queue, &fallback);
         for (int i = 0; i < n && rc == 0; i++) {
             struct job *job = &c->jobs[c->n];
             rc = store_job_load(ctx->store, ids[i], job);
@@ -610,8 +629,7 @@ static int claim_apply(struct write_ctx *ctx, struct write_op *op)
         if (set_aside_n == 0)
             break; /* every ready job found was leased */
     }
-    if (p)
-        jobop_policy_done(ctx, p, &fallback);
+    jobop_policy_done(ctx, p, &fallback);
     /* Writes happened before any refusal here: only store failures remain. */
     return rc < 0 && rc != -DRV_ENOMEM && rc != -DRV_ESTORE ? -DRV_EINTERNAL : rc;
 }
@@ -644,25 +662,61 @@ static void update_current_step(struct job *job, const struct policy *p, const c
     }
 }
 
-static int lease_step(struct write_ctx *ctx, struct job_lease_op *l, const struct policy *p,
-                      struct job *job)
+int jobop_record_step(struct write_ctx *ctx, struct job *job, const struct policy *p,
+                      const char *step, json_t *data, bool *recorded)
 {
-    json_t *data = l->data ? l->data : json_null();
-    json_t *old = job->checkpoints ? json_object_get(job->checkpoints, l->step) : NULL;
+    data = data ? data : json_null();
+    json_t *old = job->checkpoints ? json_object_get(job->checkpoints, step) : NULL;
     job->lease_expires_ms = ctx->now_ms + policy_lease_ms(p);
     job->due_at_ms = jobop_next_due(job, p);
-    if (old && json_equal(old, data))
+    *recorded = !(old && json_equal(old, data));
+    if (!*recorded)
         return jobop_save(ctx, job, NULL, p); /* a repeat: only the lease moves */
     if (job->checkpoints == NULL && (job->checkpoints = json_object()) == NULL)
         return -DRV_ENOMEM;
-    if (json_object_set(job->checkpoints, l->step, data) < 0)
+    if (json_object_set(job->checkpoints, step, data) < 0)
         return -DRV_ENOMEM;
-    update_current_step(job, p, l->step);
+    update_current_step(job, p, step);
     struct job_event ev;
     job_note(job, "job.step", ctx->now_ms, &ev);
     free(ev.step);
-    ev.step = strdup(l->step);
-    ev.data = json_pack("{s:s, s:O}", "step", l->step, "data", data);
+    ev.step = strdup(step);
+    ev.data = json_pack("{s:s, s:O}", "step", step, "data", data);
+    return jobop_save(ctx, job, &ev, p);
+}
+
+int jobop_heartbeat(struct write_ctx *ctx, struct job *job, const struct policy *p)
+{
+    job->lease_expires_ms = ctx->now_ms + policy_lease_ms(p);
+    job->due_at_ms = jobop_next_due(job, p);
+    return jobop_save(ctx, job, NULL, p);
+}
+
+int jobop_succeed(struct write_ctx *ctx, struct job *job, const struct policy *p, json_t *result)
+{
+    struct job_event ev;
+    int rc = job_transition(job, JOB_SUCCEEDED, "job.succeeded", ctx->now_ms, &ev);
+    if (rc < 0)
+        return rc;
+    json_decref(job->result);
+    job->result = result ? json_incref(result) : NULL;
+    json_decref(job->error);
+    job->error = NULL;
+    jobop_clear_lease(job);
+    job->due_at_ms = 0;
+    return jobop_save(ctx, job, &ev, p);
+}
+
+/* The dispatcher's request was taken (2xx): the job waits for its runner now. */
+static int dispatched(struct write_ctx *ctx, struct job *job, const struct policy *p, json_t *data)
+{
+    struct job_event ev;
+    if (job->waiting_for && strcmp(job->waiting_for, "dispatch") == 0) {
+        free(job->waiting_for);
+        job->waiting_for = NULL;
+    }
+    job_note(job, "job.dispatched", ctx->now_ms, &ev);
+    ev.data = data ? json_incref(data) : NULL;
     return jobop_save(ctx, job, &ev, p);
 }
 
@@ -683,30 +737,18 @@ static int lease_apply(struct write_ctx *ctx, struct write_op *op)
                           job->state == JOB_RUNNING ? " under another lease" : "", job->attempt);
     struct policy fallback;
     const struct policy *p = jobop_policy_for(ctx, job->queue, &fallback);
+    bool recorded;
     switch (l->action) {
-    case LEASE_HEARTBEAT:
-        job->lease_expires_ms = ctx->now_ms + policy_lease_ms(p);
-        job->due_at_ms = jobop_next_due(job, p);
-        rc = jobop_save(ctx, job, NULL, p);
-        break;
-    case LEASE_STEP: rc = lease_step(ctx, l, p, job); break;
-    case LEASE_COMPLETE:
-        rc = job_transition(job, JOB_SUCCEEDED, "job.succeeded", ctx->now_ms, &ev);
-        if (rc < 0)
-            break;
-        json_decref(job->result);
-        job->result = l->data ? json_incref(l->data) : NULL;
-        json_decref(job->error);
-        job->error = NULL;
-        clear_lease(job);
-        job->due_at_ms = 0;
-        rc = jobop_save(ctx, job, &ev, p);
-        break;
+    case LEASE_HEARTBEAT: rc = jobop_heartbeat(ctx, job, p); break;
+    case LEASE_STEP: rc = jobop_record_step(ctx, job, p, l->step, l->data, &recorded); break;
+    case LEASE_COMPLETE: rc = jobop_succeed(ctx, job, p, l->data); break;
     case LEASE_FAIL:
-        rc = attempt_ended(ctx, job, p, "error", l->message, l->step, l->retryable, &ev);
+        rc = jobop_attempt_ended(ctx, job, p, l->kind ? l->kind : "error", l->message, l->step,
+                                 l->retryable, &ev);
         if (rc == 0)
             rc = jobop_save(ctx, job, &ev, p);
         break;
+    case LEASE_DISPATCHED: rc = dispatched(ctx, job, p, l->data); break;
     }
     jobop_policy_done(ctx, p, &fallback);
     return rc;
@@ -784,7 +826,7 @@ static int deadline_check(struct write_ctx *ctx, struct job *job, const struct p
         if (rc < 0)
             return rc;
         json_decref(job->error);
-        job->error = error_object("queue_timeout", message, NULL, job->attempt, now);
+        job->error = error_object("queue_timeout", message, NULL, job, now);
         ev.data = json_pack("{s:O}", "error", job->error);
         job->due_at_ms = 0;
         return jobop_save(ctx, job, &ev, p);
@@ -802,14 +844,19 @@ static int deadline_check(struct write_ctx *ctx, struct job *job, const struct p
         if (ad && ad <= now) {
             snprintf(message, sizeof(message), "attempt %d did not finish within timeout_s (%d s)",
                      job->attempt, p->timeout_s);
-            rc = attempt_ended(ctx, job, p, "timeout", message, job->step, true, &ev);
+            rc = jobop_attempt_ended(ctx, job, p, "timeout", message, job->step, true, &ev);
             return rc ? rc : jobop_save(ctx, job, &ev, p);
         }
         if (job->lease_expires_ms && job->lease_expires_ms <= now) {
-            snprintf(message, sizeof(message),
-                     "no heartbeat or step from worker '%s' within %lld s", job->worker,
-                     (long long)(policy_lease_ms(p) / 1000));
-            rc = attempt_ended(ctx, job, p, "heartbeat_timeout", message, job->step, true, &ev);
+            if (p->mode == POLICY_HTTP)
+                snprintf(message, sizeof(message), "no callback from the runner within %lld s",
+                         (long long)(policy_lease_ms(p) / 1000));
+            else
+                snprintf(message, sizeof(message),
+                         "no heartbeat or step from worker '%s' within %lld s", job->worker,
+                         (long long)(policy_lease_ms(p) / 1000));
+            rc = jobop_attempt_ended(ctx, job, p, "heartbeat_timeout", message, job->step, true,
+                                     &ev);
             return rc ? rc : jobop_save(ctx, job, &ev, p);
         }
     }

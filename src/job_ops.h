@@ -35,7 +35,8 @@ struct job_env {
     struct policy_cache *policies;
     struct timers *timers;
     struct claims *claims;
-    struct job_effects *effects; /* this batch's, private */
+    struct dispatcher *dispatcher; /* told when a queue's policy turns to http mode */
+    struct job_effects *effects;   /* this batch's, private */
 };
 
 int job_env_init(struct job_env *env, struct policy_cache *policies);
@@ -98,14 +99,24 @@ struct job_claim_op {
     char queue[JOB_QUEUE_NAME_MAX + 1];
     char worker[WORKER_NAME_MAX + 1];
     int max;
+    /* drover's own dispatcher (dispatch.h): the only claimer of a queue in
+     * http mode; its jobs wait for their dispatch (waiting_for "dispatch"). */
+    bool dispatcher;
     struct claim_wait wait;
     struct job jobs[CLAIM_MAX];
     int n;
+    struct errmsg err;
 };
 void job_claim_op_init(struct job_claim_op *c, write_done_fn done);
 
-/* What a worker does with its lease. */
-enum lease_action { LEASE_HEARTBEAT, LEASE_STEP, LEASE_COMPLETE, LEASE_FAIL };
+/* What a worker (or the dispatcher, for its leases) does with its lease. */
+enum lease_action {
+    LEASE_HEARTBEAT,
+    LEASE_STEP,
+    LEASE_COMPLETE,
+    LEASE_FAIL,
+    LEASE_DISPATCHED, /* the runner took the dispatch: data {status, latency_ms} */
+};
 
 /*
  * A call under a lease. In: id, token, action and its inputs (owned).
@@ -117,14 +128,49 @@ struct job_lease_op {
     char id[ULID_LEN + 1];
     char token[LEASE_TOKEN_LEN + 1];
     enum lease_action action;
-    char *step;     /* LEASE_STEP: the step; LEASE_FAIL: the failed step or NULL */
-    json_t *data;   /* LEASE_STEP: checkpoint data; LEASE_COMPLETE: result */
-    char *message;  /* LEASE_FAIL */
-    bool retryable; /* LEASE_FAIL */
+    char *step;       /* LEASE_STEP: the step; LEASE_FAIL: the failed step or NULL */
+    json_t *data;     /* LEASE_STEP: checkpoint data; LEASE_COMPLETE: result */
+    char *message;    /* LEASE_FAIL */
+    bool retryable;   /* LEASE_FAIL */
+    const char *kind; /* LEASE_FAIL: error.kind, NULL for "error" (static string) */
     struct job job;
     struct errmsg err;
 };
 void job_lease_op_init(struct job_lease_op *l, enum lease_action action, write_done_fn done);
+
+/* How a runner's callback reports (POST /v1/callbacks/{id}). */
+enum callback_status { CALLBACK_HEARTBEAT, CALLBACK_RUNNING, CALLBACK_SUCCEEDED, CALLBACK_FAILED };
+
+#define CALLBACK_MSG_ID_MAX 256
+#define CALLBACK_RUN_ID_MAX 256
+#define CALLBACK_REASON_MAX 160
+
+/*
+ * A verified runner callback (runner_ops.c). In: id, attempt, status and its
+ * fields (owned), msg_id ("" for none). Out: applied, or why not (reason),
+ * and the job after. An attempt other than the current one is
+ * -DRV_ESTALE_ATTEMPT; a callback for a job that is no longer running, a
+ * repeated msg_id or a repeated step changes nothing (applied false).
+ */
+struct job_callback_op {
+    struct write_op op;
+    char id[ULID_LEN + 1];
+    char msg_id[CALLBACK_MSG_ID_MAX + 1];
+    int attempt;
+    enum callback_status status;
+    char *step;
+    json_t *data;   /* the step's checkpoint data */
+    json_t *result; /* succeeded */
+    char *run_id;
+    char *message; /* failed */
+    bool retryable;
+    bool applied;
+    char reason[CALLBACK_REASON_MAX];
+    struct job job;
+    struct errmsg err;
+};
+void job_callback_op_init(struct job_callback_op *c, write_done_fn done);
+void job_callback_op_release(struct job_callback_op *c);
 
 /* Manual retry of a failed or canceled job. force passes retry_cap (admins only). */
 struct job_retry_op {

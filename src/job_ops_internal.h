@@ -31,6 +31,32 @@ int jobop_save(struct write_ctx *ctx, struct job *job, struct job_event *ev,
 /* The (saved) job became ready: hand it to a parked claim, or note the queue. */
 int jobop_became_ready(struct write_ctx *ctx, const struct job *job, const struct policy *p);
 
+/* Forget the attempt's lease (token and expiry). */
+void jobop_clear_lease(struct job *job);
+
+/*
+ * The running attempt ended without success (fail, timeout, lost lease,
+ * dispatch failure): record the error (with the job's run_id) and let the
+ * cancel request or the retry policy decide the state; fills ev, writes nothing.
+ */
+int jobop_attempt_ended(struct write_ctx *ctx, struct job *job, const struct policy *p,
+                        const char *kind, const char *message, const char *step, bool retryable,
+                        struct job_event *ev);
+
+/*
+ * Record a step's checkpoint and move the lease (a step is also a sign of
+ * life), then save. *recorded is false when the same step with the same
+ * data was there already (then only the lease moved).
+ */
+int jobop_record_step(struct write_ctx *ctx, struct job *job, const struct policy *p,
+                      const char *step, json_t *data, bool *recorded);
+
+/* The attempt succeeded with result (borrowed): save it. */
+int jobop_succeed(struct write_ctx *ctx, struct job *job, const struct policy *p, json_t *result);
+
+/* Move the lease of a running job (a heartbeat) and save. */
+int jobop_heartbeat(struct write_ctx *ctx, struct job *job, const struct policy *p);
+
 /* Arm a maintenance lock's expiry after the commit. */
 int jobop_effect_lock_due(struct job_env *env, const struct lock *l);
 

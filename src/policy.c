@@ -7,9 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "job_json.h"
+#include "sign.h"
 #include "template.h"
 
 void policy_init(struct policy *p)
@@ -223,22 +225,14 @@ static int dispatch_field(const json_t *v, json_t **out, struct errmsg *err)
 }
 
 /* whsec_ followed by standard base64 of at least 16 bytes. */
+/* A whsec_ secret that signing accepts (sign.h), of at least 16 bytes. */
 static bool whsec_valid(const char *s)
 {
-    if (strncmp(s, "whsec_", 6) != 0)
-        return false;
-    const char *b64 = s + 6;
-    size_t n = strlen(b64);
-    if (n < 24 || n > 256 || n % 4 != 0)
-        return false;
-    /* '=' only as the last one or two characters. */
-    size_t pad = b64[n - 1] == '=' ? (b64[n - 2] == '=' ? 2 : 1) : 0;
-    if (memchr(b64, '=', n - pad))
-        return false;
-    unsigned char out[200];
-    if (EVP_DecodeBlock(out, (const unsigned char *)b64, (int)n) < 0)
-        return false;
-    return n / 4 * 3 - pad >= 16;
+    struct sign_key key;
+    struct errmsg ignored;
+    bool ok = sign_secret_parse(s, &key, &ignored) == 0 && key.len >= 16;
+    OPENSSL_cleanse(&key, sizeof(key));
+    return ok;
 }
 
 static int string_field(const json_t *v, const char *field, char **out, struct errmsg *err)
@@ -324,7 +318,7 @@ int policy_from_json(const json_t *obj, struct policy *p, struct errmsg *err)
             } else if (!json_text(v) || !whsec_valid(json_text(v))) {
                 return errmsg_field(err, -DRV_EBAD_FIELD, name,
                                     "'callback_secret' must be \"whsec_\" followed by base64 of "
-                                    "at least 16 bytes");
+                                    "16 to 64 bytes");
             } else {
                 rc = string_field(v, name, &p->callback_secret, err);
             }
@@ -337,6 +331,10 @@ int policy_from_json(const json_t *obj, struct policy *p, struct errmsg *err)
     if (p->mode == POLICY_HTTP && p->dispatch == NULL)
         return errmsg_field(err, -DRV_EBAD_FIELD, "dispatch",
                             "'dispatch' is required when 'mode' is \"http\"");
+    if (p->mode == POLICY_HTTP && p->callback_secret == NULL)
+        return errmsg_field(err, -DRV_EBAD_FIELD, "callback_secret",
+                            "'callback_secret' is required when 'mode' is \"http\": it signs "
+                            "the dispatch and the runner's callbacks");
     if (p->retry_cap < p->max_attempts)
         return errmsg_field(err, -DRV_EBAD_FIELD, "retry_cap",
                             "'retry_cap' must not be below 'max_attempts'");

@@ -26,9 +26,11 @@
 #include "app.h"
 #include "auth.h"
 #include "config.h"
+#include "dispatch.h"
 #include "http/http.h"
 #include "idempotency.h"
 #include "log.h"
+#include "outbound.h"
 #include "store/store.h"
 #include "store/writer.h"
 #include "timeutil.h"
@@ -241,12 +243,49 @@ static void on_timer(void *ctx, enum timer_kind kind, const char *key)
     case TIMER_SWEEP:
         idem_sweep_fire(app->writer, app->timers, app->cfg->idempotency_ttl_s * 1000LL);
         break;
+    case TIMER_DISPATCH: dispatcher_fire(app->dispatcher, key); break;
     }
 }
 
 static void arm_job(void *arg, const char *id, int64_t due_ms)
 {
     timers_add(arg, due_ms, TIMER_JOB, id);
+}
+
+/* The outbound engine and the dispatcher (not started: see start_dispatching()). */
+static int start_outbound(const struct config *cfg, struct app *app)
+{
+    struct outbound_config oc;
+    struct errmsg err = {.field = ""};
+    int rc = outbound_config_from(&oc, cfg, &err);
+    if (rc == 0)
+        rc = outbound_new(&oc, &app->outbound);
+    struct dispatcher_config dc = {.store = app->store,
+                                   .writer = app->writer,
+                                   .claims = app->claims,
+                                   .timers = app->timers,
+                                   .policies = app->policies,
+                                   .outbound = app->outbound};
+    if (rc == 0)
+        rc = dispatcher_new(&dc, &app->dispatcher);
+    if (rc < 0)
+        log_printf(LOG_ERROR, "cannot start the outbound engine: %s",
+                   err.text[0] ? err.text : err_name(rc));
+    return rc;
+}
+
+/*
+ * Once the server listens (its port is known): callback URLs start with
+ * server.public_url, or http:// and the bound address.
+ */
+static int start_dispatching(const struct config *cfg, struct app *app, const char *bound)
+{
+    char url[1100];
+    if (cfg->public_url && cfg->public_url[0])
+        snprintf(url, sizeof(url), "%s", cfg->public_url);
+    else
+        snprintf(url, sizeof(url), "http://%s", bound);
+    return dispatcher_start(app->dispatcher, url);
 }
 
 /*
@@ -276,11 +315,14 @@ static int start_core(const struct config *cfg, struct app *app)
         rc = timers_start(on_timer, app, &app->timers);
     if (rc == 0)
         rc = claims_new(app->writer, app->timers, &app->claims);
+    if (rc == 0)
+        rc = start_outbound(cfg, app);
     if (rc < 0)
         return rc;
     /* Published to the writer thread through its queue's lock with the first op. */
     app->env.timers = app->timers;
     app->env.claims = app->claims;
+    app->env.dispatcher = app->dispatcher;
     rc = store_due_list(app->store, arm_job, app->timers);
     struct lock_list locks = {0};
     if (rc == 0)
@@ -300,10 +342,14 @@ static int start_core(const struct config *cfg, struct app *app)
 static void stop_core(struct app *app)
 {
     timers_stop(app->timers);
+    /* Dispatch results still arriving become ops: the writer is still up. */
+    outbound_free(app->outbound);
+    app->outbound = NULL;
     writer_stop(app->writer);
     app->writer = NULL;
     timers_free(app->timers);
     claims_free(app->claims);
+    dispatcher_free(app->dispatcher);
     job_env_release(&app->env);
     policy_cache_free(app->policies);
     store_close(app->store);
@@ -361,6 +407,8 @@ static int run(const struct config *cfg)
         .max_header_bytes = cfg->max_header_bytes,
     };
     rc = http_start(&hopt, api_routes, api_n_routes, auth, &app, &http);
+    if (rc == 0)
+        rc = start_dispatching(cfg, &app, http_bound_address(http));
     if (rc < 0)
         goto out;
 
@@ -401,6 +449,8 @@ static int run(const struct config *cfg)
     /* No more deadlines fire (the store keeps them for the next start); the
      * writer commits what it still holds and its requests resume and reply. */
     timers_stop(app.timers);
+    outbound_free(app.outbound);
+    app.outbound = NULL;
     writer_stop(app.writer);
     app.writer = NULL;
     wait_idle(http, 2000);

@@ -148,6 +148,21 @@ int sign_secret_generate(char *out)
     return 0;
 }
 
+int sign_secret_derive(const struct sign_key *key, const char *context, char *out)
+{
+    unsigned char mac_out[SIGN_MAC_LEN];
+    struct sign_part part = {context, strlen(context)};
+    EVP_MAC *mac = sign_mac_fetch();
+    int rc = mac ? sign_hmac(mac, key->bytes, key->len, &part, 1, mac_out) : -DRV_EINTERNAL;
+    EVP_MAC_free(mac);
+    if (rc < 0)
+        return rc;
+    memcpy(out, SIGN_SECRET_PREFIX, SIGN_PREFIX_LEN);
+    EVP_EncodeBlock((unsigned char *)out + SIGN_PREFIX_LEN, mac_out, sizeof(mac_out));
+    OPENSSL_cleanse(mac_out, sizeof(mac_out));
+    return 0;
+}
+
 /* A timestamp as decimal text; buf has room for 21 bytes. */
 static size_t sign_format_timestamp(int64_t timestamp, char *buf, size_t size)
 {

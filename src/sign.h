@@ -79,6 +79,14 @@ int sign_secret_parse(const char *secret, struct sign_key *key, struct errmsg *e
 int sign_secret_generate(char *out);
 
 /*
+ * A whsec_ secret derived from key for one purpose (context), e.g. one
+ * attempt of one job: "whsec_" + base64(HMAC-SHA256(key, context)). Whoever
+ * holds it can sign for that purpose alone; whoever holds key can recompute
+ * it. out has room for SIGN_SECRET_GEN_LEN bytes.
+ */
+int sign_secret_derive(const struct sign_key *key, const char *context, char *out);
+
+/*
  * The webhook-signature value for one message: "v1,<base64>".
  * OUT out: SIGN_WEBHOOK_SIG_LEN bytes. timestamp is what the
  * webhook-timestamp header carries (Unix seconds, >= 0). Returns 0, or

@@ -16,10 +16,11 @@
 #define TIMER_KEY_MAX 200 /* a lock key's length (JOB_KEY_MAX) */
 
 enum timer_kind {
-    TIMER_JOB,    /* key: a job id; check its deadlines */
-    TIMER_WAITER, /* key: a waiting claim's id; it has waited long enough */
-    TIMER_LOCK,   /* key: a maintenance lock's key; it may have expired */
-    TIMER_SWEEP,  /* key: what to sweep ("idempotency") */
+    TIMER_JOB,      /* key: a job id; check its deadlines */
+    TIMER_WAITER,   /* key: a waiting claim's id; it has waited long enough */
+    TIMER_LOCK,     /* key: a maintenance lock's key; it may have expired */
+    TIMER_SWEEP,    /* key: what to sweep ("idempotency") */
+    TIMER_DISPATCH, /* key: a job id (retry its dispatch) or "q:QUEUE" (claim again) */
 };
 
 typedef void (*timer_fire_fn)(void *ctx, enum timer_kind kind, const char *key);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "idempotency.h"
+#include "job_json.h"
 #include "ulid.h"
 
 /*
@@ -30,6 +31,7 @@ const struct route api_routes[] = {
     {"POST", "/v1/jobs/:id/steps", ROLE_WORKER, api_step},
     {"POST", "/v1/jobs/:id/complete", ROLE_WORKER, api_complete},
     {"POST", "/v1/jobs/:id/fail", ROLE_WORKER, api_fail},
+    {"POST", "/v1/callbacks/:id", ROLE_NONE, api_callback}, /* signed: checked by the handler */
     {"GET", "/v1/locks", ROLE_ANY, api_lock_list},
     {"PUT", "/v1/locks/:key", ROLE_ADMIN, api_lock_put},
     {"DELETE", "/v1/locks/:key", ROLE_ADMIN, api_lock_delete},
@@ -145,4 +147,72 @@ bool api_query_int(struct http_request *req, const char *name, int64_t min, int6
     }
     *out = n;
     return true;
+}
+
+/* ---- request bodies ---- */
+
+/* Refuse any field of obj not in allowed (NULL-terminated). */
+int api_only_fields(const json_t *obj, const char *const *allowed, struct errmsg *err)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)obj, name, v)
+    {
+        const char *const *a = allowed;
+        while (*a && strcmp(*a, name) != 0)
+            a++;
+        if (*a == NULL)
+            return errmsg_field(err, -DRV_EBAD_FIELD, name, "unknown field '%s'", name);
+    }
+    return 0;
+}
+
+/* A string field of 1..max bytes; absent gives NULL unless required. */
+int api_text_field(const json_t *obj, const char *name, bool required, size_t max, const char **out,
+                   struct errmsg *err)
+{
+    json_t *v = json_object_get(obj, name);
+    *out = NULL;
+    if (v == NULL || json_is_null(v)) {
+        if (required)
+            return errmsg_field(err, -DRV_EBAD_FIELD, name, "'%s' is required", name);
+        return 0;
+    }
+    const char *s = json_text(v);
+    if (s == NULL || s[0] == '\0' || strlen(s) > max)
+        return errmsg_field(err, -DRV_EBAD_FIELD, name, "'%s' must be a string of 1 to %zu bytes",
+                            name, max);
+    *out = s;
+    return 0;
+}
+
+int api_int_field(const json_t *obj, const char *name, int min, int max, int dflt, int *out,
+                  struct errmsg *err)
+{
+    json_t *v = json_object_get(obj, name);
+    if (v == NULL) {
+        *out = dflt;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+        return errmsg_field(err, -DRV_EBAD_FIELD, name, "'%s' must be an integer from %d to %d",
+                            name, min, max);
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+/* Parse the body as an object with only `allowed` fields. */
+int api_object_body(struct http_request *req, bool allow_empty, const char *const *allowed,
+                    json_t **out, struct errmsg *err)
+{
+    int rc = http_body_json(req, allow_empty, out, err);
+    if (rc < 0)
+        return rc;
+    if (*out == NULL) {
+        *out = json_object();
+        return *out ? 0 : -DRV_ENOMEM;
+    }
+    if (!json_is_object(*out))
+        return errmsg_set(err, -DRV_EBAD_FIELD, "the body must be a JSON object");
+    return api_only_fields(*out, allowed, err);
 }

@@ -32,6 +32,7 @@ void api_fail(struct http_request *req);
 void api_lock_list(struct http_request *req);
 void api_lock_put(struct http_request *req);
 void api_lock_delete(struct http_request *req);
+void api_callback(struct http_request *req);
 
 /* ---- shared by the handlers (api.c) ---- */
 
@@ -56,6 +57,23 @@ void api_write(struct http_request *req, struct write_op *op, write_render_fn re
  */
 void api_reply_write(struct http_request *req, struct write_op *op, const struct errmsg *err,
                      write_render_fn render);
+
+/* ---- request bodies: each refusal is -DRV_EBAD_FIELD naming the field ---- */
+
+/* Refuse any field of obj not in allowed (NULL-terminated). */
+int api_only_fields(const json_t *obj, const char *const *allowed, struct errmsg *err);
+
+/* A string field of 1..max bytes; absent (or null) gives NULL unless required. */
+int api_text_field(const json_t *obj, const char *name, bool required, size_t max, const char **out,
+                   struct errmsg *err);
+
+/* An integer field in [min, max]; absent gives dflt. */
+int api_int_field(const json_t *obj, const char *name, int min, int max, int dflt, int *out,
+                  struct errmsg *err);
+
+/* The body as an object with only `allowed` fields; an empty body is {} when allow_empty. */
+int api_object_body(struct http_request *req, bool allow_empty, const char *const *allowed,
+                    json_t **out, struct errmsg *err);
 
 /* For render functions: out gets status and body as JSON text (body stolen). */
 int api_render_json(struct write_reply *out, int status, json_t *body);

@@ -14,74 +14,6 @@
 
 #define CLAIM_WAIT_MAX_S 60
 
-/* ---- body helpers ---- */
-
-/* Refuse any field of obj not in allowed (NULL-terminated). */
-static int only_fields(const json_t *obj, const char *const *allowed, struct errmsg *err)
-{
-    const char *name;
-    json_t *v;
-    json_object_foreach((json_t *)obj, name, v)
-    {
-        const char *const *a = allowed;
-        while (*a && strcmp(*a, name) != 0)
-            a++;
-        if (*a == NULL)
-            return errmsg_field(err, -DRV_EBAD_FIELD, name, "unknown field '%s'", name);
-    }
-    return 0;
-}
-
-/* A string field of 1..max bytes; absent gives NULL unless required. */
-static int text_field(const json_t *obj, const char *name, bool required, size_t max,
-                      const char **out, struct errmsg *err)
-{
-    json_t *v = json_object_get(obj, name);
-    *out = NULL;
-    if (v == NULL || json_is_null(v)) {
-        if (required)
-            return errmsg_field(err, -DRV_EBAD_FIELD, name, "'%s' is required", name);
-        return 0;
-    }
-    const char *s = json_text(v);
-    if (s == NULL || s[0] == '\0' || strlen(s) > max)
-        return errmsg_field(err, -DRV_EBAD_FIELD, name, "'%s' must be a string of 1 to %zu bytes",
-                            name, max);
-    *out = s;
-    return 0;
-}
-
-static int int_field(const json_t *obj, const char *name, int min, int max, int dflt, int *out,
-                     struct errmsg *err)
-{
-    json_t *v = json_object_get(obj, name);
-    if (v == NULL) {
-        *out = dflt;
-        return 0;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
-        return errmsg_field(err, -DRV_EBAD_FIELD, name, "'%s' must be an integer from %d to %d",
-                            name, min, max);
-    *out = (int)json_integer_value(v);
-    return 0;
-}
-
-/* Parse the body as an object with only `allowed` fields. */
-static int object_body(struct http_request *req, bool allow_empty, const char *const *allowed,
-                       json_t **out, struct errmsg *err)
-{
-    int rc = http_body_json(req, allow_empty, out, err);
-    if (rc < 0)
-        return rc;
-    if (*out == NULL) {
-        *out = json_object();
-        return *out ? 0 : -DRV_ENOMEM;
-    }
-    if (!json_is_object(*out))
-        return errmsg_set(err, -DRV_EBAD_FIELD, "the body must be a JSON object");
-    return only_fields(*out, allowed, err);
-}
-
 static json_t *lease_json(const struct job *job)
 {
     return json_pack("{s:s, s:o}", "token", job->lease_token ? job->lease_token : "", "expires_at",
@@ -132,7 +64,7 @@ static int claim_render(const struct write_op *op, struct write_reply *out)
 static void claim_finish(struct http_request *req)
 {
     struct job_claim_op *c = http_ctx(req);
-    api_reply_write(req, &c->op, NULL, claim_render);
+    api_reply_write(req, &c->op, &c->err, claim_render);
     job_claim_op_release(c);
     free(c);
 }
@@ -149,13 +81,13 @@ void api_claim(struct http_request *req)
     json_t *body = NULL;
     const char *worker = NULL;
     int max = 1, wait_s = 0;
-    int rc = object_body(req, false, allowed, &body, &err);
+    int rc = api_object_body(req, false, allowed, &body, &err);
     if (rc == 0)
-        rc = text_field(body, "worker", true, WORKER_NAME_MAX, &worker, &err);
+        rc = api_text_field(body, "worker", true, WORKER_NAME_MAX, &worker, &err);
     if (rc == 0)
-        rc = int_field(body, "max", 1, CLAIM_MAX, 1, &max, &err);
+        rc = api_int_field(body, "max", 1, CLAIM_MAX, 1, &max, &err);
     if (rc == 0)
-        rc = int_field(body, "wait_s", 0, CLAIM_WAIT_MAX_S, 0, &wait_s, &err);
+        rc = api_int_field(body, "wait_s", 0, CLAIM_WAIT_MAX_S, 0, &wait_s, &err);
     struct job_claim_op *c = rc == 0 ? malloc(sizeof(*c)) : NULL;
     if (rc == 0 && c == NULL)
         rc = -DRV_ENOMEM;
@@ -206,11 +138,11 @@ static int fail_fields(const json_t *body, struct job_lease_op *l, struct errmsg
         return errmsg_field(err, -DRV_EBAD_FIELD, "error",
                             "'error' must be an object {message, step, retryable}");
     const char *message, *step;
-    int rc = only_fields(e, allowed, err);
+    int rc = api_only_fields(e, allowed, err);
     if (rc == 0)
-        rc = text_field(e, "message", true, ERROR_MESSAGE_MAX, &message, err);
+        rc = api_text_field(e, "message", true, ERROR_MESSAGE_MAX, &message, err);
     if (rc == 0)
-        rc = text_field(e, "step", false, STEP_NAME_MAX, &step, err);
+        rc = api_text_field(e, "step", false, STEP_NAME_MAX, &step, err);
     if (rc < 0) {
         char inner[sizeof(err->field)];
         memcpy(inner, err->field, sizeof(inner));
@@ -246,11 +178,11 @@ static void lease_call(struct http_request *req, enum lease_action action)
     const char *token = NULL, *step = NULL;
     int rc = api_job_id_param(req, 0, l->id) ? 0 : 1;
     if (rc == 0)
-        rc = object_body(req, false, allowed[action], &body, &err);
+        rc = api_object_body(req, false, allowed[action], &body, &err);
     if (rc == 0)
-        rc = text_field(body, "lease", true, 128, &token, &err);
+        rc = api_text_field(body, "lease", true, 128, &token, &err);
     if (rc == 0 && action == LEASE_STEP) {
-        rc = text_field(body, "step", true, STEP_NAME_MAX, &step, &err);
+        rc = api_text_field(body, "step", true, STEP_NAME_MAX, &step, &err);
         if (rc == 0 && (l->step = strdup(step)) == NULL)
             rc = -DRV_ENOMEM;
         l->data = json_incref(json_object_get(body, "data"));

@@ -141,6 +141,10 @@ struct store_engine {
     int (*idem_put)(struct store *st, const struct idem_record *r, int64_t expired_ms);
     /* Delete up to limit records created before expired_ms; *n_out says how many. */
     int (*idem_sweep)(struct store *st, int64_t expired_ms, int limit, int *n_out);
+    /* Runner callbacks' webhook-ids: seen (1) or not (0); remember one; forget old ones. */
+    int (*callback_id_seen)(struct store *st, const char *msg_id);
+    int (*callback_id_put)(struct store *st, const char *msg_id, const char *job_id, int64_t at_ms);
+    int (*callback_id_sweep)(struct store *st, int64_t before_ms, int limit, int *n_out);
 
     /* Read side (any thread). */
     int (*job_get)(struct store *st, const char *id, struct job *out);
@@ -235,6 +239,20 @@ static inline int store_idem_put(struct store *st, const struct idem_record *r, 
 static inline int store_idem_sweep(struct store *st, int64_t expired_ms, int limit, int *n_out)
 {
     return st->engine->idem_sweep(st, expired_ms, limit, n_out);
+}
+static inline int store_callback_id_seen(struct store *st, const char *msg_id)
+{
+    return st->engine->callback_id_seen(st, msg_id);
+}
+static inline int store_callback_id_put(struct store *st, const char *msg_id, const char *job_id,
+                                        int64_t at_ms)
+{
+    return st->engine->callback_id_put(st, msg_id, job_id, at_ms);
+}
+static inline int store_callback_id_sweep(struct store *st, int64_t before_ms, int limit,
+                                          int *n_out)
+{
+    return st->engine->callback_id_sweep(st, before_ms, limit, n_out);
 }
 static inline int store_lock_get(struct store *st, const char *key, struct lock *out)
 {

@@ -122,6 +122,16 @@ static const char *const migrations[] = {
     "DROP INDEX jobs_slots;"
     "CREATE INDEX jobs_slots ON jobs(concurrency_key, queue, state, waiting_for, id)"
     "  WHERE concurrency_key IS NOT NULL;",
+    /* 7: external runners. run_id is the runner's id for the attempt;
+     * callback_ids remembers signed callbacks' webhook-ids for an hour (a
+     * replay older than the 5-minute signature tolerance is refused anyway). */
+    "ALTER TABLE jobs ADD COLUMN run_id TEXT;"
+    "CREATE TABLE callback_ids ("
+    "  msg_id TEXT PRIMARY KEY NOT NULL,"
+    "  job_id TEXT NOT NULL,"
+    "  at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX callback_ids_by_age ON callback_ids(at);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -129,7 +139,7 @@ static const char *const migrations[] = {
     "id, queue, state, step, attempt, payload, dedup_key, concurrency_key, lock_keys, "            \
     "webhook_url, run_at, cancel_requested, result, error, checkpoints, created_at, "              \
     "updated_at, seq, lease_token, worker, lease_expires_at, started_at, due_at, "                 \
-    "concurrency_limit, waiting_for"
+    "concurrency_limit, waiting_for, run_id"
 
 #define EVENT_COLUMNS "job_id, seq, type, at, state, prev_state, step, attempt, data"
 
@@ -164,6 +174,9 @@ enum writer_stmt {
     W_IDEM_GET,
     W_IDEM_PUT,
     W_IDEM_SWEEP,
+    W_CALLBACK_SEEN,
+    W_CALLBACK_PUT,
+    W_CALLBACK_SWEEP,
     W__COUNT
 };
 
@@ -173,13 +186,13 @@ static const char *const writer_sql[W__COUNT] = {
     [W_ROLLBACK] = "ROLLBACK",
     [W_JOB_INSERT] = "INSERT INTO jobs (" JOB_COLUMNS ") VALUES "
                      "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
-                     "?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+                     "?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
     [W_JOB_UPDATE] = "UPDATE jobs SET state = ?3, step = ?4, attempt = ?5, payload = ?6, "
                      "dedup_key = ?7, concurrency_key = ?8, lock_keys = ?9, webhook_url = ?10, "
                      "run_at = ?11, cancel_requested = ?12, result = ?13, error = ?14, "
                      "checkpoints = ?15, updated_at = ?17, seq = ?18, lease_token = ?19, "
                      "worker = ?20, lease_expires_at = ?21, started_at = ?22, due_at = ?23, "
-                     "concurrency_limit = ?24, waiting_for = ?25 WHERE id = ?1",
+                     "concurrency_limit = ?24, waiting_for = ?25, run_id = ?26 WHERE id = ?1",
     [W_JOB_LOAD] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
     [W_EVENT_INSERT] = "INSERT INTO job_events (" EVENT_COLUMNS ") VALUES "
                        "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -215,6 +228,11 @@ static const char *const writer_sql[W__COUNT] = {
                     "created_at = excluded.created_at WHERE idempotency.created_at < ?7"),
     [W_IDEM_SWEEP] = ("DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency "
                       "WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)"),
+    [W_CALLBACK_SEEN] = "SELECT 1 FROM callback_ids WHERE msg_id = ?1",
+    [W_CALLBACK_PUT] =
+        "INSERT OR IGNORE INTO callback_ids (msg_id, job_id, at) VALUES (?1, ?2, ?3)",
+    [W_CALLBACK_SWEEP] = ("DELETE FROM callback_ids WHERE rowid IN (SELECT rowid FROM callback_ids "
+                          "WHERE at < ?1 ORDER BY at LIMIT ?2)"),
     [W_WAITING_KEYS] = ("SELECT DISTINCT concurrency_key FROM jobs WHERE queue = ?1 AND "
                         "state = 'scheduled' AND waiting_for = 'concurrency' LIMIT ?2"),
     [W_WAITING_IDS] = ("SELECT id FROM jobs WHERE queue = ?1 AND concurrency_key = ?2 AND "
@@ -400,6 +418,7 @@ static int bind_job(sqlite3_stmt *s, const struct job *job)
     else
         sqlite3_bind_null(s, 24);
     bind_text(s, 25, job->waiting_for);
+    bind_text(s, 26, job->run_id);
     return rc;
 }
 
@@ -433,6 +452,7 @@ static int read_job(sqlite3_stmt *s, struct job *job)
     job->due_at_ms = sqlite3_column_int64(s, 22);
     job->concurrency_limit = sqlite3_column_int(s, 23);
     job->waiting_for = column_strdup(s, 24);
+    job->run_id = column_strdup(s, 25);
     if (job->queue == NULL || job->payload == NULL) {
         job_release(job);
         return -DRV_ENOMEM;
@@ -973,6 +993,42 @@ static int sqlite_idem_sweep(struct store *st, int64_t expired_ms, int limit, in
     return rc;
 }
 
+/* ---- runner callbacks' webhook-ids ---- */
+
+static int sqlite_callback_id_seen(struct store *st, const char *msg_id)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_CALLBACK_SEEN];
+    bind_text(stmt, 1, msg_id);
+    int rc = sqlite3_step(stmt);
+    rc = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : fail(s->wdb, "callback id seen");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc;
+}
+
+static int sqlite_callback_id_put(struct store *st, const char *msg_id, const char *job_id,
+                                  int64_t at_ms)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_CALLBACK_PUT];
+    bind_text(stmt, 1, msg_id);
+    bind_text(stmt, 2, job_id);
+    sqlite3_bind_int64(stmt, 3, at_ms);
+    return step_done(s->wdb, stmt, "callback id put");
+}
+
+static int sqlite_callback_id_sweep(struct store *st, int64_t before_ms, int limit, int *n_out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_CALLBACK_SWEEP];
+    sqlite3_bind_int64(stmt, 1, before_ms);
+    sqlite3_bind_int(stmt, 2, limit);
+    int rc = step_done(s->wdb, stmt, "callback id sweep");
+    *n_out = rc < 0 ? 0 : sqlite3_changes(s->wdb);
+    return rc;
+}
+
 /* ---- locks ---- */
 
 static int read_lock(sqlite3_stmt *stmt, struct lock *l)
@@ -1305,6 +1361,9 @@ const struct store_engine store_sqlite_engine = {
     .idem_get = sqlite_idem_get,
     .idem_put = sqlite_idem_put,
     .idem_sweep = sqlite_idem_sweep,
+    .callback_id_seen = sqlite_callback_id_seen,
+    .callback_id_put = sqlite_callback_id_put,
+    .callback_id_sweep = sqlite_callback_id_sweep,
     .lock_get = sqlite_lock_get,
     .lock_put = sqlite_lock_put,
     .lock_delete = sqlite_lock_delete,

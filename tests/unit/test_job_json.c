@@ -439,7 +439,7 @@ static void test_to_json_full(void **state)
         " \"checkpoints\": {\"vm_created\": {\"vm\": 7}}, \"created_at\": "
         "\"2026-11-23T03:03:10.123Z\", \"updated_at\": \"2026-11-23T03:03:10.128Z\", \"seq\": 9,"
         " \"worker\": null, \"started_at\": null, \"lease_expires_at\": null,"
-        " \"waiting_for\": null}");
+        " \"waiting_for\": null, \"run_id\": null}");
     assert_json_equal(j, want);
     json_decref(want);
 
@@ -506,6 +506,7 @@ static void test_to_json_fresh(void **state)
         {"started_at", JSON_NULL},
         {"lease_expires_at", JSON_NULL},
         {"waiting_for", JSON_NULL},
+        {"run_id", JSON_NULL},
     };
     assert_int_equal(json_object_size(j), sizeof(types) / sizeof(types[0]));
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {

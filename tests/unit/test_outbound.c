@@ -682,7 +682,7 @@ static void test_total_timeout(void **state)
     if (!strstr(c.error, "timed out"))
         fail_msg("error '%s' does not say timed out", c.error);
     assert_string_equal(c.primary_ip, "127.0.0.1");
-    if (c.latency_ms < 300 || took > 2000)
+    if (c.latency_ms < 300 || took > 5000) /* the upper bound only catches a hang */
         fail_msg("latency %lld ms, took %lld ms, want about 300", (long long)c.latency_ms,
                  (long long)took);
     assert_int_equal(responder_count(r, &r->requests), 1);

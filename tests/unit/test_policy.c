@@ -38,6 +38,9 @@ static const char *const docs_defaults = "{"
                                          "\"callback_secret\": null"
                                          "}";
 
+/* A valid callback_secret (whsec_ and base64 of 24 bytes), as a JSON member. */
+#define TEST_SECRET "\"callback_secret\": \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\""
+
 /* Every field set to something other than its default. */
 static const char *const full_policy =
     "{"
@@ -471,7 +474,7 @@ static void test_dispatch(void **state)
 static void test_dispatch_templates(void **state)
 {
     (void)state;
-    expect_ok("{\"mode\": \"http\", \"dispatch\": {"
+    expect_ok("{\"mode\": \"http\", " TEST_SECRET ", \"dispatch\": {"
               "\"url\": \"https://api.github.com/repos/o/r/actions/workflows/w.yml/dispatches\","
               "\"headers\": {\"Authorization\": \"Bearer {{env.GITHUB_TOKEN}}\"},"
               "\"body\": {\"ref\": \"main\", \"inputs\": {\"job_id\": \"{{job.id}}\","
@@ -509,14 +512,18 @@ static void test_dispatch_templates(void **state)
 static void test_http_mode_needs_dispatch(void **state)
 {
     (void)state;
-    expect_field_error("{\"mode\": \"http\"}", "dispatch");
+    expect_field_error("{\"mode\": \"http\", " TEST_SECRET "}", "dispatch");
     expect_field_error("{\"mode\": \"http\", \"dispatch\": null}", "dispatch");
     expect_field_error("{\"dispatch\": null, \"mode\": \"http\"}", "dispatch");
+    /* The secret signs dispatches and callbacks: http mode cannot go without it. */
+    expect_field_error("{\"mode\": \"http\", \"dispatch\": {\"url\": \"https://r.example/run\"}}",
+                       "callback_secret");
     struct policy p;
     struct errmsg err;
-    assert_int_equal(
-        parse("{\"mode\": \"http\", \"dispatch\": {\"url\": \"https://r.example/run\"}}", &p, &err),
-        0);
+    assert_int_equal(parse("{\"mode\": \"http\", " TEST_SECRET
+                           ", \"dispatch\": {\"url\": \"https://r.example/run\"}}",
+                           &p, &err),
+                     0);
     assert_int_equal(p.mode, POLICY_HTTP);
     assert_non_null(p.dispatch);
     assert_string_equal(json_string_value(json_object_get(p.dispatch, "url")),
