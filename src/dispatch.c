@@ -37,6 +37,7 @@ struct dispatch {
     char lease[LEASE_TOKEN_LEN + 1];
     int attempt;
     int tries;
+    char method[8];
     char webhook_id[64];
     struct sign_key key;
     char *url;
@@ -147,7 +148,7 @@ static void send_try(struct dispatch *x)
     if (rc == 0 && (x->headers[x->n_headers++] = strdup(line)) == NULL)
         rc = -DRV_ENOMEM;
     memset(&x->req, 0, sizeof(x->req));
-    x->req.method = x->req.method ? x->req.method : NULL;
+    x->req.method = x->method;
     x->req.url = x->url;
     x->req.headers = (const char *const *)x->headers;
     x->req.n_headers = x->n_headers;
@@ -280,7 +281,7 @@ static void dispatch_job(struct dispatcher *d, const struct job *job)
     treq.url = NULL;
     x->body = treq.body ? json_dumps(treq.body, JSON_COMPACT) : strdup("");
     x->body_len = x->body ? strlen(x->body) : 0;
-    x->req.method = NULL;
+    snprintf(x->method, sizeof(x->method), "%s", treq.method[0] ? treq.method : "POST");
     template_request_release(&treq);
     if (rc < 0 || x->body == NULL) {
         fail_now(x, "out of memory");

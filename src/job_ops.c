@@ -246,6 +246,11 @@ static int64_t attempt_deadline(const struct job *job, const struct policy *p)
     return p->timeout_s ? job->started_at_ms + (int64_t)p->timeout_s * 1000 : 0;
 }
 
+static bool waiting_for_dispatch(const struct job *job)
+{
+    return job->waiting_for && strcmp(job->waiting_for, "dispatch") == 0;
+}
+
 /* The job's next deadline of any kind, for due_at and the timers. */
 int64_t jobop_next_due(const struct job *job, const struct policy *p)
 {
@@ -257,7 +262,12 @@ int64_t jobop_next_due(const struct job *job, const struct policy *p)
             return queue_deadline(job, p);
         return earliest(job->run_at_ms, queue_deadline(job, p));
     case JOB_QUEUED: return queue_deadline(job, p);
-    case JOB_RUNNING: return earliest(job->lease_expires_ms, attempt_deadline(job, p));
+    case JOB_RUNNING:
+        /* Until its runner takes the dispatch, a job has nobody to hear from:
+         * only timeout_s runs (the dispatch's own tries are bounded). */
+        if (waiting_for_dispatch(job))
+            return attempt_deadline(job, p);
+        return earliest(job->lease_expires_ms, attempt_deadline(job, p));
     default: return 0;
     }
 }
@@ -711,9 +721,12 @@ int jobop_succeed(struct write_ctx *ctx, struct job *job, const struct policy *p
 static int dispatched(struct write_ctx *ctx, struct job *job, const struct policy *p, json_t *data)
 {
     struct job_event ev;
-    if (job->waiting_for && strcmp(job->waiting_for, "dispatch") == 0) {
+    if (waiting_for_dispatch(job)) {
         free(job->waiting_for);
         job->waiting_for = NULL;
+        /* The runner has it: from now on it must be heard from. */
+        job->lease_expires_ms = ctx->now_ms + policy_lease_ms(p);
+        job->due_at_ms = jobop_next_due(job, p);
     }
     job_note(job, "job.dispatched", ctx->now_ms, &ev);
     ev.data = data ? json_incref(data) : NULL;
@@ -847,7 +860,7 @@ static int deadline_check(struct write_ctx *ctx, struct job *job, const struct p
             rc = jobop_attempt_ended(ctx, job, p, "timeout", message, job->step, true, &ev);
             return rc ? rc : jobop_save(ctx, job, &ev, p);
         }
-        if (job->lease_expires_ms && job->lease_expires_ms <= now) {
+        if (job->lease_expires_ms && job->lease_expires_ms <= now && !waiting_for_dispatch(job)) {
             if (p->mode == POLICY_HTTP)
                 snprintf(message, sizeof(message), "no callback from the runner within %lld s",
                          (long long)(policy_lease_ms(p) / 1000));

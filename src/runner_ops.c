@@ -49,7 +49,7 @@ static int advance(struct write_ctx *ctx, struct job_callback_op *c, const struc
     bool recorded = true;
     int rc = set_run_id(job, c->run_id);
     if (rc == 0 && job->waiting_for && strcmp(job->waiting_for, "dispatch") == 0) {
-        free(job->waiting_for);
+        free(job->waiting_for); /* the runner evidently has its dispatch */
         job->waiting_for = NULL;
     }
     if (rc < 0)
