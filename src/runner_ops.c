@@ -62,8 +62,7 @@ static int advance(struct write_ctx *ctx, struct job_callback_op *c, const struc
         rc = jobop_record_step(ctx, job, p, c->step, c->data, &recorded);
         if (rc == 0 && !recorded) {
             c->applied = false;
-            snprintf(c->reason, sizeof(c->reason), "duplicate: step '%s' is recorded already",
-                     c->step);
+            snprintf(c->reason, sizeof(c->reason), "duplicate"); /* that step, those data */
         }
         return rc;
     case CALLBACK_SUCCEEDED:
@@ -92,8 +91,7 @@ static int callback_apply(struct write_ctx *ctx, struct write_op *op)
     if (c->msg_id[0] && (rc = store_callback_id_seen(ctx->store, c->msg_id)) != 0) {
         if (rc < 0)
             return rc;
-        snprintf(c->reason, sizeof(c->reason), "duplicate: webhook-id '%.64s' was applied already",
-                 c->msg_id);
+        snprintf(c->reason, sizeof(c->reason), "duplicate"); /* that webhook-id */
         return 0;
     }
     if (c->attempt != job->attempt)

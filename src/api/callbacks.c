@@ -26,11 +26,14 @@
 
 #define CALLBACK_MESSAGE_MAX ERROR_MESSAGE_MAX
 
-/* The keys that may sign a callback for job: the queue's, then the attempts' tokens. */
+/*
+ * The keys that may sign a callback for job: the queue's (attempts[0] = 0),
+ * then the tokens of the current attempt and those before it.
+ */
 struct callback_keys {
     struct sign_key keys[SIGN_MAX_KEYS];
     char secrets[SIGN_MAX_KEYS][SIGN_SECRET_GEN_LEN]; /* the same as written, for X-Drover */
-    const char *secret_ptrs[SIGN_MAX_KEYS];
+    int attempts[SIGN_MAX_KEYS];
     size_t n;
 };
 
@@ -50,6 +53,7 @@ static int callback_keys(const struct policy *p, const struct job *job, struct c
     if (strlen(p->callback_secret) >= cap)
         return errmsg_set(err, -DRV_EINTERNAL, "callback_secret is too long");
     memcpy(k->secrets[0], p->callback_secret, strlen(p->callback_secret) + 1);
+    k->attempts[0] = 0;
     k->n = 1;
     for (int a = job->attempt; a >= 1 && k->n < SIGN_MAX_KEYS; a--) {
         rc = dispatch_callback_token(&k->keys[0], job->id, a, k->secrets[k->n]);
@@ -57,38 +61,55 @@ static int callback_keys(const struct policy *p, const struct job *job, struct c
             rc = sign_secret_parse(k->secrets[k->n], &k->keys[k->n], err);
         if (rc < 0)
             return -DRV_EINTERNAL;
-        k->n++;
+        k->attempts[k->n++] = a;
     }
-    for (size_t i = 0; i < k->n; i++)
-        k->secret_ptrs[i] = k->secrets[i];
     return 0;
 }
 
-/* Check the signature of req's raw body for job. 0 or -DRV_EBAD_SIGNATURE with err. */
-static int verify(struct http_request *req, const struct job *job, struct errmsg *err)
+/* Check req's signature with key i alone. */
+static int verify_with(struct http_request *req, const struct callback_keys *k, size_t i,
+                       struct errmsg *err)
+{
+    size_t len;
+    const char *body = http_body(req, &len);
+    int64_t now = time_now_ms() / 1000;
+    const char *secret = k->secrets[i];
+    if (http_header(req, "webhook-signature") || http_header(req, "webhook-id"))
+        return sign_webhook_verify(
+            &k->keys[i], 1, http_header(req, "webhook-id"), http_header(req, "webhook-timestamp"),
+            http_header(req, "webhook-signature"), body, len, now, SIGN_TOLERANCE_S, err);
+    if (http_header(req, "x-drover-signature"))
+        return sign_drover_verify(&secret, 1, http_header(req, "x-drover-timestamp"),
+                                  http_header(req, "x-drover-signature"), body, len, now,
+                                  SIGN_TOLERANCE_S, err);
+    return errmsg_set(err, -DRV_EBAD_SIGNATURE,
+                      "the callback is not signed: send webhook-id, webhook-timestamp and "
+                      "webhook-signature (Standard Webhooks), or X-Drover-Timestamp and "
+                      "X-Drover-Signature");
+}
+
+/*
+ * Check the signature of req's raw body for job: 0 and *attempt, the attempt
+ * whose token signed it (0: the queue's secret), or -DRV_EBAD_SIGNATURE with
+ * err. Keys are tried one by one to learn which one signed; which key it was
+ * is no secret, and each comparison is constant-time.
+ */
+static int verify(struct http_request *req, const struct job *job, int *attempt, struct errmsg *err)
 {
     struct callback_keys k;
     const struct policy *p = policy_cache_acquire(api_app(req)->policies, job->queue);
     int rc = callback_keys(p, job, &k, err);
     policy_cache_unref(api_app(req)->policies, p);
-    size_t len;
-    const char *body = http_body(req, &len);
-    int64_t now = time_now_ms() / 1000;
-    if (rc < 0) {
-        /* nothing to check against */
-    } else if (http_header(req, "webhook-signature") || http_header(req, "webhook-id")) {
-        rc = sign_webhook_verify(
-            k.keys, k.n, http_header(req, "webhook-id"), http_header(req, "webhook-timestamp"),
-            http_header(req, "webhook-signature"), body, len, now, SIGN_TOLERANCE_S, err);
-    } else if (http_header(req, "x-drover-signature")) {
-        rc = sign_drover_verify(k.secret_ptrs, k.n, http_header(req, "x-drover-timestamp"),
-                                http_header(req, "x-drover-signature"), body, len, now,
-                                SIGN_TOLERANCE_S, err);
-    } else {
-        rc = errmsg_set(err, -DRV_EBAD_SIGNATURE,
-                        "the callback is not signed: send webhook-id, webhook-timestamp and "
-                        "webhook-signature (Standard Webhooks), or X-Drover-Timestamp and "
-                        "X-Drover-Signature");
+    for (size_t i = 0; rc == 0 && i < k.n; i++) {
+        rc = verify_with(req, &k, i, err);
+        if (rc == 0) {
+            *attempt = k.attempts[i];
+            break;
+        }
+        /* Only a signature that matched nothing may match the next key; missing
+         * headers or a stale timestamp fail with every key. */
+        if (i + 1 < k.n && strcmp(err->text, "no signature matched") == 0)
+            rc = 0;
     }
     OPENSSL_cleanse(&k, sizeof(k));
     return rc;
@@ -224,7 +245,8 @@ void api_callback(struct http_request *req)
         http_reply_error(req, rc, NULL);
         return;
     }
-    rc = verify(req, &job, &err);
+    int signer = 0;
+    rc = verify(req, &job, &signer, &err);
     job_release(&job);
     struct job_callback_op *c = rc == 0 ? malloc(sizeof(*c)) : NULL;
     if (rc == 0 && c == NULL)
@@ -236,6 +258,11 @@ void api_callback(struct http_request *req)
         snprintf(c->msg_id, sizeof(c->msg_id), "%s", msg_id ? msg_id : "");
         rc = parse_body(req, c, &err);
     }
+    if (rc == 0 && signer && c->attempt != signer)
+        rc = errmsg_set(&err, -DRV_EBAD_SIGNATURE,
+                        "the callback token of attempt %d signs for that attempt only, not for "
+                        "attempt %d",
+                        signer, c->attempt);
     if (rc < 0) {
         http_reply_error(req, rc, &err);
         if (c) {
