@@ -11,6 +11,7 @@
 #include "policy_cache.h"
 #include "store/store.h"
 #include "store/writer.h"
+#include "subscriptions.h"
 #include "timers.h"
 
 struct app {
@@ -23,6 +24,7 @@ struct app {
     struct job_env env;
     struct outbound *outbound;     /* dispatches leave through it */
     struct dispatcher *dispatcher; /* claims and dispatches http-mode queues' jobs */
+    struct sub_cache *subs;        /* webhook subscriptions, mirrored from the store */
 };
 
 #endif

@@ -289,7 +289,7 @@ static int start_dispatching(const struct config *cfg, struct app *app, const ch
 }
 
 /*
- * The store, the policy cache, the writer, the timers and the waiting
+ * The store, the policy and subscription caches, the writer, the timers and the waiting
  * claims, in dependency order. Deadlines are re-armed from the store, so
  * those that passed while the server was down fire at once.
  */
@@ -302,6 +302,10 @@ static int start_core(const struct config *cfg, struct app *app)
         rc = policy_cache_new(&app->policies);
     if (rc == 0)
         rc = policy_cache_fill(app->policies, app->store);
+    if (rc == 0)
+        rc = sub_cache_new(&app->subs);
+    if (rc == 0)
+        rc = sub_cache_fill(app->subs, app->store);
     if (rc == 0)
         rc = job_env_init(&app->env, app->policies);
     if (rc == 0)
@@ -352,6 +356,7 @@ static void stop_core(struct app *app)
     dispatcher_free(app->dispatcher);
     job_env_release(&app->env);
     policy_cache_free(app->policies);
+    sub_cache_free(app->subs);
     store_close(app->store);
 }
 

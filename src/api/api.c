@@ -37,6 +37,11 @@ const struct route api_routes[] = {
     {"DELETE", "/v1/locks/:key", ROLE_ADMIN, api_lock_delete},
     {"GET", "/v1/queues/:name", ROLE_ANY, api_queue_get},
     {"PUT", "/v1/queues/:name", ROLE_ADMIN, api_queue_put},
+    {"POST", "/v1/subscriptions", ROLE_ADMIN, api_sub_create},
+    {"GET", "/v1/subscriptions", ROLE_ANY, api_sub_list},
+    {"GET", "/v1/subscriptions/:id", ROLE_ANY, api_sub_get},
+    {"PATCH", "/v1/subscriptions/:id", ROLE_ADMIN, api_sub_patch},
+    {"DELETE", "/v1/subscriptions/:id", ROLE_ADMIN, api_sub_delete},
 };
 const size_t api_n_routes = sizeof(api_routes) / sizeof(api_routes[0]);
 

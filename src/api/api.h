@@ -33,6 +33,11 @@ void api_lock_list(struct http_request *req);
 void api_lock_put(struct http_request *req);
 void api_lock_delete(struct http_request *req);
 void api_callback(struct http_request *req);
+void api_sub_create(struct http_request *req);
+void api_sub_list(struct http_request *req);
+void api_sub_get(struct http_request *req);
+void api_sub_patch(struct http_request *req);
+void api_sub_delete(struct http_request *req);
 
 /* ---- shared by the handlers (api.c) ---- */
 

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "subscriptions.h"
+
 static const struct store_engine *const engines[] = {
     &store_sqlite_engine,
 };
@@ -67,5 +69,13 @@ void event_list_release(struct event_list *l)
     for (int i = 0; i < l->n; i++)
         job_event_release(&l->events[i]);
     free(l->events);
+    memset(l, 0, sizeof(*l));
+}
+
+void sub_list_release(struct sub_list *l)
+{
+    for (int i = 0; i < l->n; i++)
+        sub_release(&l->subs[i]);
+    free(l->subs);
     memset(l, 0, sizeof(*l));
 }

@@ -76,6 +76,15 @@ struct idem_record {
 };
 void idem_record_release(struct idem_record *r);
 
+/* ---- webhook subscriptions (subscriptions.h) ---- */
+struct sub;
+/* Every subscription, ordered by id. Owned; sub_list_release(). */
+struct sub_list {
+    struct sub *subs;
+    int n;
+};
+void sub_list_release(struct sub_list *l);
+
 struct job_list {
     struct job *jobs;
     int n;
@@ -145,6 +154,11 @@ struct store_engine {
     int (*callback_id_seen)(struct store *st, const char *msg_id);
     int (*callback_id_put)(struct store *st, const char *msg_id, const char *job_id, int64_t at_ms);
     int (*callback_id_sweep)(struct store *st, int64_t before_ms, int limit, int *n_out);
+    /* Webhook subscriptions (write side). sub_put inserts or replaces by id;
+     * sub_get and sub_delete: -DRV_ENOT_FOUND when there is none. */
+    int (*sub_get)(struct store *st, const char *id, struct sub *out);
+    int (*sub_put)(struct store *st, const struct sub *s);
+    int (*sub_delete)(struct store *st, const char *id);
 
     /* Read side (any thread). */
     int (*job_get)(struct store *st, const char *id, struct job *out);
@@ -164,6 +178,8 @@ struct store_engine {
     int (*policy_list)(struct store *st,
                        void (*each)(void *arg, const char *queue, const struct policy *p),
                        void *arg);
+    /* Every subscription, ordered by id: for GET and for filling the cache at start. */
+    int (*sub_list)(struct store *st, struct sub_list *out);
 };
 
 /* Every engine's handle starts with this. */
@@ -329,6 +345,23 @@ store_policy_list(struct store *st,
                   void (*each)(void *arg, const char *queue, const struct policy *p), void *arg)
 {
     return st->engine->policy_list(st, each, arg);
+}
+
+static inline int store_sub_get(struct store *st, const char *id, struct sub *out)
+{
+    return st->engine->sub_get(st, id, out);
+}
+static inline int store_sub_put(struct store *st, const struct sub *s)
+{
+    return st->engine->sub_put(st, s);
+}
+static inline int store_sub_delete(struct store *st, const char *id)
+{
+    return st->engine->sub_delete(st, id);
+}
+static inline int store_sub_list(struct store *st, struct sub_list *out)
+{
+    return st->engine->sub_list(st, out);
 }
 
 void job_list_release(struct job_list *l);

@@ -27,6 +27,7 @@
 #include <sqlite3.h>
 
 #include "log.h"
+#include "subscriptions.h"
 
 /* Each entry moves the schema from version i to i + 1. Never edit a shipped one. */
 static const char *const migrations[] = {
@@ -132,6 +133,21 @@ static const char *const migrations[] = {
     "  at INTEGER NOT NULL"
     ");"
     "CREATE INDEX callback_ids_by_age ON callback_ids(at);",
+    /* 8: webhook subscriptions. events and queues are JSON arrays, NULL for
+     * every value; old_secret signs beside secret until old_secret_until. */
+    "CREATE TABLE subscriptions ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  url TEXT NOT NULL,"
+    "  secret TEXT NOT NULL,"
+    "  old_secret TEXT,"
+    "  old_secret_until INTEGER,"
+    "  events TEXT,"
+    "  queues TEXT,"
+    "  enabled INTEGER NOT NULL,"
+    "  disabled_reason TEXT,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -140,6 +156,10 @@ static const char *const migrations[] = {
     "webhook_url, run_at, cancel_requested, result, error, checkpoints, created_at, "              \
     "updated_at, seq, lease_token, worker, lease_expires_at, started_at, due_at, "                 \
     "concurrency_limit, waiting_for, run_id"
+
+#define SUB_COLUMNS                                                                                \
+    "id, url, secret, old_secret, old_secret_until, events, queues, enabled, disabled_reason, "    \
+    "created_at, updated_at"
 
 #define EVENT_COLUMNS "job_id, seq, type, at, state, prev_state, step, attempt, data"
 
@@ -177,6 +197,9 @@ enum writer_stmt {
     W_CALLBACK_SEEN,
     W_CALLBACK_PUT,
     W_CALLBACK_SWEEP,
+    W_SUB_GET,
+    W_SUB_PUT,
+    W_SUB_DELETE,
     W__COUNT
 };
 
@@ -233,6 +256,10 @@ static const char *const writer_sql[W__COUNT] = {
         "INSERT OR IGNORE INTO callback_ids (msg_id, job_id, at) VALUES (?1, ?2, ?3)",
     [W_CALLBACK_SWEEP] = ("DELETE FROM callback_ids WHERE rowid IN (SELECT rowid FROM callback_ids "
                           "WHERE at < ?1 ORDER BY at LIMIT ?2)"),
+    [W_SUB_GET] = "SELECT " SUB_COLUMNS " FROM subscriptions WHERE id = ?1",
+    [W_SUB_PUT] = ("INSERT OR REPLACE INTO subscriptions (" SUB_COLUMNS ") VALUES "
+                   "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+    [W_SUB_DELETE] = "DELETE FROM subscriptions WHERE id = ?1",
     [W_WAITING_KEYS] = ("SELECT DISTINCT concurrency_key FROM jobs WHERE queue = ?1 AND "
                         "state = 'scheduled' AND waiting_for = 'concurrency' LIMIT ?2"),
     [W_WAITING_IDS] = ("SELECT id FROM jobs WHERE queue = ?1 AND concurrency_key = ?2 AND "
@@ -247,6 +274,7 @@ enum reader_stmt {
     R_DUE_LIST,
     R_POLICY_LIST,
     R_LOCK_LIST,
+    R_SUB_LIST,
     R__COUNT
 };
 
@@ -260,6 +288,7 @@ static const char *const reader_sql[R__COUNT] = {
     [R_POLICY_LIST] = "SELECT name, policy FROM queues",
     [R_LOCK_LIST] = ("SELECT key, job_id, owner, reason, expires_at, created_at FROM locks "
                      "ORDER BY key"),
+    [R_SUB_LIST] = "SELECT " SUB_COLUMNS " FROM subscriptions ORDER BY id",
 };
 
 struct reader {
@@ -1153,6 +1182,113 @@ static int sqlite_lock_list(struct store *st, struct lock_list *out)
     return rc;
 }
 
+/* ---- webhook subscriptions ---- */
+
+static int read_sub(sqlite3_stmt *stmt, struct sub *out)
+{
+    sub_init(out);
+    const char *id = (const char *)sqlite3_column_text(stmt, 0);
+    snprintf(out->id, sizeof(out->id), "%s", id ? id : "");
+    out->url = column_strdup(stmt, 1);
+    out->secret = column_strdup(stmt, 2);
+    out->old_secret = column_strdup(stmt, 3);
+    out->old_secret_until_ms = sqlite3_column_int64(stmt, 4);
+    out->events = column_json(stmt, 5);
+    out->queues = column_json(stmt, 6);
+    out->enabled = sqlite3_column_int(stmt, 7) != 0;
+    out->disabled_reason = column_strdup(stmt, 8);
+    out->created_at_ms = sqlite3_column_int64(stmt, 9);
+    out->updated_at_ms = sqlite3_column_int64(stmt, 10);
+    bool missing = out->url == NULL || out->secret == NULL ||
+                   (sqlite3_column_type(stmt, 3) != SQLITE_NULL && out->old_secret == NULL) ||
+                   (sqlite3_column_type(stmt, 5) != SQLITE_NULL && out->events == NULL) ||
+                   (sqlite3_column_type(stmt, 6) != SQLITE_NULL && out->queues == NULL) ||
+                   (sqlite3_column_type(stmt, 8) != SQLITE_NULL && out->disabled_reason == NULL);
+    if (missing) {
+        sub_release(out);
+        return -DRV_ENOMEM; /* or a filter that is not JSON: never widen it to "every" */
+    }
+    return 0;
+}
+
+static int sqlite_sub_get(struct store *st, const char *id, struct sub *out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_SUB_GET];
+    bind_text(stmt, 1, id);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        rc = read_sub(stmt, out);
+    else
+        rc = rc == SQLITE_DONE ? -DRV_ENOT_FOUND : fail(s->wdb, "subscription get");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc;
+}
+
+static int sqlite_sub_put(struct store *st, const struct sub *sub)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_SUB_PUT];
+    bind_text(stmt, 1, sub->id);
+    bind_text(stmt, 2, sub->url);
+    bind_text(stmt, 3, sub->secret);
+    bind_text(stmt, 4, sub->old_secret);
+    bind_ms(stmt, 5, sub->old_secret ? sub->old_secret_until_ms : 0);
+    int rc = bind_json(stmt, 6, sub->events);
+    rc = rc ? rc : bind_json(stmt, 7, sub->queues);
+    sqlite3_bind_int(stmt, 8, sub->enabled);
+    bind_text(stmt, 9, sub->disabled_reason);
+    sqlite3_bind_int64(stmt, 10, sub->created_at_ms);
+    sqlite3_bind_int64(stmt, 11, sub->updated_at_ms);
+    if (rc < 0) {
+        sqlite3_clear_bindings(stmt);
+        return rc;
+    }
+    return step_done(s->wdb, stmt, "subscription put");
+}
+
+static int sqlite_sub_delete(struct store *st, const char *id)
+{
+    int rc = exec_text(sqlite_store(st), W_SUB_DELETE, id);
+    return rc < 0 ? rc : rc == 0 ? -DRV_ENOT_FOUND : 0;
+}
+
+static int sqlite_sub_list(struct store *st, struct sub_list *out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    memset(out, 0, sizeof(*out));
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[R_SUB_LIST];
+    int rc, cap = 0;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (out->n == cap) {
+            cap = cap ? cap * 2 : 16;
+            struct sub *p = realloc(out->subs, (size_t)cap * sizeof(*p));
+            if (p == NULL) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            out->subs = p;
+        }
+        if (read_sub(stmt, &out->subs[out->n]) < 0) {
+            log_printf(LOG_ERROR, "stored subscription '%s' does not load",
+                       (const char *)sqlite3_column_text(stmt, 0));
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        out->n++;
+    }
+    rc = rc == SQLITE_DONE    ? 0
+         : rc == SQLITE_NOMEM ? -DRV_ENOMEM
+                              : fail(r->db, "subscription list");
+    sqlite3_reset(stmt);
+    reader_release(s, r);
+    if (rc < 0)
+        sub_list_release(out);
+    return rc;
+}
+
 /* ---- read side ---- */
 
 static int sqlite_job_get(struct store *st, const char *id, struct job *out)
@@ -1379,4 +1515,8 @@ const struct store_engine store_sqlite_engine = {
     .ping = sqlite_ping,
     .due_list = sqlite_due_list,
     .policy_list = sqlite_policy_list,
+    .sub_get = sqlite_sub_get,
+    .sub_put = sqlite_sub_put,
+    .sub_delete = sqlite_sub_delete,
+    .sub_list = sqlite_sub_list,
 };
