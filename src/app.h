@@ -25,6 +25,7 @@ struct app {
     struct outbound *outbound;     /* dispatches leave through it */
     struct dispatcher *dispatcher; /* claims and dispatches http-mode queues' jobs */
     struct sub_cache *subs;        /* webhook subscriptions, mirrored from the store */
+    struct deliverer *deliverer;   /* sends the outbox */
 };
 
 #endif

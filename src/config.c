@@ -17,7 +17,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/crypto.h>
+
+#include "deliver.h"
 #include "net_guard.h"
+#include "sign.h"
 
 /* Why a value was refused; the caller prefixes where it came from. */
 struct reason {
@@ -105,6 +109,8 @@ static const struct field_type type_string, type_int, type_log_level, type_token
 static int rule_listen(const char *text, struct reason *r);
 static int rule_engine(const char *text, struct reason *r);
 static int rule_public_url(const char *text, struct reason *r);
+static int rule_whsec(const char *text, struct reason *r);
+static int rule_schedule(const char *text, struct reason *r);
 
 /* The order here is the order of the example file. */
 static const struct field config_fields[] = {
@@ -176,6 +182,27 @@ static const struct field config_fields[] = {
     INT_FIELD("outbound.timeout_ms", outbound_timeout_ms, int, "15000", 1, 3600000,
               .env = "DROVER_OUTBOUND_TIMEOUT_MS",
               .help = "Milliseconds an outbound request may take in all, connecting included."),
+
+    STRING_FIELD("webhooks.secret", webhook_secret, "", 0, 200, .rule = rule_whsec,
+                 .env = "DROVER_WEBHOOK_SECRET",
+                 .help = "Signs deliveries to jobs' own webhook_url.",
+                 .form = "whsec_ and base64 of 16 to 64 bytes; empty: one is generated into "
+                         "DATA/webhook.secret."),
+    STRING_FIELD("webhooks.retry_schedule", webhook_schedule, "5s,30s,2m,10m,30m,1h,3h,6h", 1, 400,
+                 .rule = rule_schedule, .env = "DROVER_WEBHOOK_RETRY_SCHEDULE",
+                 .help = "Delays before each retry of a delivery; the last one repeats.",
+                 .form = "Comma-separated durations in ms, s, m or h."),
+    INT_FIELD("webhooks.give_up_after_s", webhook_give_up_s, int64_t, "259200", 1, 31536000,
+              .env = "DROVER_WEBHOOK_GIVE_UP_AFTER_S",
+              .help = "Seconds after which a delivery that keeps failing is dead."),
+    INT_FIELD("webhooks.max_in_flight", webhook_max_in_flight, int, "256", 1, 4096,
+              .env = "DROVER_WEBHOOK_MAX_IN_FLIGHT", .help = "Most deliveries being sent at once."),
+    INT_FIELD("webhooks.breaker_after", webhook_breaker_after, int, "5", 1, 1000,
+              .env = "DROVER_WEBHOOK_BREAKER_AFTER",
+              .help = "Consecutive failures that pause an endpoint (circuit breaker)."),
+    INT_FIELD("webhooks.breaker_cooldown_ms", webhook_breaker_ms, int, "30000", 1, 600000,
+              .env = "DROVER_WEBHOOK_BREAKER_COOLDOWN_MS",
+              .help = "The first pause of a failing endpoint; doubles while probes fail."),
 };
 
 #define N_FIELDS (sizeof(config_fields) / sizeof(config_fields[0]))
@@ -349,6 +376,26 @@ static int rule_public_url(const char *text, struct reason *r)
                           "https, no query, no trailing slash)",
                           QUOTE_MAX, text);
     return 0;
+}
+
+static int rule_whsec(const char *text, struct reason *r)
+{
+    struct sign_key key;
+    struct errmsg err;
+    int rc = text[0] == '\0' || sign_secret_parse(text, &key, &err) == 0 ? 0 : -1;
+    if (rc == 0 && text[0] && key.len < 16)
+        rc = -1;
+    OPENSSL_cleanse(&key, sizeof(key));
+    return rc == 0 ? 0 : reason_set(r, "is not whsec_ and base64 of 16 to 64 bytes");
+}
+
+static int rule_schedule(const char *text, struct reason *r)
+{
+    struct deliverer_config dc;
+    struct errmsg err;
+    if (deliverer_parse_schedule(text, &dc, &err) == 0)
+        return 0;
+    return reason_set(r, "%s", err.text);
 }
 
 static int rule_engine(const char *text, struct reason *r)

@@ -73,6 +73,13 @@ struct config {
     int outbound_max_host_connections; /* per host and port, 1..1024, default 8 */
     int outbound_connect_timeout_ms;   /* per attempt, 1..600000, default 5000 */
     int outbound_timeout_ms;           /* whole attempt, 1..3600000, default 15000 */
+    /* [webhooks] */
+    char *webhook_secret;      /* whsec_ for jobs' own webhook_url; "" = generated in DATA */
+    char *webhook_schedule;    /* retry delays, "5s,30s,2m,..." */
+    int64_t webhook_give_up_s; /* dead after, 1..31536000, default 259200 (3 days) */
+    int webhook_max_in_flight; /* 1..4096, default 256 */
+    int webhook_breaker_after; /* failures in a row that open a circuit, default 5 */
+    int webhook_breaker_ms;    /* first cool-down, default 30000 */
 };
 
 /*

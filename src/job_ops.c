@@ -16,7 +16,9 @@
 #include <openssl/rand.h>
 
 #include "dispatch.h"
+#include "deliver.h"
 #include "idempotency.h"
+#include "outbox.h"
 #include "log.h"
 #include "timeutil.h"
 #include "util.h"
@@ -49,6 +51,7 @@ struct job_effects {
     int n_ready, cap_ready;
     struct policy_effect *policies;
     int n_policies, cap_policies;
+    bool outbox; /* rows were added: wake the deliverer */
 };
 
 /* Grow an effect array by one; NULL when out of memory. */
@@ -142,6 +145,7 @@ static void effects_clear(struct job_effects *fx)
     for (int i = 0; i < fx->n_policies; i++)
         policy_release(&fx->policies[i].policy);
     fx->n_dues = fx->n_ready = fx->n_policies = fx->n_handoffs = 0;
+    fx->outbox = false;
 }
 
 void job_env_release(struct job_env *env)
@@ -173,6 +177,8 @@ void job_env_after_batch(struct job_env *env, bool committed)
             if (env->claims)
                 claims_notify(env->claims, fx->ready[i].queue, fx->ready[i].n);
         }
+        if (fx->outbox && env->deliverer)
+            deliverer_kick(env->deliverer);
     }
     for (int i = 0; i < fx->n_handoffs; i++) {
         struct claim_wait *w = fx->handoffs[i];
@@ -309,6 +315,17 @@ static json_t *error_object(const char *kind, const char *message, const char *s
                      job->attempt, "at", at);
 }
 
+int jobop_event(struct write_ctx *ctx, const struct job *job, const struct job_event *ev)
+{
+    bool added = false;
+    int rc = store_event_insert(ctx->store, ev);
+    if (rc == 0)
+        rc = outbox_fanout(ctx, job, ev, &added);
+    if (added && ctx->env)
+        ctx->env->effects->outbox = true;
+    return rc;
+}
+
 /*
  * Store the job and its event; the event is released either way. A job that
  * just ended gives up its concurrency slot (if it held one) here, so no path
@@ -329,7 +346,7 @@ int jobop_save(struct write_ctx *ctx, struct job *job, struct job_event *ev, con
     }
     int rc = store_job_update(ctx->store, job);
     if (rc == 0 && ev)
-        rc = store_event_insert(ctx->store, ev);
+        rc = jobop_event(ctx, job, ev);
     if (ev)
         job_event_release(ev);
     if (rc == 0)
@@ -463,7 +480,7 @@ static int submit_apply(struct write_ctx *ctx, struct write_op *op)
     job->due_at_ms = jobop_next_due(job, p);
     rc = store_job_insert(ctx->store, job);
     if (rc == 0)
-        rc = store_event_insert(ctx->store, &ev);
+        rc = jobop_event(ctx, job, &ev);
     job_event_release(&ev);
     if (rc == 0)
         rc = effect_due(ctx->env, job);

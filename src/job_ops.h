@@ -36,6 +36,8 @@ struct job_env {
     struct timers *timers;
     struct claims *claims;
     struct dispatcher *dispatcher; /* told when a queue's policy turns to http mode */
+    struct deliverer *deliverer;   /* woken when events went into the outbox */
+    struct sub_cache *subs;        /* who wants which events (outbox.h) */
     struct job_effects *effects;   /* this batch's, private */
 };
 

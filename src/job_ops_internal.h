@@ -31,6 +31,9 @@ int jobop_save(struct write_ctx *ctx, struct job *job, struct job_event *ev,
 /* The (saved) job became ready: hand it to a parked claim, or note the queue. */
 int jobop_became_ready(struct write_ctx *ctx, const struct job *job, const struct policy *p);
 
+/* Store a job event and its outbox rows (outbox.h). */
+int jobop_event(struct write_ctx *ctx, const struct job *job, const struct job_event *ev);
+
 /* Forget the attempt's lease (token and expiry). */
 void jobop_clear_lease(struct job *job);
 

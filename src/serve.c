@@ -26,11 +26,13 @@
 #include "app.h"
 #include "auth.h"
 #include "config.h"
+#include "deliver.h"
 #include "dispatch.h"
 #include "http/http.h"
 #include "idempotency.h"
 #include "log.h"
 #include "outbound.h"
+#include "sign.h"
 #include "store/store.h"
 #include "store/writer.h"
 #include "timeutil.h"
@@ -252,6 +254,63 @@ static void arm_job(void *arg, const char *id, int64_t due_ms)
     timers_add(arg, due_ms, TIMER_JOB, id);
 }
 
+/*
+ * The secret that signs deliveries to jobs' own webhook_url: webhooks.secret,
+ * else the one kept in DATA/webhook.secret, generated the first time.
+ */
+static int webhook_secret(const struct config *cfg, char *out, size_t size)
+{
+    char path[4096];
+    if (cfg->webhook_secret && cfg->webhook_secret[0]) {
+        snprintf(out, size, "%s", cfg->webhook_secret);
+        return 0;
+    }
+    snprintf(path, sizeof(path), "%s/webhook.secret", cfg->data_dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        bool ok = fgets(out, (int)size, f) != NULL;
+        fclose(f);
+        out[strcspn(out, "\r\n")] = '\0';
+        if (ok && out[0])
+            return 0;
+    }
+    if (size < SIGN_SECRET_GEN_LEN || sign_secret_generate(out) < 0)
+        return -DRV_EINTERNAL;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || dprintf(fd, "%s\n", out) < 0 || fsync(fd) < 0) {
+        log_printf(LOG_ERROR, "cannot write '%s': %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -DRV_EIO;
+    }
+    close(fd);
+    log_printf(LOG_INFO, "generated the webhook signing secret in %s", path);
+    return 0;
+}
+
+/* The deliverer: after the writer (its results are ops) and the outbound engine. */
+static int start_delivering(const struct config *cfg, struct app *app)
+{
+    char secret[256];
+    struct errmsg err = {.field = ""};
+    struct deliverer_config dc = {.store = app->store,
+                                  .writer = app->writer,
+                                  .outbound = app->outbound,
+                                  .subs = app->subs,
+                                  .webhook_secret = secret,
+                                  .give_up_ms = cfg->webhook_give_up_s * 1000,
+                                  .max_in_flight = cfg->webhook_max_in_flight,
+                                  .breaker_after = cfg->webhook_breaker_after,
+                                  .breaker_ms = cfg->webhook_breaker_ms};
+    int rc = webhook_secret(cfg, secret, sizeof(secret));
+    if (rc == 0)
+        rc = deliverer_parse_schedule(cfg->webhook_schedule, &dc, &err);
+    if (rc == 0)
+        rc = deliverer_start(&dc, &app->deliverer);
+    OPENSSL_cleanse(secret, sizeof(secret));
+    return rc;
+}
+
 /* The outbound engine and the dispatcher (not started: see start_dispatching()). */
 static int start_outbound(const struct config *cfg, struct app *app)
 {
@@ -321,12 +380,16 @@ static int start_core(const struct config *cfg, struct app *app)
         rc = claims_new(app->writer, app->timers, &app->claims);
     if (rc == 0)
         rc = start_outbound(cfg, app);
+    if (rc == 0)
+        rc = start_delivering(cfg, app);
     if (rc < 0)
         return rc;
     /* Published to the writer thread through its queue's lock with the first op. */
     app->env.timers = app->timers;
     app->env.claims = app->claims;
     app->env.dispatcher = app->dispatcher;
+    app->env.deliverer = app->deliverer;
+    app->env.subs = app->subs;
     rc = store_due_list(app->store, arm_job, app->timers);
     struct lock_list locks = {0};
     if (rc == 0)
@@ -346,7 +409,8 @@ static int start_core(const struct config *cfg, struct app *app)
 static void stop_core(struct app *app)
 {
     timers_stop(app->timers);
-    /* Dispatch results still arriving become ops: the writer is still up. */
+    deliverer_stop(app->deliverer);
+    /* Dispatch and delivery results still arriving become ops: the writer is still up. */
     outbound_free(app->outbound);
     app->outbound = NULL;
     writer_stop(app->writer);
@@ -354,6 +418,7 @@ static void stop_core(struct app *app)
     timers_free(app->timers);
     claims_free(app->claims);
     dispatcher_free(app->dispatcher);
+    deliverer_free(app->deliverer);
     job_env_release(&app->env);
     policy_cache_free(app->policies);
     sub_cache_free(app->subs);
@@ -454,6 +519,7 @@ static int run(const struct config *cfg)
     /* No more deadlines fire (the store keeps them for the next start); the
      * writer commits what it still holds and its requests resume and reply. */
     timers_stop(app.timers);
+    deliverer_stop(app.deliverer);
     outbound_free(app.outbound);
     app.outbound = NULL;
     writer_stop(app.writer);

@@ -32,6 +32,9 @@ const struct route api_routes[] = {
     {"POST", "/v1/jobs/:id/complete", ROLE_WORKER, api_complete},
     {"POST", "/v1/jobs/:id/fail", ROLE_WORKER, api_fail},
     {"POST", "/v1/callbacks/:id", ROLE_NONE, api_callback}, /* signed: checked by the handler */
+    {"GET", "/v1/jobs/:id/deliveries", ROLE_ANY, api_job_deliveries},
+    {"POST", "/v1/jobs/:id/deliveries/:n/redeliver", ROLE_ADMIN, api_redeliver},
+    {"GET", "/v1/subscriptions/:id/deliveries", ROLE_ANY, api_subscription_deliveries},
     {"GET", "/v1/locks", ROLE_ANY, api_lock_list},
     {"PUT", "/v1/locks/:key", ROLE_ADMIN, api_lock_put},
     {"DELETE", "/v1/locks/:key", ROLE_ADMIN, api_lock_delete},

@@ -38,6 +38,9 @@ void api_sub_list(struct http_request *req);
 void api_sub_get(struct http_request *req);
 void api_sub_patch(struct http_request *req);
 void api_sub_delete(struct http_request *req);
+void api_job_deliveries(struct http_request *req);
+void api_subscription_deliveries(struct http_request *req);
+void api_redeliver(struct http_request *req);
 
 /* ---- shared by the handlers (api.c) ---- */
 

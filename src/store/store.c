@@ -35,6 +35,19 @@ void store_close(struct store *st)
         st->engine->close(st);
 }
 
+void outbox_row_release(struct outbox_row *r)
+{
+    free(r->last_error);
+    r->last_error = NULL;
+}
+
+void delivery_attempt_release(struct delivery_attempt *a)
+{
+    free(a->error);
+    free(a->excerpt);
+    a->error = a->excerpt = NULL;
+}
+
 void idem_record_release(struct idem_record *r)
 {
     free(r->body);

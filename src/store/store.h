@@ -84,6 +84,37 @@ struct sub_list {
     int n;
 };
 void sub_list_release(struct sub_list *l);
+/*
+ * The outbox: one row per event per destination, written in the event's
+ * transaction (outbox.h). dest is "job" (the job's webhook_url) or a
+ * subscription id. last_error is owned (outbox_row_release).
+ */
+#define OUTBOX_DEST_MAX 40
+struct outbox_row {
+    int64_t id;
+    char job_id[ULID_LEN + 1];
+    int64_t seq;
+    char dest[OUTBOX_DEST_MAX + 1];
+    char state[12]; /* "pending", "delivered" or "dead" */
+    int attempts;
+    int64_t next_at_ms;
+    int64_t created_at_ms;
+    int64_t updated_at_ms;
+    int last_status; /* of the last attempt; 0 for none or a network error */
+    char *last_error;
+};
+void outbox_row_release(struct outbox_row *r);
+
+/* One try of a delivery. Strings owned (delivery_attempt_release). */
+struct delivery_attempt {
+    int n; /* 1, 2, ... */
+    int64_t at_ms;
+    int status; /* 0: no answer */
+    int64_t latency_ms;
+    char *error;   /* network error, or NULL */
+    char *excerpt; /* the answer's first bytes, or NULL */
+};
+void delivery_attempt_release(struct delivery_attempt *a);
 
 struct job_list {
     struct job *jobs;
@@ -150,6 +181,13 @@ struct store_engine {
     int (*idem_put)(struct store *st, const struct idem_record *r, int64_t expired_ms);
     /* Delete up to limit records created before expired_ms; *n_out says how many. */
     int (*idem_sweep)(struct store *st, int64_t expired_ms, int limit, int *n_out);
+    /* The outbox (write side): add a row, read one for update, write it back. */
+    int (*outbox_insert)(struct store *st, const char *job_id, int64_t seq, const char *dest,
+                         int64_t now_ms);
+    int (*outbox_get)(struct store *st, int64_t id, struct outbox_row *out);
+    int (*outbox_update)(struct store *st, const struct outbox_row *r);
+    int (*delivery_attempt_insert)(struct store *st, int64_t outbox_id,
+                                   const struct delivery_attempt *a);
     /* Runner callbacks' webhook-ids: seen (1) or not (0); remember one; forget old ones. */
     int (*callback_id_seen)(struct store *st, const char *msg_id);
     int (*callback_id_put)(struct store *st, const char *msg_id, const char *job_id, int64_t at_ms);
@@ -174,6 +212,17 @@ struct store_engine {
                     void *arg);
     /* Every lock, for GET /v1/locks and for arming expiries at start. */
     int (*lock_list)(struct store *st, struct lock_list *out);
+    /* The outbox (read side): pending rows due by now_ms, by (next_at, id). */
+    int (*outbox_due)(struct store *st, int64_t now_ms, int max, struct outbox_row *rows,
+                      int *n_out);
+    /* Rows of a job or of a destination (either may be NULL), by id, after after_id. */
+    int (*outbox_list)(struct store *st, const char *job_id, const char *dest, int64_t after_id,
+                       int max, struct outbox_row *rows, int *n_out);
+    int (*delivery_attempts)(struct store *st, int64_t outbox_id, int max,
+                             struct delivery_attempt *out, int *n_out);
+    /* (job, dest) of every pending row that waits for a retry, for the deliverer's start. */
+    int (*outbox_backoff)(struct store *st,
+                          void (*each)(void *arg, const char *job_id, const char *dest), void *arg);
     /* Every stored queue policy, for filling the policy cache at start. */
     int (*policy_list)(struct store *st,
                        void (*each)(void *arg, const char *queue, const struct policy *p),
@@ -255,6 +304,45 @@ static inline int store_idem_put(struct store *st, const struct idem_record *r, 
 static inline int store_idem_sweep(struct store *st, int64_t expired_ms, int limit, int *n_out)
 {
     return st->engine->idem_sweep(st, expired_ms, limit, n_out);
+}
+static inline int store_outbox_insert(struct store *st, const char *job_id, int64_t seq,
+                                      const char *dest, int64_t now_ms)
+{
+    return st->engine->outbox_insert(st, job_id, seq, dest, now_ms);
+}
+static inline int store_outbox_get(struct store *st, int64_t id, struct outbox_row *out)
+{
+    return st->engine->outbox_get(st, id, out);
+}
+static inline int store_outbox_update(struct store *st, const struct outbox_row *r)
+{
+    return st->engine->outbox_update(st, r);
+}
+static inline int store_delivery_attempt_insert(struct store *st, int64_t outbox_id,
+                                                const struct delivery_attempt *a)
+{
+    return st->engine->delivery_attempt_insert(st, outbox_id, a);
+}
+static inline int store_outbox_due(struct store *st, int64_t now_ms, int max,
+                                   struct outbox_row *rows, int *n_out)
+{
+    return st->engine->outbox_due(st, now_ms, max, rows, n_out);
+}
+static inline int store_outbox_list(struct store *st, const char *job_id, const char *dest,
+                                    int64_t after_id, int max, struct outbox_row *rows, int *n_out)
+{
+    return st->engine->outbox_list(st, job_id, dest, after_id, max, rows, n_out);
+}
+static inline int store_delivery_attempts(struct store *st, int64_t outbox_id, int max,
+                                          struct delivery_attempt *out, int *n_out)
+{
+    return st->engine->delivery_attempts(st, outbox_id, max, out, n_out);
+}
+static inline int
+store_outbox_backoff(struct store *st,
+                     void (*each)(void *arg, const char *job_id, const char *dest), void *arg)
+{
+    return st->engine->outbox_backoff(st, each, arg);
 }
 static inline int store_callback_id_seen(struct store *st, const char *msg_id)
 {

@@ -148,6 +148,36 @@ static const char *const migrations[] = {
     "  created_at INTEGER NOT NULL,"
     "  updated_at INTEGER NOT NULL"
     ") WITHOUT ROWID;",
+    /* 9: the outbox — one row per event and destination, written with the
+     * event — and each delivery attempt. outbox_due finds what to send;
+     * outbox_by_job serves a job's delivery log, outbox_by_dest a
+     * subscription's. */
+    "CREATE TABLE outbox ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  job_id TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  dest TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_at INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  last_status INTEGER,"
+    "  last_error TEXT"
+    ");"
+    "CREATE INDEX outbox_due ON outbox(next_at, id) WHERE state = 'pending';"
+    "CREATE INDEX outbox_by_job ON outbox(job_id, id);"
+    "CREATE INDEX outbox_by_dest ON outbox(dest, id);"
+    "CREATE TABLE delivery_attempts ("
+    "  outbox_id INTEGER NOT NULL,"
+    "  n INTEGER NOT NULL,"
+    "  at INTEGER NOT NULL,"
+    "  status INTEGER,"
+    "  latency_ms INTEGER,"
+    "  error TEXT,"
+    "  excerpt TEXT,"
+    "  PRIMARY KEY (outbox_id, n)"
+    ") WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -162,6 +192,10 @@ static const char *const migrations[] = {
     "created_at, updated_at"
 
 #define EVENT_COLUMNS "job_id, seq, type, at, state, prev_state, step, attempt, data"
+
+#define OUTBOX_COLUMNS                                                                             \
+    "id, job_id, seq, dest, state, attempts, next_at, created_at, updated_at, last_status, "       \
+    "last_error"
 
 /* The jobs holding one of (queue ?1, key ?2)'s slots: unfinished and admitted. */
 #define SLOT_HOLDERS                                                                               \
@@ -194,6 +228,10 @@ enum writer_stmt {
     W_IDEM_GET,
     W_IDEM_PUT,
     W_IDEM_SWEEP,
+    W_OUTBOX_INSERT,
+    W_OUTBOX_GET,
+    W_OUTBOX_UPDATE,
+    W_ATTEMPT_INSERT,
     W_CALLBACK_SEEN,
     W_CALLBACK_PUT,
     W_CALLBACK_SWEEP,
@@ -251,6 +289,13 @@ static const char *const writer_sql[W__COUNT] = {
                     "created_at = excluded.created_at WHERE idempotency.created_at < ?7"),
     [W_IDEM_SWEEP] = ("DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency "
                       "WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)"),
+    [W_OUTBOX_INSERT] = ("INSERT INTO outbox (job_id, seq, dest, state, next_at, created_at, "
+                         "updated_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)"),
+    [W_OUTBOX_GET] = "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE id = ?1",
+    [W_OUTBOX_UPDATE] = ("UPDATE outbox SET state = ?2, attempts = ?3, next_at = ?4, "
+                         "updated_at = ?5, last_status = ?6, last_error = ?7 WHERE id = ?1"),
+    [W_ATTEMPT_INSERT] = ("INSERT OR REPLACE INTO delivery_attempts (outbox_id, n, at, status, "
+                          "latency_ms, error, excerpt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
     [W_CALLBACK_SEEN] = "SELECT 1 FROM callback_ids WHERE msg_id = ?1",
     [W_CALLBACK_PUT] =
         "INSERT OR IGNORE INTO callback_ids (msg_id, job_id, at) VALUES (?1, ?2, ?3)",
@@ -275,6 +320,11 @@ enum reader_stmt {
     R_POLICY_LIST,
     R_LOCK_LIST,
     R_SUB_LIST,
+    R_OUTBOX_DUE,
+    R_OUTBOX_BY_JOB,
+    R_OUTBOX_BY_DEST,
+    R_ATTEMPTS,
+    R_OUTBOX_BACKOFF,
     R__COUNT
 };
 
@@ -286,6 +336,16 @@ static const char *const reader_sql[R__COUNT] = {
     [R_PING] = "SELECT 1",
     [R_DUE_LIST] = "SELECT id, due_at FROM jobs WHERE due_at IS NOT NULL",
     [R_POLICY_LIST] = "SELECT name, policy FROM queues",
+    [R_OUTBOX_DUE] = ("SELECT " OUTBOX_COLUMNS " FROM outbox WHERE state = 'pending' AND "
+                      "next_at <= ?1 ORDER BY next_at, id LIMIT ?2"),
+    [R_OUTBOX_BY_JOB] = ("SELECT " OUTBOX_COLUMNS " FROM outbox WHERE job_id = ?1 AND id > ?2 "
+                         "ORDER BY id LIMIT ?3"),
+    [R_OUTBOX_BY_DEST] = ("SELECT " OUTBOX_COLUMNS " FROM outbox WHERE dest = ?1 AND id > ?2 "
+                          "ORDER BY id LIMIT ?3"),
+    [R_ATTEMPTS] = ("SELECT n, at, status, latency_ms, error, excerpt FROM delivery_attempts "
+                    "WHERE outbox_id = ?1 ORDER BY n LIMIT ?2"),
+    [R_OUTBOX_BACKOFF] = ("SELECT job_id, dest FROM outbox WHERE state = 'pending' AND "
+                          "attempts > 0"),
     [R_LOCK_LIST] = ("SELECT key, job_id, owner, reason, expires_at, created_at FROM locks "
                      "ORDER BY key"),
     [R_SUB_LIST] = "SELECT " SUB_COLUMNS " FROM subscriptions ORDER BY id",
@@ -1022,6 +1082,172 @@ static int sqlite_idem_sweep(struct store *st, int64_t expired_ms, int limit, in
     return rc;
 }
 
+/* ---- the outbox ---- */
+
+static void read_outbox(sqlite3_stmt *stmt, struct outbox_row *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->id = sqlite3_column_int64(stmt, 0);
+    const char *job = (const char *)sqlite3_column_text(stmt, 1);
+    const char *dest = (const char *)sqlite3_column_text(stmt, 3);
+    const char *state = (const char *)sqlite3_column_text(stmt, 4);
+    snprintf(r->job_id, sizeof(r->job_id), "%s", job ? job : "");
+    r->seq = sqlite3_column_int64(stmt, 2);
+    snprintf(r->dest, sizeof(r->dest), "%s", dest ? dest : "");
+    snprintf(r->state, sizeof(r->state), "%s", state ? state : "");
+    r->attempts = sqlite3_column_int(stmt, 5);
+    r->next_at_ms = sqlite3_column_int64(stmt, 6);
+    r->created_at_ms = sqlite3_column_int64(stmt, 7);
+    r->updated_at_ms = sqlite3_column_int64(stmt, 8);
+    r->last_status = sqlite3_column_int(stmt, 9);
+    r->last_error = column_strdup(stmt, 10);
+}
+
+static int sqlite_outbox_insert(struct store *st, const char *job_id, int64_t seq, const char *dest,
+                                int64_t now_ms)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_OUTBOX_INSERT];
+    bind_text(stmt, 1, job_id);
+    sqlite3_bind_int64(stmt, 2, seq);
+    bind_text(stmt, 3, dest);
+    sqlite3_bind_int64(stmt, 4, now_ms);
+    return step_done(s->wdb, stmt, "outbox insert");
+}
+
+static int sqlite_outbox_get(struct store *st, int64_t id, struct outbox_row *out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_OUTBOX_GET];
+    sqlite3_bind_int64(stmt, 1, id);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        read_outbox(stmt, out);
+        rc = 0;
+    } else {
+        rc = rc == SQLITE_DONE ? -DRV_ENOT_FOUND : fail(s->wdb, "outbox get");
+    }
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc;
+}
+
+static int sqlite_outbox_update(struct store *st, const struct outbox_row *r)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_OUTBOX_UPDATE];
+    sqlite3_bind_int64(stmt, 1, r->id);
+    bind_text(stmt, 2, r->state);
+    sqlite3_bind_int(stmt, 3, r->attempts);
+    sqlite3_bind_int64(stmt, 4, r->next_at_ms);
+    sqlite3_bind_int64(stmt, 5, r->updated_at_ms);
+    if (r->last_status)
+        sqlite3_bind_int(stmt, 6, r->last_status);
+    else
+        sqlite3_bind_null(stmt, 6);
+    bind_text(stmt, 7, r->last_error);
+    return step_done(s->wdb, stmt, "outbox update");
+}
+
+static int sqlite_delivery_attempt_insert(struct store *st, int64_t outbox_id,
+                                          const struct delivery_attempt *a)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_ATTEMPT_INSERT];
+    sqlite3_bind_int64(stmt, 1, outbox_id);
+    sqlite3_bind_int(stmt, 2, a->n);
+    sqlite3_bind_int64(stmt, 3, a->at_ms);
+    if (a->status)
+        sqlite3_bind_int(stmt, 4, a->status);
+    else
+        sqlite3_bind_null(stmt, 4);
+    sqlite3_bind_int64(stmt, 5, a->latency_ms);
+    bind_text(stmt, 6, a->error);
+    bind_text(stmt, 7, a->excerpt);
+    return step_done(s->wdb, stmt, "delivery attempt insert");
+}
+
+/* Run a read statement already bound, collecting up to max outbox rows. */
+static int collect_outbox(struct sqlite_store *s, struct reader *r, sqlite3_stmt *stmt, int max,
+                          struct outbox_row *rows, int *n_out)
+{
+    int rc, n = 0;
+    while (n < max && (rc = sqlite3_step(stmt)) == SQLITE_ROW)
+        read_outbox(stmt, &rows[n++]);
+    rc = n == max || rc == SQLITE_DONE ? 0 : fail(r->db, "outbox read");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    reader_release(s, r);
+    *n_out = n;
+    return rc;
+}
+
+static int sqlite_outbox_due(struct store *st, int64_t now_ms, int max, struct outbox_row *rows,
+                             int *n_out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[R_OUTBOX_DUE];
+    sqlite3_bind_int64(stmt, 1, now_ms);
+    sqlite3_bind_int(stmt, 2, max);
+    return collect_outbox(s, r, stmt, max, rows, n_out);
+}
+
+static int sqlite_outbox_list(struct store *st, const char *job_id, const char *dest,
+                              int64_t after_id, int max, struct outbox_row *rows, int *n_out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[job_id ? R_OUTBOX_BY_JOB : R_OUTBOX_BY_DEST];
+    bind_text(stmt, 1, job_id ? job_id : dest);
+    sqlite3_bind_int64(stmt, 2, after_id);
+    sqlite3_bind_int(stmt, 3, max);
+    return collect_outbox(s, r, stmt, max, rows, n_out);
+}
+
+static int sqlite_delivery_attempts(struct store *st, int64_t outbox_id, int max,
+                                    struct delivery_attempt *out, int *n_out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[R_ATTEMPTS];
+    sqlite3_bind_int64(stmt, 1, outbox_id);
+    sqlite3_bind_int(stmt, 2, max);
+    int rc, n = 0;
+    while (n < max && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        struct delivery_attempt *a = &out[n++];
+        a->n = sqlite3_column_int(stmt, 0);
+        a->at_ms = sqlite3_column_int64(stmt, 1);
+        a->status = sqlite3_column_int(stmt, 2);
+        a->latency_ms = sqlite3_column_int64(stmt, 3);
+        a->error = column_strdup(stmt, 4);
+        a->excerpt = column_strdup(stmt, 5);
+    }
+    rc = n == max || rc == SQLITE_DONE ? 0 : fail(r->db, "delivery attempts");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    reader_release(s, r);
+    *n_out = n;
+    return rc;
+}
+
+static int sqlite_outbox_backoff(struct store *st,
+                                 void (*each)(void *arg, const char *job_id, const char *dest),
+                                 void *arg)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[R_OUTBOX_BACKOFF];
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+        each(arg, (const char *)sqlite3_column_text(stmt, 0),
+             (const char *)sqlite3_column_text(stmt, 1));
+    rc = rc == SQLITE_DONE ? 0 : fail(r->db, "outbox backoff");
+    sqlite3_reset(stmt);
+    reader_release(s, r);
+    return rc;
+}
+
 /* ---- runner callbacks' webhook-ids ---- */
 
 static int sqlite_callback_id_seen(struct store *st, const char *msg_id)
@@ -1497,6 +1723,14 @@ const struct store_engine store_sqlite_engine = {
     .idem_get = sqlite_idem_get,
     .idem_put = sqlite_idem_put,
     .idem_sweep = sqlite_idem_sweep,
+    .outbox_insert = sqlite_outbox_insert,
+    .outbox_get = sqlite_outbox_get,
+    .outbox_update = sqlite_outbox_update,
+    .delivery_attempt_insert = sqlite_delivery_attempt_insert,
+    .outbox_due = sqlite_outbox_due,
+    .outbox_list = sqlite_outbox_list,
+    .delivery_attempts = sqlite_delivery_attempts,
+    .outbox_backoff = sqlite_outbox_backoff,
     .callback_id_seen = sqlite_callback_id_seen,
     .callback_id_put = sqlite_callback_id_put,
     .callback_id_sweep = sqlite_callback_id_sweep,

@@ -1280,7 +1280,7 @@ static void test_example_defaults_load(void **state)
             uncommented++;
         }
     }
-    assert_int_equal(uncommented, 20);
+    assert_int_equal(uncommented, 26);
     assert_int_equal(load(&cfg, text, &err), 0);
     assert_defaults(&cfg);
     assert_int_equal(cfg.n_tokens, 0);
