@@ -45,7 +45,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(OUT)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OUT)/tests/%)
 
-.PHONY: all test test-unit test-integration check asan clang bench bench-e2e format format-check clean deps
+.PHONY: all test test-unit test-integration check asan clang bench bench-e2e bench-webhooks format format-check clean deps
 
 all: drover
 
@@ -87,13 +87,22 @@ check:
 	$(MAKE) BUILD=asan test
 	$(MAKE) BUILD=clang build/clang/drover test-unit
 
-bench: drover $(OUT)/bench/e2e
+bench: drover $(OUT)/bench/e2e $(OUT)/bench/receiver
 	bench/run.sh
 	bench/run-e2e.sh
+	bench/run-webhooks.sh
 
 # End to end: submit, claim, complete (bench/e2e.c drives the server).
 bench-e2e: drover $(OUT)/bench/e2e
 	bench/run-e2e.sh
+
+# Webhooks: signed deliveries per second to a local receiver (bench/receiver.c).
+bench-webhooks: drover $(OUT)/bench/receiver
+	bench/run-webhooks.sh
+
+$(OUT)/bench/receiver: bench/receiver.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(PKG_LIBS)
 
 $(OUT)/bench/e2e: bench/e2e.c
 	@mkdir -p $(dir $@)
@@ -160,5 +169,5 @@ fuzz-run:
 	$(MAKE) BUILD=fuzz fuzz-run
 endif
 
--include $(LIB_OBJ:.o=.d) $(OUT)/src/main.d $(OUT)/bench/e2e.d
+-include $(LIB_OBJ:.o=.d) $(OUT)/src/main.d $(OUT)/bench/e2e.d $(OUT)/bench/receiver.d
 -include $(FUZZ_OBJ:.o=.d) $(OUT)/fuzz/replay.d
