@@ -5,11 +5,12 @@
  *
  * Invariants: an accepted subscription is a valid one (http(s) URL within
  * SUB_URL_MAX, a secret of 16 to 64 bytes, filters null or 1 to
- * SUB_FILTER_MAX unique valid names); it can be shown, the redacted view
- * differs from the admin's by the secret alone, and what an admin is shown, read back as a POST
- * body, is accepted and shows the same (a copy too). A patch applied to a valid subscription leaves
- * a valid one, keeps the replaced secret exactly when it should, and clears disabled_reason when it
- * enables.
+ * SUB_FILTER_MAX unique valid names); it can be shown; the redacted view
+ * differs from the admin's by the secret alone; what an admin is shown,
+ * read back as a POST body, is accepted and shows the same (a copy too). A
+ * patch applied to a valid subscription leaves a valid one, keeps the
+ * replaced secret exactly when it should, and clears disabled_reason when
+ * it enables.
  */
 #include <jansson.h>
 
