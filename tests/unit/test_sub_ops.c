@@ -320,6 +320,40 @@ static void test_disable_from_another_apply(void **state)
     assert_mirrored(f, id);
 }
 
+/* SUB_COUNT_MAX subscriptions (counted in the cache): the next create is refused, writing nothing.
+ */
+static void test_count_max(void **state)
+{
+    struct fixture *f = *state;
+    struct sub s;
+    sub_init(&s);
+    s.url = strdup("https://e.com/");
+    s.secret = strdup("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    for (int i = 0; i < SUB_COUNT_MAX - 1; i++) {
+        snprintf(s.id, sizeof(s.id), "00000000000000000000%06d", i);
+        assert_int_equal(sub_cache_put(f->cache, &s), 0);
+    }
+    sub_release(&s);
+    char id[SUB_ID_LEN + 1];
+    create(f, "{\"url\": \"https://e.com/last\"}", id); /* the 1000th */
+    assert_int_equal(sub_cache_count(f->cache), SUB_COUNT_MAX);
+
+    struct sub_put_op p;
+    struct errmsg err = {0};
+    sub_put_op_create(&p, f->cache, signal_done);
+    json_t *body = tu_json("{\"url\": \"https://e.com/one-too-many\"}");
+    assert_int_equal(sub_from_json(body, &p.sub, &err), 0);
+    json_decref(body);
+    assert_int_equal(run_op(f, &p.op), -DRV_ECONFLICT);
+    assert_non_null(strstr(p.err.text, "1000"));
+    sub_put_op_release(&p);
+    assert_int_equal(sub_cache_count(f->cache), SUB_COUNT_MAX);
+    struct sub_list list;
+    assert_int_equal(store_sub_list(f->store, &list), 0);
+    assert_int_equal(list.n, 1); /* only the one created through the store */
+    sub_list_release(&list);
+}
+
 /* A restart: a new cache filled from the store says what the old one said. */
 static void test_fill(void **state)
 {
@@ -357,6 +391,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_disable_op, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disable_from_another_apply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_count_max, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
