@@ -124,7 +124,7 @@ clean:
 
 .PHONY: fuzz fuzz-run test-fuzz-replay
 
-FUZZ_TARGETS := submit policy time ulid config router template cidr signature
+FUZZ_TARGETS := submit policy time ulid config router template cidr signature subscription
 FUZZ_OBJ     := $(FUZZ_TARGETS:%=$(OUT)/fuzz/fuzz_%.o)
 FUZZ_SECONDS ?= 30
 FUZZ_FLAGS   ?=

@@ -10,7 +10,29 @@
 #include "log.h"
 #include "util.h"
 
-#define SUB_REASON_MAX 1000
+#define SUB_REASON_MAX 1000 /* bytes of a disabled_reason */
+
+/*
+ * The reason kept: at most SUB_REASON_MAX bytes, cut at a character
+ * boundary, and valid UTF-8 (it may quote an endpoint's answer; the API
+ * shows it as a JSON string), else its non-ASCII bytes become '?'.
+ */
+static char *reason_copy(const char *reason)
+{
+    size_t n = strnlen(reason, SUB_REASON_MAX);
+    if (reason[n] != '\0')
+        while (n > 0 && ((unsigned char)reason[n] & 0xC0) == 0x80)
+            n--; /* reason[n] continues a character: cut before it starts */
+    char *r = strndup(reason, n);
+    json_t *probe = r ? json_string(r) : NULL;
+    if (r && probe == NULL) {
+        for (char *c = r; *c; c++)
+            if ((unsigned char)*c >= 0x80)
+                *c = '?';
+    }
+    json_decref(probe);
+    return r;
+}
 
 /* After a commit: make the cache say what the store says. */
 static void cache_put(struct sub_cache *cache, const struct sub *s)
@@ -27,6 +49,8 @@ static int put_apply(struct write_ctx *ctx, struct write_op *op)
     struct sub_put_op *p = container_of(op, struct sub_put_op, op);
     int rc;
     if (p->create) {
+        /* Counted in the cache: subscriptions created earlier in this batch are
+         * not in it yet, so the cap may be passed by a batch's worth. */
         if (p->cache && sub_cache_count(p->cache) >= SUB_COUNT_MAX)
             return errmsg_set(&p->err, -DRV_ECONFLICT,
                               "there are %d subscriptions already, the most drover keeps",
@@ -123,7 +147,7 @@ int sub_ops_disable(struct write_ctx *ctx, const char *id, const char *reason, s
     if (rc < 0)
         return rc;
     if (s.enabled) {
-        char *r = strndup(reason ? reason : "disabled by drover", SUB_REASON_MAX);
+        char *r = reason_copy(reason ? reason : "disabled by drover");
         if (r == NULL) {
             sub_release(&s);
             return -DRV_ENOMEM;
@@ -168,7 +192,7 @@ int sub_disable_op_init(struct sub_disable_op *d, struct sub_cache *cache, const
     d->cache = cache;
     d->then = then;
     snprintf(d->id, sizeof(d->id), "%s", id);
-    d->reason = strndup(reason ? reason : "disabled by drover", SUB_REASON_MAX);
+    d->reason = strdup(reason ? reason : "disabled by drover"); /* cut when applied */
     d->op.apply = disable_apply;
     d->op.done = disable_done;
     return d->reason ? 0 : -DRV_ENOMEM;

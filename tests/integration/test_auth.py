@@ -7,6 +7,7 @@ and what the call needs to exist first). {queue} is replaced by a queue name;
   "job"    a fresh queued job
   "lease"  a job claimed by a worker; the body gets its "lease" token
   "ended"  a canceled job (for retry)
+  "sub"    a webhook subscription ({id} is its id)
 """
 
 import pytest
@@ -33,6 +34,11 @@ ROUTES = [
     ("POST", "/v1/jobs/{id}/steps",     WORKER,  200, {"step": "s1", "data": {"k": 1}}, "lease"),
     ("POST", "/v1/jobs/{id}/complete",  WORKER,  200, {"result": {"ok": True}},         "lease"),
     ("POST", "/v1/jobs/{id}/fail",      WORKER,  200, {"error": {"message": "boom"}},   "lease"),
+    ("POST", "/v1/subscriptions",       {"admin"}, 201, {"url": "https://example.com/h"}, None),
+    ("GET",  "/v1/subscriptions",       ALL,     200, None,                             None),
+    ("GET",  "/v1/subscriptions/{id}",  ALL,     200, None,                             "sub"),
+    ("PATCH", "/v1/subscriptions/{id}", {"admin"}, 200, {"enabled": False},             "sub"),
+    ("DELETE", "/v1/subscriptions/{id}", {"admin"}, 200, None,                          "sub"),
 ]
 
 # Routes open without a token.
@@ -63,6 +69,11 @@ def prepare(server, route, queue="authq"):
     path = template.replace("{queue}", queue)
     if prep is None:
         return path, body
+    if prep == "sub":
+        r = server.request("POST", "/v1/subscriptions", {"url": "https://example.com/prep"},
+                           token="admin")
+        assert r.status == 201, r
+        return path.replace("{id}", r.json["id"]), body
     job = server.submit("authq", token="admin")
     if prep == "ended":
         r = server.request("POST", f"/v1/jobs/{job['id']}/cancel", token="admin")
