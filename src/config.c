@@ -176,6 +176,11 @@ static const struct field config_fields[] = {
     INT_FIELD("outbound.timeout_ms", outbound_timeout_ms, int, "15000", 1, 3600000,
               .env = "DROVER_OUTBOUND_TIMEOUT_MS",
               .help = "Milliseconds an outbound request may take in all, connecting included."),
+
+    INT_FIELD("artifacts.max_bytes", artifact_max_bytes, int64_t, "16777216", 1024, 268435456,
+              .flags = FIELD_BYTES, .env = "DROVER_ARTIFACTS_MAX_BYTES",
+              .help =
+                  "Largest artifact upload; bigger gets 413 (http.max_body_bytes does not apply)."),
 };
 
 #define N_FIELDS (sizeof(config_fields) / sizeof(config_fields[0]))

@@ -73,6 +73,8 @@ struct config {
     int outbound_max_host_connections; /* per host and port, 1..1024, default 8 */
     int outbound_connect_timeout_ms;   /* per attempt, 1..600000, default 5000 */
     int outbound_timeout_ms;           /* whole attempt, 1..3600000, default 15000 */
+    /* [artifacts] */
+    int64_t artifact_max_bytes; /* one artifact's bytes, 1024..268435456, default 16 MiB */
 };
 
 /*

@@ -404,6 +404,7 @@ static int run(const struct config *cfg)
         .connection_limit = cfg->connection_limit,
         .connection_timeout_s = cfg->connection_timeout_s,
         .max_body_bytes = cfg->max_body_bytes,
+        .max_upload_bytes = cfg->artifact_max_bytes,
         .max_header_bytes = cfg->max_header_bytes,
     };
     rc = http_start(&hopt, api_routes, api_n_routes, auth, &app, &http);
