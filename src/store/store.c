@@ -69,3 +69,9 @@ void event_list_release(struct event_list *l)
     free(l->events);
     memset(l, 0, sizeof(*l));
 }
+
+void artifact_list_release(struct artifact_list *l)
+{
+    free(l->items);
+    memset(l, 0, sizeof(*l));
+}
