@@ -24,6 +24,7 @@
 
 #include "api/api.h"
 #include "app.h"
+#include "artifacts.h"
 #include "auth.h"
 #include "config.h"
 #include "dispatch.h"
@@ -298,6 +299,8 @@ static int start_core(const struct config *cfg, struct app *app)
     const struct store_engine *engine = store_engine_find(cfg->engine);
     struct store_options sopt = {.data_dir = cfg->data_dir, .readers = cfg->readers};
     int rc = engine ? store_open(engine, &sopt, &app->store) : -DRV_ECONFIG;
+    if (rc == 0)
+        rc = artifact_root_init(cfg->data_dir);
     if (rc == 0)
         rc = policy_cache_new(&app->policies);
     if (rc == 0)

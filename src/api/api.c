@@ -32,6 +32,11 @@ const struct route api_routes[] = {
     {"POST", "/v1/jobs/:id/complete", ROLE_WORKER, api_complete},
     {"POST", "/v1/jobs/:id/fail", ROLE_WORKER, api_fail},
     {"POST", "/v1/callbacks/:id", ROLE_NONE, api_callback}, /* signed: checked by the handler */
+    /* artifacts: by the job's worker (token and lease) or its runner (signed) */
+    {"PUT", "/v1/jobs/:id/artifacts/:name", ROLE_WORKER | ROUTE_RAW_BODY | ROUTE_OR_SIGNED,
+     api_artifact_put},
+    {"GET", "/v1/jobs/:id/artifacts", ROLE_ANY, api_artifact_list},
+    {"GET", "/v1/jobs/:id/artifacts/:name", ROLE_ANY, api_artifact_get},
     {"GET", "/v1/locks", ROLE_ANY, api_lock_list},
     {"PUT", "/v1/locks/:key", ROLE_ADMIN, api_lock_put},
     {"DELETE", "/v1/locks/:key", ROLE_ADMIN, api_lock_delete},

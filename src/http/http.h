@@ -44,10 +44,11 @@ struct route {
  *
  *  - ROUTE_RAW_BODY: the body may have any content type and is capped by
  *    http_options.max_upload_bytes instead of max_body_bytes (uploads);
- *  - ROUTE_OR_SIGNED: a request without an Authorization header reaches the
- *    handler unauthenticated (http_role() is ROLE_NONE), which must then
- *    verify a signature over the raw body or refuse with 401. A request
- *    with the header is checked against the roles as usual.
+ *  - ROUTE_OR_SIGNED: a request without an Authorization header but with a
+ *    webhook-signature or X-Drover-Signature header reaches the handler
+ *    unauthenticated (http_role() is ROLE_NONE), which must then verify the
+ *    signature over the raw body or refuse with 401. Any other request is
+ *    checked against the roles as usual.
  */
 #define ROUTE_RAW_BODY  (1u << 16)
 #define ROUTE_OR_SIGNED (1u << 17)

@@ -432,9 +432,11 @@ static bool refuse_early(struct http_request *req)
         http_reply_errorf(req, -DRV_ESHUTTING_DOWN, "the server is shutting down");
         return true;
     }
-    /* Without a token, a route that also takes signatures leaves it to its handler. */
+    /* Signed instead of a token: the handler verifies the signature over the body. */
     bool signed_instead = (req->route->roles & ROUTE_OR_SIGNED) &&
-                          http_header(req, MHD_HTTP_HEADER_AUTHORIZATION) == NULL;
+                          http_header(req, MHD_HTTP_HEADER_AUTHORIZATION) == NULL &&
+                          (http_header(req, "webhook-signature") != NULL ||
+                           http_header(req, "x-drover-signature") != NULL);
     if (roles != ROLE_NONE && !signed_instead) {
         req->role = auth_check(srv->auth, http_header(req, MHD_HTTP_HEADER_AUTHORIZATION));
         if (req->role == ROLE_NONE) {
@@ -442,6 +444,8 @@ static bool refuse_early(struct http_request *req)
             http_reply_errorf(req, -DRV_EUNAUTHORIZED,
                               http_header(req, MHD_HTTP_HEADER_AUTHORIZATION)
                                   ? "the bearer token is not valid"
+                              : req->route->roles & ROUTE_OR_SIGNED
+                                  ? "this route needs a bearer token or a signature"
                                   : "this route needs a bearer token");
             return true;
         }
