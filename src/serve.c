@@ -32,6 +32,7 @@
 #include "idempotency.h"
 #include "log.h"
 #include "outbound.h"
+#include "retention.h"
 #include "store/store.h"
 #include "store/writer.h"
 #include "timeutil.h"
@@ -242,7 +243,10 @@ static void on_timer(void *ctx, enum timer_kind kind, const char *key)
     case TIMER_WAITER: claims_expire(app->claims, strtoull(key, NULL, 10)); break;
     case TIMER_LOCK: job_lock_expiry_fire(app->writer, key); break;
     case TIMER_SWEEP:
-        idem_sweep_fire(app->writer, app->timers, app->cfg->idempotency_ttl_s * 1000LL);
+        if (strcmp(key, RETENTION_SWEEP_KEY) == 0)
+            retention_sweep_fire(app->writer, app->timers, app->store, app->cfg->data_dir);
+        else
+            idem_sweep_fire(app->writer, app->timers, app->cfg->idempotency_ttl_s * 1000LL);
         break;
     case TIMER_DISPATCH: dispatcher_fire(app->dispatcher, key); break;
     }
@@ -338,6 +342,7 @@ static int start_core(const struct config *cfg, struct app *app)
     if (rc == 0) {
         log_printf(LOG_INFO, "armed %d deadlines from the store", timers_pending(app->timers));
         timers_add(app->timers, time_now_ms(), TIMER_SWEEP, "idempotency");
+        timers_add(app->timers, time_now_ms(), TIMER_SWEEP, RETENTION_SWEEP_KEY);
     }
     return rc;
 }
