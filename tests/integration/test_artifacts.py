@@ -487,3 +487,12 @@ def test_worker_output_max_flag(server, tmp_path):
                                  "--output-max", "0")
     assert done["state"] == "succeeded", (done, log)
     assert list_artifacts(server, job2["id"]) == []
+    # Many lines through a small ring: it wraps around, again and again.
+    job3 = server.submit("wring")
+    done, log = run_worker_until(server, tmp_path, "wring",
+                                 "i=0; while [ $i -lt 500 ]; do echo \"line $i\"; "
+                                 "i=$((i+1)); done\n", job3["id"], "--output-max", "100")
+    assert done["state"] == "succeeded", (done, log)
+    full = "".join(f"line {i}\n" for i in range(500)).encode()
+    assert get_artifact(server, job3["id"], "output").body == full[-100:]
+    assert f"output was {len(full)} bytes; uploading its last 100" in log, log
