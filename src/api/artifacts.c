@@ -77,8 +77,11 @@ static void put_finish(struct http_request *req)
 {
     struct artifact_put_op *p = http_ctx(req);
     const char *data_dir = api_app(req)->cfg->data_dir;
-    /* Step 3 (artifacts.h): only now may a file go. */
-    if (p->op.result < 0)
+    /* Step 3 (artifacts.h): only now may a file go. A job that is gone (pruned
+     * meanwhile) never comes back: its directory goes, whatever it holds. */
+    if (p->op.result == -DRV_ENOT_FOUND)
+        artifact_dir_remove(data_dir, p->artifact.job_id);
+    else if (p->op.result < 0)
         artifact_file_remove(data_dir, p->artifact.job_id, p->artifact.file);
     else if (p->replaced_file[0] && strcmp(p->replaced_file, p->artifact.file) != 0)
         artifact_file_remove(data_dir, p->artifact.job_id, p->replaced_file);

@@ -60,7 +60,7 @@ struct http_request {
 
     char *body;
     size_t body_len, body_cap;
-    size_t body_expected; /* an upload's Content-Length: allocated at once */
+    size_t body_expected; /* an upload's Content-Length: its buffer's bound */
     bool body_too_large;
 
     struct {
@@ -483,11 +483,12 @@ static int body_append(struct http_request *req, const char *data, size_t n)
     }
     if (req->body_len + n + 1 > req->body_cap) {
         size_t cap = req->body_cap ? req->body_cap * 2 : 1024;
-        /* An upload of known length gets its buffer once, not by doubling. */
-        if (req->body_expected + 1 > cap)
-            cap = req->body_expected + 1;
         while (cap < req->body_len + n + 1)
             cap *= 2;
+        /* An upload of known length: never more than it declared (not 32 MiB for
+         * 16), and still only as much as has arrived, give or take a doubling. */
+        if (req->body_expected >= req->body_len + n && cap > req->body_expected + 1)
+            cap = req->body_expected + 1;
         char *p = realloc(req->body, cap);
         if (p == NULL)
             return -DRV_ENOMEM;
