@@ -496,3 +496,16 @@ def test_worker_output_max_flag(server, tmp_path):
     full = "".join(f"line {i}\n" for i in range(500)).encode()
     assert get_artifact(server, job3["id"], "output").body == full[-100:]
     assert f"output was {len(full)} bytes; uploading its last 100" in log, log
+
+
+def test_worker_help_and_usage_of_output_max():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROVER_")}
+    p = subprocess.run([DROVER_BIN, "worker", "--help"], capture_output=True, text=True,
+                       env=env, timeout=10)
+    assert p.returncode == 0, p.stderr
+    for word in ("--output-max", '"output"', "artifacts.max_bytes"):
+        assert word in p.stdout, word
+    for bad in ("-1", "x", "268435457"):
+        p = subprocess.run([DROVER_BIN, "worker", "q", "--output-max", bad, "--", "true"],
+                           capture_output=True, text=True, env=env, timeout=10)
+        assert p.returncode == 2 and "--output-max" in p.stderr, (bad, p.stderr)

@@ -180,3 +180,22 @@ def test_a_backlog_goes_in_rounds_and_the_server_keeps_answering(server):
         time.sleep(0.05)
     assert slowest < 2.0, slowest
     assert all(gone(server, i) for i in ids[:5] + ids[-5:])
+
+
+def test_kill_9_mid_sweep_then_restart_finishes_the_job(make_server):
+    s = make_server()
+    put_queue(s, "crash", retention_s=1)
+    ended = [succeeded_job(s, "crash") for _ in range(20)]
+    ids = [j["id"] for j in ended]
+    # Kill as soon as the first job is pruned: its files may or may not be gone yet.
+    deadline = time.monotonic() + GONE_WITHIN_S
+    while not any(gone(s, i) for i in ids[:3]):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    s.kill()
+    s.start(listen=f"127.0.0.1:{s.port}")
+    wait_gone(s, ids)
+    deadline = time.monotonic() + 5
+    while any(artifact_dir(s, i).exists() for i in ids):
+        assert time.monotonic() < deadline, [i for i in ids if artifact_dir(s, i).exists()]
+        time.sleep(0.1)
