@@ -203,6 +203,10 @@ static const struct field config_fields[] = {
     INT_FIELD("webhooks.breaker_cooldown_ms", webhook_breaker_ms, int, "30000", 1, 600000,
               .env = "DROVER_WEBHOOK_BREAKER_COOLDOWN_MS",
               .help = "The first pause of a failing endpoint; doubles while probes fail."),
+    INT_FIELD("artifacts.max_bytes", artifact_max_bytes, int64_t, "16777216", 1024, 268435456,
+              .flags = FIELD_BYTES, .env = "DROVER_ARTIFACTS_MAX_BYTES",
+              .help =
+                  "Largest artifact upload; bigger gets 413 (http.max_body_bytes does not apply)."),
 };
 
 #define N_FIELDS (sizeof(config_fields) / sizeof(config_fields[0]))

@@ -663,7 +663,7 @@ static int claim_apply(struct write_ctx *ctx, struct write_op *op)
 
 /* ---- lease calls ---- */
 
-static bool lease_valid(const struct job *job, const char *token)
+bool job_lease_valid(const struct job *job, const char *token)
 {
     return job->state == JOB_RUNNING && job->lease_token &&
            strlen(job->lease_token) == strlen(token) &&
@@ -760,7 +760,7 @@ static int lease_apply(struct write_ctx *ctx, struct write_op *op)
         return errmsg_set(&l->err, rc, "no job '%s'", l->id);
     if (rc < 0)
         return rc;
-    if (!lease_valid(job, l->token))
+    if (!job_lease_valid(job, l->token))
         return errmsg_set(&l->err, -DRV_ELEASE_LOST,
                           "the lease is not valid: job '%s' is %s%s, attempt %d", l->id,
                           job_state_name(job->state),

@@ -140,6 +140,9 @@ struct job_lease_op {
 };
 void job_lease_op_init(struct job_lease_op *l, enum lease_action action, write_done_fn done);
 
+/* Is token the running attempt's lease? (Constant-time comparison.) */
+bool job_lease_valid(const struct job *job, const char *token);
+
 /* How a runner's callback reports (POST /v1/callbacks/{id}). */
 enum callback_status { CALLBACK_HEARTBEAT, CALLBACK_RUNNING, CALLBACK_SUCCEEDED, CALLBACK_FAILED };
 

@@ -24,6 +24,7 @@
 
 #include "api/api.h"
 #include "app.h"
+#include "artifacts.h"
 #include "auth.h"
 #include "config.h"
 #include "deliver.h"
@@ -33,6 +34,7 @@
 #include "log.h"
 #include "outbound.h"
 #include "sign.h"
+#include "retention.h"
 #include "store/store.h"
 #include "store/writer.h"
 #include "timeutil.h"
@@ -243,7 +245,10 @@ static void on_timer(void *ctx, enum timer_kind kind, const char *key)
     case TIMER_WAITER: claims_expire(app->claims, strtoull(key, NULL, 10)); break;
     case TIMER_LOCK: job_lock_expiry_fire(app->writer, key); break;
     case TIMER_SWEEP:
-        idem_sweep_fire(app->writer, app->timers, app->cfg->idempotency_ttl_s * 1000LL);
+        if (strcmp(key, RETENTION_SWEEP_KEY) == 0)
+            retention_sweep_fire(app->writer, app->timers, app->store, app->cfg->data_dir);
+        else
+            idem_sweep_fire(app->writer, app->timers, app->cfg->idempotency_ttl_s * 1000LL);
         break;
     case TIMER_DISPATCH: dispatcher_fire(app->dispatcher, key); break;
     }
@@ -358,6 +363,8 @@ static int start_core(const struct config *cfg, struct app *app)
     struct store_options sopt = {.data_dir = cfg->data_dir, .readers = cfg->readers};
     int rc = engine ? store_open(engine, &sopt, &app->store) : -DRV_ECONFIG;
     if (rc == 0)
+        rc = artifact_root_init(cfg->data_dir);
+    if (rc == 0)
         rc = policy_cache_new(&app->policies);
     if (rc == 0)
         rc = policy_cache_fill(app->policies, app->store);
@@ -402,6 +409,7 @@ static int start_core(const struct config *cfg, struct app *app)
     if (rc == 0) {
         log_printf(LOG_INFO, "armed %d deadlines from the store", timers_pending(app->timers));
         timers_add(app->timers, time_now_ms(), TIMER_SWEEP, "idempotency");
+        timers_add(app->timers, time_now_ms(), TIMER_SWEEP, RETENTION_SWEEP_KEY);
     }
     return rc;
 }
@@ -474,6 +482,7 @@ static int run(const struct config *cfg)
         .connection_limit = cfg->connection_limit,
         .connection_timeout_s = cfg->connection_timeout_s,
         .max_body_bytes = cfg->max_body_bytes,
+        .max_upload_bytes = cfg->artifact_max_bytes,
         .max_header_bytes = cfg->max_header_bytes,
     };
     rc = http_start(&hopt, api_routes, api_n_routes, auth, &app, &http);

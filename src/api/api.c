@@ -35,6 +35,11 @@ const struct route api_routes[] = {
     {"GET", "/v1/jobs/:id/deliveries", ROLE_ANY, api_job_deliveries},
     {"POST", "/v1/jobs/:id/deliveries/:n/redeliver", ROLE_ADMIN, api_redeliver},
     {"GET", "/v1/subscriptions/:id/deliveries", ROLE_ANY, api_subscription_deliveries},
+    /* artifacts: by the job's worker (token and lease) or its runner (signed) */
+    {"PUT", "/v1/jobs/:id/artifacts/:name", ROLE_WORKER | ROUTE_RAW_BODY | ROUTE_OR_SIGNED,
+     api_artifact_put},
+    {"GET", "/v1/jobs/:id/artifacts", ROLE_ANY, api_artifact_list},
+    {"GET", "/v1/jobs/:id/artifacts/:name", ROLE_ANY, api_artifact_get},
     {"GET", "/v1/locks", ROLE_ANY, api_lock_list},
     {"PUT", "/v1/locks/:key", ROLE_ADMIN, api_lock_put},
     {"DELETE", "/v1/locks/:key", ROLE_ADMIN, api_lock_delete},

@@ -41,6 +41,9 @@ void api_sub_delete(struct http_request *req);
 void api_job_deliveries(struct http_request *req);
 void api_subscription_deliveries(struct http_request *req);
 void api_redeliver(struct http_request *req);
+void api_artifact_put(struct http_request *req);
+void api_artifact_list(struct http_request *req);
+void api_artifact_get(struct http_request *req);
 
 /* ---- shared by the handlers (api.c) ---- */
 
@@ -65,6 +68,16 @@ void api_write(struct http_request *req, struct write_op *op, write_render_fn re
  */
 void api_reply_write(struct http_request *req, struct write_op *op, const struct errmsg *err,
                      write_render_fn render);
+
+/*
+ * Check the signature of req's raw body as a runner's for job (callbacks.c):
+ * Standard Webhooks or X-Drover headers, keyed with the queue's
+ * callback_secret or an attempt's callback token. 0 and *attempt, the
+ * attempt whose token signed it (0: the queue's secret), or
+ * -DRV_EBAD_SIGNATURE with err.
+ */
+int api_runner_verify(struct http_request *req, const struct job *job, int *attempt,
+                      struct errmsg *err);
 
 /* ---- request bodies: each refusal is -DRV_EBAD_FIELD naming the field ---- */
 

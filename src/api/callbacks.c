@@ -89,12 +89,11 @@ static int verify_with(struct http_request *req, const struct callback_keys *k, 
 }
 
 /*
- * Check the signature of req's raw body for job: 0 and *attempt, the attempt
- * whose token signed it (0: the queue's secret), or -DRV_EBAD_SIGNATURE with
- * err. Keys are tried one by one to learn which one signed; which key it was
- * is no secret, and each comparison is constant-time.
+ * Keys are tried one by one to learn which one signed; which key it was is
+ * no secret, and each comparison is constant-time.
  */
-static int verify(struct http_request *req, const struct job *job, int *attempt, struct errmsg *err)
+int api_runner_verify(struct http_request *req, const struct job *job, int *attempt,
+                      struct errmsg *err)
 {
     struct callback_keys k;
     const struct policy *p = policy_cache_acquire(api_app(req)->policies, job->queue);
@@ -246,7 +245,7 @@ void api_callback(struct http_request *req)
         return;
     }
     int signer = 0;
-    rc = verify(req, &job, &signer, &err);
+    rc = api_runner_verify(req, &job, &signer, &err);
     job_release(&job);
     struct job_callback_op *c = rc == 0 ? malloc(sizeof(*c)) : NULL;
     if (rc == 0 && c == NULL)

@@ -7,6 +7,7 @@
 #include "api/api.h"
 #include "job_json.h"
 #include "job_ops.h"
+#include "retention.h"
 
 static bool queue_param(struct http_request *req, const char **name)
 {
@@ -50,6 +51,9 @@ static void put_finish(struct http_request *req)
         json_t *body = policy_to_json(&p->policy, true);
         if (body)
             json_object_set_new(body, "name", json_string(p->queue));
+        /* A retention takes effect now, not at the sweep's next round. */
+        if (p->policy.retention_s > 0)
+            retention_sweep_soon(api_app(req)->timers);
         http_reply_json(req, 200, body);
     }
     policy_put_op_release(p);

@@ -60,17 +60,24 @@
 #define WORKER_MAX_QUEUED_CALLS   256   /* a job's unsent steps; past it CMD's stdout is not read */
 #define WORKER_STEP_NAME_MAX      64    /* the server's limits: a step name, */
 #define WORKER_MESSAGE_MAX        4096  /* and error.message, in bytes */
+#define WORKER_OUTPUT_NAME        "output" /* the artifact CMD's stdout becomes */
+#define WORKER_OUTPUT_TYPE        "text/plain"
+#define WORKER_OUTPUT_DEFAULT     (16L * 1024 * 1024) /* the server's artifacts.max_bytes default */
+#define WORKER_OUTPUT_MAX         (256L * 1024 * 1024) /* and its most */
+#define WORKER_UPLOAD_MS_PER_MIB  1000L /* an upload's timeout grows with it: >= 1 MiB/s */
 
 enum worker_opt {
     WORKER_OPT_CONCURRENCY = CLI_OPT_COMMAND,
     WORKER_OPT_WAIT,
     WORKER_OPT_NAME,
+    WORKER_OPT_OUTPUT_MAX,
 };
 
 struct worker_args {
     int concurrency;
     int wait_s;
     const char *name;
+    long output_max;
 };
 
 /* Why the worker signalled a job's process group. */
@@ -85,12 +92,14 @@ enum worker_call_kind {
     WORKER_CALL_STEP,
     WORKER_CALL_COMPLETE,
     WORKER_CALL_FAIL,
+    WORKER_CALL_OUTPUT, /* PUT the output artifact, before the complete or fail */
 };
 
 static const char *const worker_call_action[] = {
     [WORKER_CALL_STEP] = "steps",
     [WORKER_CALL_COMPLETE] = "complete",
     [WORKER_CALL_FAIL] = "fail",
+    [WORKER_CALL_OUTPUT] = "output upload",
 };
 
 /* A lease call waiting to be sent. */
@@ -98,6 +107,18 @@ struct worker_call {
     struct worker_call *next;
     enum worker_call_kind kind;
     json_t *body; /* owned; the request body, "lease" is set when it is sent */
+    char *raw;    /* owned; WORKER_CALL_OUTPUT: the bytes (body is NULL) */
+    size_t raw_len;
+};
+
+/*
+ * The tail of CMD's stdout, at most max bytes: a ring that grows up to max
+ * as output comes, then keeps only the newest bytes.
+ */
+struct worker_output {
+    char *buf; /* owned; cap bytes */
+    size_t cap, start, len;
+    uint64_t total; /* bytes CMD wrote in all */
 };
 
 struct worker;
@@ -118,6 +139,7 @@ struct worker_job {
     bool finished;       /* the outcome is decided: its report is queued, or there is none */
     char *step;          /* owned; the last step CMD reported, for error.step */
     json_t *result;      /* owned; the last ::result */
+    struct worker_output output;
     struct worker_call *calls, **calls_tail;
     size_t n_calls;
 };
@@ -128,7 +150,8 @@ struct worker {
     char name[WORKER_MAX_NAME_BYTES + 1];
     int concurrency;
     int wait_s;
-    char **cmd; /* NULL-terminated, points into argv */
+    size_t output_max; /* 0: no output artifact */
+    char **cmd;        /* NULL-terminated, points into argv */
     bool json;
     int sigfd;
     struct worker_job *jobs;
@@ -150,6 +173,7 @@ static const struct option worker_options[] = {
     {"concurrency", required_argument, NULL, WORKER_OPT_CONCURRENCY},
     {"wait", required_argument, NULL, WORKER_OPT_WAIT},
     {"worker", required_argument, NULL, WORKER_OPT_NAME},
+    {"output-max", required_argument, NULL, WORKER_OPT_OUTPUT_MAX},
     {NULL, 0, NULL, 0},
 };
 
@@ -174,6 +198,12 @@ static const struct cli_command worker_command = {
         "  any other line       printed on the worker's stdout as \"ID: LINE\"\n"
         "A ::step or ::result line that does not parse is logged and ignored.\n"
         "CMD's stderr is not printed; its last 4 KiB go into the error message.\n"
+        "\n"
+        "When CMD ends, its stdout (every line, ::step and ::result lines included) is\n"
+        "uploaded as the job's artifact \"output\" (text/plain, PUT\n"
+        "/v1/jobs/ID/artifacts/output under the lease), before the complete or fail.\n"
+        "Only the last --output-max bytes are kept; should the server's limit\n"
+        "(artifacts.max_bytes) be lower, the output is cut to it. A cut is logged.\n"
         "\n"
         "How a job ends:\n"
         "  exit status 0        complete, with the last ::result (if any)\n"
@@ -208,7 +238,9 @@ static const struct cli_command worker_command = {
         "  --wait S          long-poll: a claim waits up to S seconds for a job, 0-60\n"
         "                    (default 30); also how long an idle worker takes to stop\n"
         "  --worker NAME     the name the server records for this worker, 1-128 bytes\n"
-        "                    (default HOSTNAME:PID)\n",
+        "                    (default HOSTNAME:PID)\n"
+        "  --output-max N    keep the last N bytes of CMD's stdout for the \"output\"\n"
+        "                    artifact, 0-268435456 (default 16777216); 0: no artifact\n",
     .json_help = "log lines (stderr) and CMD's other stdout lines (stdout) as JSON objects,\n"
                  "                 one per line: {\"at\",\"job\",\"msg\"} and {\"job\",\"line\"}",
     .options = worker_options,
@@ -254,6 +286,12 @@ static int worker_on_option(void *ctx, int opt, const char *arg)
             return cli_usage_error(&worker_command, "--worker must be 1 to %d bytes",
                                    WORKER_MAX_NAME_BYTES);
         a->name = arg;
+        return 0;
+    case WORKER_OPT_OUTPUT_MAX:
+        if ((v = worker_parse_int(arg, 0, WORKER_OUTPUT_MAX)) < 0)
+            return cli_usage_error(&worker_command, "--output-max must be a number from 0 to %ld",
+                                   WORKER_OUTPUT_MAX);
+        a->output_max = v;
         return 0;
     default: return cli_usage_error(&worker_command, "unhandled option");
     }
@@ -368,6 +406,7 @@ static void worker_drop_calls(struct worker_job *job)
         struct worker_call *c = job->calls;
         job->calls = c->next;
         json_decref(c->body);
+        free(c->raw);
         free(c);
     }
     job->calls_tail = &job->calls;
@@ -390,9 +429,90 @@ static void worker_queue_call(struct worker_job *job, enum worker_call_kind kind
     job->n_calls++;
 }
 
+/* --- CMD's output ------------------------------------------------------- */
+
+/* Keep n more bytes of output, dropping the oldest past w->output_max. */
+static void worker_output_add(struct worker_job *job, const char *data, size_t n)
+{
+    struct worker_output *o = &job->output;
+    size_t max = job->w->output_max;
+
+    o->total += n;
+    if (max == 0)
+        return;
+    if (n > max) {
+        data += n - max;
+        n = max;
+    }
+    if (o->cap < max && o->len + n > o->cap) {
+        /* Still linear (the ring wraps only at its full size): grow it. */
+        size_t cap = o->cap ? o->cap * 2 : 4096;
+        if (cap < o->len + n)
+            cap = o->len + n;
+        if (cap > max)
+            cap = max;
+        char *p = realloc(o->buf, cap);
+        if (!p)
+            return; /* this much output is lost; the rest is still kept */
+        o->buf = p;
+        o->cap = cap;
+    }
+    if (o->len + n > o->cap) {
+        size_t drop = o->len + n - o->cap;
+        o->start = (o->start + drop) % o->cap;
+        o->len -= drop;
+    }
+    size_t at = (o->start + o->len) % o->cap;
+    size_t first = n < o->cap - at ? n : o->cap - at;
+    memcpy(o->buf + at, data, first);
+    memcpy(o->buf, data + first, n - first);
+    o->len += n;
+}
+
+/* The kept output in one new buffer (OUT *len bytes); NULL when out of memory. */
+static char *worker_output_take(struct worker_job *job, size_t *len)
+{
+    struct worker_output *o = &job->output;
+    char *out = malloc(o->len ? o->len : 1);
+    if (!out)
+        return NULL;
+    size_t first = o->len < o->cap - o->start ? o->len : o->cap - o->start;
+    if (o->len) {
+        memcpy(out, o->buf + o->start, first);
+        memcpy(out + first, o->buf, o->len - first);
+    }
+    *len = o->len;
+    free(o->buf);
+    memset(o, 0, sizeof(*o));
+    return out;
+}
+
+/* Queue the upload of CMD's output, the first of the calls that end the attempt. */
+static void worker_queue_output(struct worker_job *job)
+{
+    struct worker_call *c;
+    uint64_t total = job->output.total;
+
+    if (job->w->output_max == 0)
+        return;
+    if (!(c = calloc(1, sizeof(*c))) || !(c->raw = worker_output_take(job, &c->raw_len))) {
+        free(c);
+        worker_log(job->w, job, "out of memory: the output is not uploaded");
+        return;
+    }
+    if (total > c->raw_len)
+        worker_log(job->w, job, "output was %llu bytes; uploading its last %zu (--output-max)",
+                   (unsigned long long)total, c->raw_len);
+    c->kind = WORKER_CALL_OUTPUT;
+    *job->calls_tail = c;
+    job->calls_tail = &c->next;
+    job->n_calls++;
+}
+
 static void worker_job_free(struct worker_job *job)
 {
     worker_drop_calls(job);
+    free(job->output.buf);
     proc_release(&job->proc);
     if (job->lease)
         explicit_bzero(job->lease, strlen(job->lease));
@@ -450,6 +570,7 @@ static void worker_end_job(struct worker_job *job)
         return;
     }
     job->finished = true;
+    worker_queue_output(job);
     if (job->kill == WORKER_KILL_NONE && WIFEXITED(p->status) && WEXITSTATUS(p->status) == 0) {
         worker_log(job->w, job, "command succeeded");
         body = json_object();
@@ -569,6 +690,9 @@ static void worker_on_line(void *ctx, char *line, size_t len, bool cut)
     struct worker *w = job->w;
     char *args;
 
+    /* The output artifact gets every line as CMD wrote it (a cut line: its start). */
+    worker_output_add(job, line, len);
+    worker_output_add(job, "\n", 1);
     if (len > 0 && line[len - 1] == '\r')
         line[--len] = '\0';
     /* A NUL inside the line would hide the rest from the directive parsers. */
@@ -636,16 +760,13 @@ static bool worker_in_backoff(const struct worker *w, int64_t now)
 }
 
 /*
- * POST body to path, bounded by timeout_ms. OUT resp (release it). A network
- * error or 5xx starts the backoff (logged, naming what).
+ * What a call's answer means: OK (2xx); RETRY (no answer or a 5xx; the
+ * backoff starts, logged naming what); LEASE_LOST (409 or 404); REFUSED.
  */
-static enum worker_outcome worker_post(struct worker *w, const struct client_path *path,
-                                       json_t *body, long timeout_ms, const char *what,
-                                       struct client_response *resp, struct errmsg *err)
+static enum worker_outcome worker_outcome(struct worker *w, int rc, const char *what,
+                                          const struct client_response *resp,
+                                          const struct errmsg *err)
 {
-    w->client.connect_timeout_ms = WORKER_CONNECT_TIMEOUT_MS;
-    w->client.total_timeout_ms = timeout_ms;
-    int rc = client_request(&w->client, "POST", path, body, resp, err);
     if (rc == 0) {
         w->backoff_ms = 0;
         return WORKER_OK;
@@ -658,6 +779,17 @@ static enum worker_outcome worker_post(struct worker *w, const struct client_pat
     if (resp->status == 409 || resp->status == 404)
         return WORKER_LEASE_LOST;
     return WORKER_REFUSED;
+}
+
+/* POST body to path, bounded by timeout_ms. OUT resp (release it); outcome as above. */
+static enum worker_outcome worker_post(struct worker *w, const struct client_path *path,
+                                       json_t *body, long timeout_ms, const char *what,
+                                       struct client_response *resp, struct errmsg *err)
+{
+    w->client.connect_timeout_ms = WORKER_CONNECT_TIMEOUT_MS;
+    w->client.total_timeout_ms = timeout_ms;
+    int rc = client_request(&w->client, "POST", path, body, resp, err);
+    return worker_outcome(w, rc, what, resp, err);
 }
 
 /* POST /v1/jobs/ID/ACTION with body, the job's lease added. */
@@ -678,6 +810,56 @@ static enum worker_outcome worker_lease_call(struct worker_job *job, const char 
     }
     snprintf(what, sizeof(what), "%s for job %s", action, job->id);
     return worker_post(job->w, &path, body, WORKER_CALL_TIMEOUT_MS, what, resp, err);
+}
+
+/*
+ * PUT the output artifact (c->raw) under the lease, with a timeout that
+ * grows with its size. OUT resp, as worker_post().
+ */
+static enum worker_outcome worker_put_output(struct worker_job *job, const struct worker_call *c,
+                                             struct client_response *resp, struct errmsg *err)
+{
+    struct worker *w = job->w;
+    struct client_path path;
+    char lease_header[sizeof("X-Drover-Lease: ") + 256], what[128];
+
+    client_path_init(&path, "/v1/jobs");
+    client_path_segment(&path, job->id);
+    client_path_segment(&path, "artifacts");
+    client_path_segment(&path, WORKER_OUTPUT_NAME);
+    snprintf(lease_header, sizeof(lease_header), "X-Drover-Lease: %s", job->lease);
+    const char *headers[] = {lease_header, NULL};
+    struct client_raw raw = {.body = c->raw,
+                             .body_len = c->raw_len,
+                             .content_type = WORKER_OUTPUT_TYPE,
+                             .headers = headers};
+    w->client.connect_timeout_ms = WORKER_CONNECT_TIMEOUT_MS;
+    w->client.total_timeout_ms =
+        WORKER_CALL_TIMEOUT_MS + (long)(c->raw_len / (1024 * 1024)) * WORKER_UPLOAD_MS_PER_MIB;
+    snprintf(what, sizeof(what), "output upload for job %s", job->id);
+    int rc = client_request_raw(&w->client, "PUT", &path, &raw, resp, err);
+    explicit_bzero(lease_header, sizeof(lease_header));
+    return worker_outcome(w, rc, what, resp, err);
+}
+
+/*
+ * A 413 naming the server's limit: cut the output to its last max_bytes and
+ * send it again. Returns false when that cannot help.
+ */
+static bool worker_cut_output(struct worker_job *job, struct worker_call *c,
+                              const struct client_response *resp)
+{
+    json_t *max = json_object_get(resp->json, "max_bytes");
+    if (resp->status != 413 || !json_is_integer(max) || json_integer_value(max) <= 0 ||
+        (uint64_t)json_integer_value(max) >= c->raw_len)
+        return false;
+    size_t keep = (size_t)json_integer_value(max);
+    worker_log(job->w, job,
+               "output of %zu bytes is over the server's limit; uploading its last %zu", c->raw_len,
+               keep);
+    memmove(c->raw, c->raw + c->raw_len - keep, keep);
+    c->raw_len = keep;
+    return true;
 }
 
 /* A lease object from the server: keep its token, the one later calls present. */
@@ -766,8 +948,17 @@ static int worker_send_calls(struct worker_job *job)
         struct client_response resp = {0};
         struct errmsg err;
         const char *action = worker_call_action[c->kind];
+        enum worker_outcome o;
 
-        enum worker_outcome o = worker_lease_call(job, action, c->body, &resp, &err);
+        if (c->kind == WORKER_CALL_OUTPUT) {
+            o = worker_put_output(job, c, &resp, &err);
+            if (o == WORKER_REFUSED && worker_cut_output(job, c, &resp)) {
+                client_response_release(&resp);
+                continue; /* again, shorter */
+            }
+        } else {
+            o = worker_lease_call(job, action, c->body, &resp, &err);
+        }
         if (o == WORKER_RETRY) {
             client_response_release(&resp);
             return -DRV_EUNAVAILABLE;
@@ -780,6 +971,8 @@ static int worker_send_calls(struct worker_job *job)
         const char *state = json_string_value(json_object_get(resp.json, "state"));
         if (o == WORKER_OK && c->kind == WORKER_CALL_STEP) {
             worker_check_cancel(job, resp.json);
+        } else if (o == WORKER_OK && c->kind == WORKER_CALL_OUTPUT) {
+            worker_log(job->w, job, "uploaded its output (%zu bytes)", c->raw_len);
         } else if (o == WORKER_OK) {
             worker_log(job->w, job, "reported %s; the job is %s", action, state ? state : "?");
         } else if (o == WORKER_REFUSED) {
@@ -787,6 +980,7 @@ static int worker_send_calls(struct worker_job *job)
         }
         enum worker_call_kind kind = c->kind;
         json_decref(c->body);
+        free(c->raw);
         free(c);
         client_response_release(&resp);
         if (o == WORKER_LEASE_LOST) {
@@ -1237,7 +1431,8 @@ static bool worker_command_found(const char *cmd)
 
 int cli_worker_main(int argc, char **argv)
 {
-    struct worker_args args = {.concurrency = 1, .wait_s = WORKER_DEFAULT_WAIT_S};
+    struct worker_args args = {
+        .concurrency = 1, .wait_s = WORKER_DEFAULT_WAIT_S, .output_max = WORKER_OUTPUT_DEFAULT};
     struct worker w = {.sigfd = -1};
     struct cli_common common;
     sigset_t block, old_mask;
@@ -1266,6 +1461,7 @@ int cli_worker_main(int argc, char **argv)
     w.queue = argv[first];
     w.concurrency = args.concurrency;
     w.wait_s = args.wait_s;
+    w.output_max = (size_t)args.output_max;
     w.json = common.json;
     if (args.name) {
         snprintf(w.name, sizeof(w.name), "%s", args.name);

@@ -34,9 +34,25 @@ typedef void (*http_handler_fn)(struct http_request *req);
 struct route {
     const char *method;  /* "GET", "POST", ... */
     const char *pattern; /* "/v1/jobs/:id/events": ':' segments capture */
-    unsigned roles;      /* roles that may call it; ROLE_NONE = open */
+    unsigned roles;      /* roles that may call it (ROLE_NONE = open), | ROUTE_* flags */
     http_handler_fn handler;
 };
+
+/*
+ * Route flags, OR'ed into a route's roles above the role bits (so route
+ * tables keep their four fields):
+ *
+ *  - ROUTE_RAW_BODY: the body may have any content type and is capped by
+ *    http_options.max_upload_bytes instead of max_body_bytes (uploads);
+ *  - ROUTE_OR_SIGNED: a request without an Authorization header but with a
+ *    webhook-signature or X-Drover-Signature header reaches the handler
+ *    unauthenticated (http_role() is ROLE_NONE), which must then verify the
+ *    signature over the raw body or refuse with 401. Any other request is
+ *    checked against the roles as usual.
+ */
+#define ROUTE_RAW_BODY  (1u << 16)
+#define ROUTE_OR_SIGNED (1u << 17)
+#define ROUTE_ROLE_MASK 0xffffu
 
 struct http_options {
     const char *listen; /* "HOST:PORT", port 0 = any free one */
@@ -44,6 +60,7 @@ struct http_options {
     int connection_limit;
     int connection_timeout_s;
     int64_t max_body_bytes;
+    int64_t max_upload_bytes; /* bodies of ROUTE_RAW_BODY routes */
     int max_header_bytes;
 };
 
@@ -102,6 +119,13 @@ void http_reply_json(struct http_request *req, int status, json_t *body);
 
 /* Reply with JSON text (steals text; NULL replies 500 "out of memory"). */
 void http_reply_text(struct http_request *req, int status, char *text);
+
+/*
+ * Reply with the size bytes of the open file fd (taken: closed when sent or on
+ * failure) as content_type, sent from the file (sendfile) without copying.
+ */
+void http_reply_file(struct http_request *req, int status, int fd, uint64_t size,
+                     const char *content_type);
 
 /* Reply {"error": err_name(rc), "message": ..., ["field": ...]} with err_http_status(rc). */
 void http_reply_error(struct http_request *req, int rc, const struct errmsg *err);

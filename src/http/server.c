@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
 
@@ -37,6 +38,7 @@ struct http_server {
     const struct auth *auth;
     void *app;
     int64_t max_body_bytes;
+    int64_t max_upload_bytes;
     int max_header_bytes;
     char bound[80];
     atomic_int inflight;
@@ -58,6 +60,7 @@ struct http_request {
 
     char *body;
     size_t body_len, body_cap;
+    size_t body_expected; /* an upload's Content-Length: its buffer's bound */
     bool body_too_large;
 
     struct {
@@ -115,6 +118,30 @@ void http_reply_text(struct http_request *req, int status, char *text)
         return;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    add_common_headers(req, resp);
+    MHD_queue_response(req->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    req->replied = true;
+    req->status = status;
+}
+
+void http_reply_file(struct http_request *req, int status, int fd, uint64_t size,
+                     const char *content_type)
+{
+    struct MHD_Response *resp;
+    if (size == 0) {
+        close(fd);
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    } else {
+        resp = MHD_create_response_from_fd64(size, fd); /* MHD closes fd with resp */
+        if (resp == NULL)
+            close(fd);
+    }
+    if (resp == NULL) {
+        http_reply_errorf(req, -DRV_ENOMEM, "out of memory");
+        return;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     add_common_headers(req, resp);
     MHD_queue_response(req->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
@@ -336,6 +363,29 @@ static void allow_header(struct http_request *req)
     http_add_header(req, "Allow", allow);
 }
 
+static unsigned route_roles(const struct route *r)
+{
+    return r->roles & ROUTE_ROLE_MASK;
+}
+
+/* The cap on req's body: its route's kind decides. */
+static int64_t body_limit(const struct http_request *req)
+{
+    if (req->route && (req->route->roles & ROUTE_RAW_BODY))
+        return req->srv->max_upload_bytes;
+    return req->srv->max_body_bytes;
+}
+
+/* 413, with the limit as "max_bytes" so a client can cut its body to fit. */
+static void reply_too_large(struct http_request *req)
+{
+    int64_t limit = body_limit(req);
+    struct errmsg err = {.field = ""};
+    errmsg_set(&err, -DRV_ETOO_LARGE, "the body is over the limit of %lld bytes", (long long)limit);
+    http_reply_error_extra(req, -DRV_ETOO_LARGE, &err,
+                           json_pack("{s:I}", "max_bytes", (json_int_t)limit));
+}
+
 /* Returns true when the request was answered (refused) already. */
 static bool refuse_early(struct http_request *req)
 {
@@ -375,39 +425,50 @@ static bool refuse_early(struct http_request *req)
         http_reply_errorf(req, -DRV_EMETHOD, "'%s' does not allow %s", req->path, req->method);
         return true;
     }
+    unsigned roles = route_roles(req->route);
     /* Draining: probes still answer (readyz says so); everything else is refused. */
-    if (atomic_load(&srv->draining) && req->route->roles != ROLE_NONE) {
+    if (atomic_load(&srv->draining) && roles != ROLE_NONE) {
         http_add_header(req, "Connection", "close");
         http_reply_errorf(req, -DRV_ESHUTTING_DOWN, "the server is shutting down");
         return true;
     }
-    if (req->route->roles != ROLE_NONE) {
+    /* Signed instead of a token: the handler verifies the signature over the body. */
+    bool signed_instead = (req->route->roles & ROUTE_OR_SIGNED) &&
+                          http_header(req, MHD_HTTP_HEADER_AUTHORIZATION) == NULL &&
+                          (http_header(req, "webhook-signature") != NULL ||
+                           http_header(req, "x-drover-signature") != NULL);
+    if (roles != ROLE_NONE && !signed_instead) {
         req->role = auth_check(srv->auth, http_header(req, MHD_HTTP_HEADER_AUTHORIZATION));
         if (req->role == ROLE_NONE) {
             http_add_header(req, "WWW-Authenticate", "Bearer realm=\"drover\"");
             http_reply_errorf(req, -DRV_EUNAUTHORIZED,
                               http_header(req, MHD_HTTP_HEADER_AUTHORIZATION)
                                   ? "the bearer token is not valid"
+                              : req->route->roles & ROUTE_OR_SIGNED
+                                  ? "this route needs a bearer token or a signature"
                                   : "this route needs a bearer token");
             return true;
         }
-        if (!auth_allows(req->role, req->route->roles)) {
+        if (!auth_allows(req->role, roles)) {
             http_reply_errorf(req, -DRV_EFORBIDDEN, "the %s role may not %s %s",
                               auth_role_name(req->role), req->method, req->route->pattern);
             return true;
         }
     }
     if (has_body(req, scan.content_length)) {
-        if (!is_json_type(http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE))) {
+        bool raw = req->route->roles & ROUTE_RAW_BODY;
+        if (!raw && !is_json_type(http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE))) {
             http_reply_errorf(req, -DRV_EMEDIA_TYPE, "the body must be application/json");
             return true;
         }
-        if (scan.content_length &&
-            strtoull(scan.content_length, NULL, 10) > (unsigned long long)srv->max_body_bytes) {
-            http_reply_errorf(req, -DRV_ETOO_LARGE, "the body is over the limit of %lld bytes",
-                              (long long)srv->max_body_bytes);
+        unsigned long long declared =
+            scan.content_length ? strtoull(scan.content_length, NULL, 10) : 0;
+        if (declared > (unsigned long long)body_limit(req)) {
+            reply_too_large(req);
             return true;
         }
+        if (raw)
+            req->body_expected = (size_t)declared;
     }
     return false;
 }
@@ -416,7 +477,7 @@ static bool refuse_early(struct http_request *req)
 
 static int body_append(struct http_request *req, const char *data, size_t n)
 {
-    if (req->body_len + n > (size_t)req->srv->max_body_bytes) {
+    if (req->body_len + n > (size_t)body_limit(req)) {
         req->body_too_large = true;
         return -DRV_ETOO_LARGE;
     }
@@ -424,6 +485,10 @@ static int body_append(struct http_request *req, const char *data, size_t n)
         size_t cap = req->body_cap ? req->body_cap * 2 : 1024;
         while (cap < req->body_len + n + 1)
             cap *= 2;
+        /* An upload of known length: never more than it declared (not 32 MiB for
+         * 16), and still only as much as has arrived, give or take a doubling. */
+        if (req->body_expected >= req->body_len + n && cap > req->body_expected + 1)
+            cap = req->body_expected + 1;
         char *p = realloc(req->body, cap);
         if (p == NULL)
             return -DRV_ENOMEM;
@@ -489,8 +554,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         req->finish = NULL;
         finish(req);
     } else if (req->body_too_large) {
-        http_reply_errorf(req, -DRV_ETOO_LARGE, "the body is over the limit of %lld bytes",
-                          (long long)srv->max_body_bytes);
+        reply_too_large(req);
     } else {
         req->route->handler(req);
     }
@@ -629,6 +693,7 @@ int http_start(const struct http_options *opt, const struct route *routes, size_
     srv->auth = auth;
     srv->app = app;
     srv->max_body_bytes = opt->max_body_bytes;
+    srv->max_upload_bytes = opt->max_upload_bytes ? opt->max_upload_bytes : opt->max_body_bytes;
     srv->max_header_bytes = opt->max_header_bytes;
 
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |

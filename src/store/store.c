@@ -92,3 +92,9 @@ void sub_list_release(struct sub_list *l)
     free(l->subs);
     memset(l, 0, sizeof(*l));
 }
+
+void artifact_list_release(struct artifact_list *l)
+{
+    free(l->items);
+    memset(l, 0, sizeof(*l));
+}

@@ -115,6 +115,31 @@ struct delivery_attempt {
     char *excerpt; /* the answer's first bytes, or NULL */
 };
 void delivery_attempt_release(struct delivery_attempt *a);
+/*
+ * An artifact's metadata (docs/adr/0013-artifacts.md). Its bytes are the
+ * file DATA_DIR/artifacts/<job_id>/<file> (artifacts.h); a new upload of
+ * the same name gets a new file, so a row never names a file being
+ * rewritten. Fixed-size fields: nothing to release.
+ */
+#define ARTIFACT_NAME_MAX   128
+#define ARTIFACT_TYPE_MAX   255
+#define ARTIFACT_FILE_MAX   (ARTIFACT_NAME_MAX + 17) /* NAME "@" 16 hex digits */
+#define ARTIFACT_SHA256_HEX 64
+struct artifact {
+    char job_id[ULID_LEN + 1];
+    char name[ARTIFACT_NAME_MAX + 1];
+    char content_type[ARTIFACT_TYPE_MAX + 1];
+    char sha256[ARTIFACT_SHA256_HEX + 1]; /* lowercase hex of the bytes' SHA-256 */
+    char file[ARTIFACT_FILE_MAX + 1];     /* in the job's artifact directory */
+    int64_t size;
+    int64_t created_at_ms;
+};
+
+struct artifact_list {
+    struct artifact *items;
+    int n;
+};
+void artifact_list_release(struct artifact_list *l);
 
 struct job_list {
     struct job *jobs;
@@ -188,6 +213,8 @@ struct store_engine {
     int (*outbox_update)(struct store *st, const struct outbox_row *r);
     int (*delivery_attempt_insert)(struct store *st, int64_t outbox_id,
                                    const struct delivery_attempt *a);
+    /* Forget a pruned job's outbox rows and delivery attempts. */
+    int (*outbox_prune)(struct store *st, const char *job_id);
     /* Runner callbacks' webhook-ids: seen (1) or not (0); remember one; forget old ones. */
     int (*callback_id_seen)(struct store *st, const char *msg_id);
     int (*callback_id_put)(struct store *st, const char *msg_id, const char *job_id, int64_t at_ms);
@@ -229,6 +256,27 @@ struct store_engine {
                        void *arg);
     /* Every subscription, ordered by id: for GET and for filling the cache at start. */
     int (*sub_list)(struct store *st, struct sub_list *out);
+
+    /* ---- artifacts and retention (docs/adr/0013-artifacts.md) ---- */
+    /* Write side. Keep a's row in place of its (job_id, name)'s; replaced gets
+     * the file of the row it replaced, or "" (ARTIFACT_FILE_MAX + 1 bytes). */
+    int (*artifact_put)(struct store *st, const struct artifact *a, char *replaced);
+    /* Up to max ids of queue's terminal jobs whose updated_at (their end) is
+     * before ended_before_ms, the longest ended first. */
+    int (*job_expired_ids)(struct store *st, const char *queue, int64_t ended_before_ms, int max,
+                           char (*ids)[ULID_LEN + 1], int *n_out);
+    /* Delete a job with its events, lock waits and artifact rows, and put its
+     * artifact directory in the trash (at_ms). -DRV_ENOT_FOUND if absent. */
+    int (*job_prune)(struct store *st, const char *job_id, int64_t at_ms);
+    /* The job's artifact directory is gone from the disk: take it out of the trash. */
+    int (*artifact_trash_forget)(struct store *st, const char *job_id);
+    /* Read side. The job's artifacts by name; none is not an error. */
+    int (*artifact_list)(struct store *st, const char *job_id, struct artifact_list *out);
+    /* -DRV_ENOT_FOUND when the job has no artifact of that name (or no such job). */
+    int (*artifact_get)(struct store *st, const char *job_id, const char *name,
+                        struct artifact *out);
+    /* Up to max ids of pruned jobs whose artifact directories may still exist. */
+    int (*artifact_trash_list)(struct store *st, int max, char (*ids)[ULID_LEN + 1], int *n_out);
 };
 
 /* Every engine's handle starts with this. */
@@ -344,6 +392,10 @@ store_outbox_backoff(struct store *st,
 {
     return st->engine->outbox_backoff(st, each, arg);
 }
+static inline int store_outbox_prune(struct store *st, const char *job_id)
+{
+    return st->engine->outbox_prune(st, job_id);
+}
 static inline int store_callback_id_seen(struct store *st, const char *msg_id)
 {
     return st->engine->callback_id_seen(st, msg_id);
@@ -450,6 +502,40 @@ static inline int store_sub_delete(struct store *st, const char *id)
 static inline int store_sub_list(struct store *st, struct sub_list *out)
 {
     return st->engine->sub_list(st, out);
+}
+/* ---- artifacts and retention ---- */
+static inline int store_artifact_put(struct store *st, const struct artifact *a, char *replaced)
+{
+    return st->engine->artifact_put(st, a, replaced);
+}
+static inline int store_job_expired_ids(struct store *st, const char *queue,
+                                        int64_t ended_before_ms, int max, char (*ids)[ULID_LEN + 1],
+                                        int *n_out)
+{
+    return st->engine->job_expired_ids(st, queue, ended_before_ms, max, ids, n_out);
+}
+static inline int store_job_prune(struct store *st, const char *job_id, int64_t at_ms)
+{
+    return st->engine->job_prune(st, job_id, at_ms);
+}
+static inline int store_artifact_trash_forget(struct store *st, const char *job_id)
+{
+    return st->engine->artifact_trash_forget(st, job_id);
+}
+static inline int store_artifact_list(struct store *st, const char *job_id,
+                                      struct artifact_list *out)
+{
+    return st->engine->artifact_list(st, job_id, out);
+}
+static inline int store_artifact_get(struct store *st, const char *job_id, const char *name,
+                                     struct artifact *out)
+{
+    return st->engine->artifact_get(st, job_id, name, out);
+}
+static inline int store_artifact_trash_list(struct store *st, int max, char (*ids)[ULID_LEN + 1],
+                                            int *n_out)
+{
+    return st->engine->artifact_trash_list(st, max, ids, n_out);
 }
 
 void job_list_release(struct job_list *l);

@@ -178,6 +178,27 @@ static const char *const migrations[] = {
     "  excerpt TEXT,"
     "  PRIMARY KEY (outbox_id, n)"
     ") WITHOUT ROWID;",
+    /* 10: artifacts and retention (ADR 13). An artifact's bytes are the file
+     * DATA_DIR/artifacts/<job_id>/<file>; artifact_trash holds the pruned
+     * jobs whose directories may still be on disk, until they are removed.
+     * jobs_ended holds terminal jobs only, by queue and end (updated_at):
+     * the retention sweep takes a queue's oldest ended jobs in one range. */
+    "CREATE TABLE artifacts ("
+    "  job_id TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  content_type TEXT NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  file TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (job_id, name)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE artifact_trash ("
+    "  job_id TEXT PRIMARY KEY NOT NULL,"
+    "  at INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX jobs_ended ON jobs(queue, updated_at)"
+    "  WHERE state IN ('succeeded', 'failed', 'canceled');",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -196,6 +217,7 @@ static const char *const migrations[] = {
 #define OUTBOX_COLUMNS                                                                             \
     "id, job_id, seq, dest, state, attempts, next_at, created_at, updated_at, last_status, "       \
     "last_error"
+#define ARTIFACT_COLUMNS "job_id, name, size, content_type, sha256, file, created_at"
 
 /* The jobs holding one of (queue ?1, key ?2)'s slots: unfinished and admitted. */
 #define SLOT_HOLDERS                                                                               \
@@ -232,12 +254,23 @@ enum writer_stmt {
     W_OUTBOX_GET,
     W_OUTBOX_UPDATE,
     W_ATTEMPT_INSERT,
+    W_OUTBOX_PRUNE_ATTEMPTS,
+    W_OUTBOX_PRUNE,
     W_CALLBACK_SEEN,
     W_CALLBACK_PUT,
     W_CALLBACK_SWEEP,
     W_SUB_GET,
     W_SUB_PUT,
     W_SUB_DELETE,
+    /* artifacts and retention */
+    W_ARTIFACT_FILE,
+    W_ARTIFACT_PUT,
+    W_EXPIRED_IDS,
+    W_PRUNE_EVENTS,
+    W_PRUNE_ARTIFACTS,
+    W_PRUNE_JOB,
+    W_TRASH_ADD,
+    W_TRASH_FORGET,
     W__COUNT
 };
 
@@ -296,6 +329,9 @@ static const char *const writer_sql[W__COUNT] = {
                          "updated_at = ?5, last_status = ?6, last_error = ?7 WHERE id = ?1"),
     [W_ATTEMPT_INSERT] = ("INSERT OR REPLACE INTO delivery_attempts (outbox_id, n, at, status, "
                           "latency_ms, error, excerpt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+    [W_OUTBOX_PRUNE_ATTEMPTS] = ("DELETE FROM delivery_attempts WHERE outbox_id IN (SELECT id "
+                                 "FROM outbox WHERE job_id = ?1)"),
+    [W_OUTBOX_PRUNE] = "DELETE FROM outbox WHERE job_id = ?1",
     [W_CALLBACK_SEEN] = "SELECT 1 FROM callback_ids WHERE msg_id = ?1",
     [W_CALLBACK_PUT] =
         "INSERT OR IGNORE INTO callback_ids (msg_id, job_id, at) VALUES (?1, ?2, ?3)",
@@ -309,6 +345,19 @@ static const char *const writer_sql[W__COUNT] = {
                         "state = 'scheduled' AND waiting_for = 'concurrency' LIMIT ?2"),
     [W_WAITING_IDS] = ("SELECT id FROM jobs WHERE queue = ?1 AND concurrency_key = ?2 AND "
                        "state = 'scheduled' AND waiting_for = 'concurrency' ORDER BY id LIMIT ?3"),
+    /* artifacts and retention */
+    [W_ARTIFACT_FILE] = "SELECT file FROM artifacts WHERE job_id = ?1 AND name = ?2",
+    [W_ARTIFACT_PUT] = ("INSERT OR REPLACE INTO artifacts (" ARTIFACT_COLUMNS ") VALUES "
+                        "(?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+    /* The state list is jobs_ended's WHERE, word for word, so the index applies. */
+    [W_EXPIRED_IDS] = ("SELECT id FROM jobs WHERE queue = ?1 AND "
+                       "state IN ('succeeded', 'failed', 'canceled') AND updated_at < ?2 "
+                       "ORDER BY updated_at LIMIT ?3"),
+    [W_PRUNE_EVENTS] = "DELETE FROM job_events WHERE job_id = ?1",
+    [W_PRUNE_ARTIFACTS] = "DELETE FROM artifacts WHERE job_id = ?1",
+    [W_PRUNE_JOB] = "DELETE FROM jobs WHERE id = ?1",
+    [W_TRASH_ADD] = "INSERT OR REPLACE INTO artifact_trash (job_id, at) VALUES (?1, ?2)",
+    [W_TRASH_FORGET] = "DELETE FROM artifact_trash WHERE job_id = ?1",
 };
 
 enum reader_stmt {
@@ -325,6 +374,10 @@ enum reader_stmt {
     R_OUTBOX_BY_DEST,
     R_ATTEMPTS,
     R_OUTBOX_BACKOFF,
+    /* artifacts and retention */
+    R_ARTIFACT_LIST,
+    R_ARTIFACT_GET,
+    R_TRASH_LIST,
     R__COUNT
 };
 
@@ -349,6 +402,11 @@ static const char *const reader_sql[R__COUNT] = {
     [R_LOCK_LIST] = ("SELECT key, job_id, owner, reason, expires_at, created_at FROM locks "
                      "ORDER BY key"),
     [R_SUB_LIST] = "SELECT " SUB_COLUMNS " FROM subscriptions ORDER BY id",
+    /* artifacts and retention */
+    [R_ARTIFACT_LIST] =
+        "SELECT " ARTIFACT_COLUMNS " FROM artifacts WHERE job_id = ?1 ORDER BY name",
+    [R_ARTIFACT_GET] = "SELECT " ARTIFACT_COLUMNS " FROM artifacts WHERE job_id = ?1 AND name = ?2",
+    [R_TRASH_LIST] = "SELECT job_id FROM artifact_trash ORDER BY job_id LIMIT ?1",
 };
 
 struct reader {
@@ -1167,6 +1225,17 @@ static int sqlite_delivery_attempt_insert(struct store *st, int64_t outbox_id,
     return step_done(s->wdb, stmt, "delivery attempt insert");
 }
 
+static int exec_text(struct sqlite_store *s, enum writer_stmt w, const char *text);
+
+static int sqlite_outbox_prune(struct store *st, const char *job_id)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    int rc = exec_text(s, W_OUTBOX_PRUNE_ATTEMPTS, job_id);
+    if (rc >= 0)
+        rc = exec_text(s, W_OUTBOX_PRUNE, job_id);
+    return rc < 0 ? rc : 0;
+}
+
 /* Run a read statement already bound, collecting up to max outbox rows. */
 static int collect_outbox(struct sqlite_store *s, struct reader *r, sqlite3_stmt *stmt, int max,
                           struct outbox_row *rows, int *n_out)
@@ -1702,6 +1771,154 @@ static int sqlite_ping(struct store *st)
     return rc;
 }
 
+/* ---- artifacts and retention ---- */
+
+static void read_artifact(sqlite3_stmt *stmt, struct artifact *a)
+{
+    const char *t;
+    memset(a, 0, sizeof(*a));
+    t = (const char *)sqlite3_column_text(stmt, 0);
+    snprintf(a->job_id, sizeof(a->job_id), "%s", t ? t : "");
+    t = (const char *)sqlite3_column_text(stmt, 1);
+    snprintf(a->name, sizeof(a->name), "%s", t ? t : "");
+    a->size = sqlite3_column_int64(stmt, 2);
+    t = (const char *)sqlite3_column_text(stmt, 3);
+    snprintf(a->content_type, sizeof(a->content_type), "%s", t ? t : "");
+    t = (const char *)sqlite3_column_text(stmt, 4);
+    snprintf(a->sha256, sizeof(a->sha256), "%s", t ? t : "");
+    t = (const char *)sqlite3_column_text(stmt, 5);
+    snprintf(a->file, sizeof(a->file), "%s", t ? t : "");
+    a->created_at_ms = sqlite3_column_int64(stmt, 6);
+}
+
+static int sqlite_artifact_put(struct store *st, const struct artifact *a, char *replaced)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_ARTIFACT_FILE];
+    bind_text(stmt, 1, a->job_id);
+    bind_text(stmt, 2, a->name);
+    int rc = sqlite3_step(stmt);
+    const char *old = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(stmt, 0) : NULL;
+    snprintf(replaced, ARTIFACT_FILE_MAX + 1, "%s", old ? old : "");
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(s->wdb, "artifact file");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    if (rc < 0)
+        return rc;
+    stmt = s->wstmt[W_ARTIFACT_PUT];
+    bind_text(stmt, 1, a->job_id);
+    bind_text(stmt, 2, a->name);
+    sqlite3_bind_int64(stmt, 3, a->size);
+    bind_text(stmt, 4, a->content_type);
+    bind_text(stmt, 5, a->sha256);
+    bind_text(stmt, 6, a->file);
+    sqlite3_bind_int64(stmt, 7, a->created_at_ms);
+    return step_done(s->wdb, stmt, "artifact put");
+}
+
+static int sqlite_job_expired_ids(struct store *st, const char *queue, int64_t ended_before_ms,
+                                  int max, char (*ids)[ULID_LEN + 1], int *n_out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_EXPIRED_IDS];
+    bind_text(stmt, 1, queue);
+    sqlite3_bind_int64(stmt, 2, ended_before_ms);
+    sqlite3_bind_int(stmt, 3, max);
+    return collect_text(s, stmt, max, ids[0], sizeof(ids[0]), n_out, "expired ids");
+}
+
+static int sqlite_job_prune(struct store *st, const char *job_id, int64_t at_ms)
+{
+    static const enum writer_stmt deletes[] = {W_PRUNE_EVENTS, W_LOCK_WAIT_REMOVE,
+                                               W_PRUNE_ARTIFACTS, W_PRUNE_JOB};
+    struct sqlite_store *s = sqlite_store(st);
+    int rc = 0;
+    for (size_t i = 0; i < sizeof(deletes) / sizeof(deletes[0]) && rc >= 0; i++)
+        rc = exec_text(s, deletes[i], job_id);
+    if (rc <= 0) /* the job's own row was not there */
+        return rc < 0 ? rc : -DRV_ENOT_FOUND;
+    sqlite3_stmt *stmt = s->wstmt[W_TRASH_ADD];
+    bind_text(stmt, 1, job_id);
+    sqlite3_bind_int64(stmt, 2, at_ms);
+    return step_done(s->wdb, stmt, "artifact trash add");
+}
+
+static int sqlite_artifact_trash_forget(struct store *st, const char *job_id)
+{
+    int rc = exec_text(sqlite_store(st), W_TRASH_FORGET, job_id);
+    return rc < 0 ? rc : 0;
+}
+
+static int sqlite_artifact_list(struct store *st, const char *job_id, struct artifact_list *out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    memset(out, 0, sizeof(*out));
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[R_ARTIFACT_LIST];
+    bind_text(stmt, 1, job_id);
+    int rc, cap = 0;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (out->n == cap) {
+            cap = cap ? cap * 2 : 8;
+            struct artifact *p = realloc(out->items, (size_t)cap * sizeof(*p));
+            if (p == NULL) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            out->items = p;
+        }
+        read_artifact(stmt, &out->items[out->n++]);
+    }
+    rc = rc == SQLITE_DONE ? 0 : rc == SQLITE_NOMEM ? -DRV_ENOMEM : fail(r->db, "artifact list");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    reader_release(s, r);
+    if (rc < 0)
+        artifact_list_release(out);
+    return rc;
+}
+
+static int sqlite_artifact_get(struct store *st, const char *job_id, const char *name,
+                               struct artifact *out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[R_ARTIFACT_GET];
+    bind_text(stmt, 1, job_id);
+    bind_text(stmt, 2, name);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        read_artifact(stmt, out);
+        rc = 0;
+    } else {
+        rc = rc == SQLITE_DONE ? -DRV_ENOT_FOUND : fail(r->db, "artifact get");
+    }
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    reader_release(s, r);
+    return rc;
+}
+
+static int sqlite_artifact_trash_list(struct store *st, int max, char (*ids)[ULID_LEN + 1],
+                                      int *n_out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[R_TRASH_LIST];
+    sqlite3_bind_int(stmt, 1, max);
+    int rc = SQLITE_DONE, n = 0;
+    while (n < max && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(stmt, 0);
+        snprintf(ids[n++], ULID_LEN + 1, "%s", t ? t : "");
+    }
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(r->db, "artifact trash list");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    reader_release(s, r);
+    *n_out = n;
+    return rc;
+}
+
 const struct store_engine store_sqlite_engine = {
     .version = STORE_ENGINE_VERSION,
     .name = "sqlite",
@@ -1731,6 +1948,7 @@ const struct store_engine store_sqlite_engine = {
     .outbox_list = sqlite_outbox_list,
     .delivery_attempts = sqlite_delivery_attempts,
     .outbox_backoff = sqlite_outbox_backoff,
+    .outbox_prune = sqlite_outbox_prune,
     .callback_id_seen = sqlite_callback_id_seen,
     .callback_id_put = sqlite_callback_id_put,
     .callback_id_sweep = sqlite_callback_id_sweep,
@@ -1753,4 +1971,12 @@ const struct store_engine store_sqlite_engine = {
     .sub_put = sqlite_sub_put,
     .sub_delete = sqlite_sub_delete,
     .sub_list = sqlite_sub_list,
+    /* artifacts and retention */
+    .artifact_put = sqlite_artifact_put,
+    .job_expired_ids = sqlite_job_expired_ids,
+    .job_prune = sqlite_job_prune,
+    .artifact_trash_forget = sqlite_artifact_trash_forget,
+    .artifact_list = sqlite_artifact_list,
+    .artifact_get = sqlite_artifact_get,
+    .artifact_trash_list = sqlite_artifact_trash_list,
 };

@@ -24,6 +24,7 @@ ROUTES = [
     ("GET",  "/v1/jobs",                ALL,     200, None,                             None),
     ("GET",  "/v1/jobs/{id}",           ALL,     200, None,                             "job"),
     ("GET",  "/v1/jobs/{id}/events",    ALL,     200, None,                             "job"),
+    ("GET",  "/v1/jobs/{id}/artifacts", ALL,     200, None,                             "job"),
     ("POST", "/v1/jobs/{id}/cancel",    SUBMIT,  200, None,                             "job"),
     ("POST", "/v1/jobs/{id}/retry",     SUBMIT,  200, None,                             "ended"),
     ("GET",  "/v1/queues/{queue}",      ALL,     200, None,                             None),
