@@ -145,6 +145,8 @@ static bool circuit_allows(struct deliverer *d, const char *endpoint, int64_t no
 
 static void circuit_record(struct deliverer *d, const char *endpoint, bool ok, int64_t now)
 {
+    if (endpoint[0] == '\0')
+        return; /* never sent anywhere */
     struct circuit *c = circuit_of(d, endpoint, !ok);
     if (c == NULL)
         return;
@@ -576,9 +578,11 @@ static void *deliverer_main(void *arg)
 
 /* ---- start and stop ---- */
 
-static void add_backoff(void *arg, const char *job_id, const char *dest)
+static void add_backoff(void *arg, const char *job_id, const char *dest, int64_t next_at_ms)
 {
     struct deliverer *d = arg;
+    if (d->wake_at == 0 || next_at_ms < d->wake_at)
+        d->wake_at = next_at_ms; /* the thread is not running yet */
     char key[KEY_MAX];
     snprintf(key, sizeof(key), "%s|%s", job_id, dest);
     if (strset_add(&d->backoff, key) < 0)

@@ -115,6 +115,10 @@ struct delivery_attempt {
     char *excerpt; /* the answer's first bytes, or NULL */
 };
 void delivery_attempt_release(struct delivery_attempt *a);
+
+/* (job, dest, next_at) of a pending row waiting for its retry. */
+typedef void (*outbox_backoff_fn)(void *arg, const char *job_id, const char *dest,
+                                  int64_t next_at_ms);
 /*
  * An artifact's metadata (docs/adr/0013-artifacts.md). Its bytes are the
  * file DATA_DIR/artifacts/<job_id>/<file> (artifacts.h); a new upload of
@@ -247,9 +251,8 @@ struct store_engine {
                        int max, struct outbox_row *rows, int *n_out);
     int (*delivery_attempts)(struct store *st, int64_t outbox_id, int max,
                              struct delivery_attempt *out, int *n_out);
-    /* (job, dest) of every pending row that waits for a retry, for the deliverer's start. */
-    int (*outbox_backoff)(struct store *st,
-                          void (*each)(void *arg, const char *job_id, const char *dest), void *arg);
+    /* Every pending row that waits for a retry, for the deliverer's start. */
+    int (*outbox_backoff)(struct store *st, outbox_backoff_fn each, void *arg);
     /* Every stored queue policy, for filling the policy cache at start. */
     int (*policy_list)(struct store *st,
                        void (*each)(void *arg, const char *queue, const struct policy *p),
@@ -386,9 +389,7 @@ static inline int store_delivery_attempts(struct store *st, int64_t outbox_id, i
 {
     return st->engine->delivery_attempts(st, outbox_id, max, out, n_out);
 }
-static inline int
-store_outbox_backoff(struct store *st,
-                     void (*each)(void *arg, const char *job_id, const char *dest), void *arg)
+static inline int store_outbox_backoff(struct store *st, outbox_backoff_fn each, void *arg)
 {
     return st->engine->outbox_backoff(st, each, arg);
 }

@@ -397,7 +397,7 @@ static const char *const reader_sql[R__COUNT] = {
                           "ORDER BY id LIMIT ?3"),
     [R_ATTEMPTS] = ("SELECT n, at, status, latency_ms, error, excerpt FROM delivery_attempts "
                     "WHERE outbox_id = ?1 ORDER BY n LIMIT ?2"),
-    [R_OUTBOX_BACKOFF] = ("SELECT job_id, dest FROM outbox WHERE state = 'pending' AND "
+    [R_OUTBOX_BACKOFF] = ("SELECT job_id, dest, next_at FROM outbox WHERE state = 'pending' AND "
                           "attempts > 0"),
     [R_LOCK_LIST] = ("SELECT key, job_id, owner, reason, expires_at, created_at FROM locks "
                      "ORDER BY key"),
@@ -1300,9 +1300,7 @@ static int sqlite_delivery_attempts(struct store *st, int64_t outbox_id, int max
     return rc;
 }
 
-static int sqlite_outbox_backoff(struct store *st,
-                                 void (*each)(void *arg, const char *job_id, const char *dest),
-                                 void *arg)
+static int sqlite_outbox_backoff(struct store *st, outbox_backoff_fn each, void *arg)
 {
     struct sqlite_store *s = sqlite_store(st);
     struct reader *r = reader_acquire(s);
@@ -1310,7 +1308,7 @@ static int sqlite_outbox_backoff(struct store *st,
     int rc;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
         each(arg, (const char *)sqlite3_column_text(stmt, 0),
-             (const char *)sqlite3_column_text(stmt, 1));
+             (const char *)sqlite3_column_text(stmt, 1), sqlite3_column_int64(stmt, 2));
     rc = rc == SQLITE_DONE ? 0 : fail(r->db, "outbox backoff");
     sqlite3_reset(stmt);
     reader_release(s, r);
