@@ -182,8 +182,10 @@ static int record_dead(struct write_ctx *ctx, const struct outbox_row *r, const 
         return rc;
     struct job_event ev;
     job_note(&job, "job.delivery_dead", ctx->now_ms, &ev);
-    ev.data = json_pack("{s:s, s:I, s:I, s:s}", "destination", r->dest, "event_seq",
-                        (json_int_t)r->seq, "delivery", (json_int_t)r->id, "reason", why);
+    bool own = strcmp(r->dest, OUTBOX_DEST_JOB) == 0;
+    ev.data =
+        json_pack("{s:s, s:I, s:I, s:s}", "destination", own ? "webhook_url" : r->dest, "event_seq",
+                  (json_int_t)r->seq, "delivery", (json_int_t)r->id, "reason", why);
     struct policy fallback;
     const struct policy *p = jobop_policy_for(ctx, job.queue, &fallback);
     rc = jobop_save(ctx, &job, &ev, p);
@@ -544,6 +546,15 @@ static void scan(struct deliverer *d)
             send_row(d, s);
         }
         outbox_row_release(r);
+    }
+    /* Rows not due yet: wake for the earliest (rows due but held back wake
+     * us themselves: an answer, a retry coming due, a circuit's pause). */
+    int64_t next = 0;
+    if (store_outbox_next(d->cfg.store, now, &next) == 0 && next > 0) {
+        pthread_mutex_lock(&d->lock);
+        if (d->wake_at == 0 || next < d->wake_at)
+            d->wake_at = next;
+        pthread_mutex_unlock(&d->lock);
     }
 }
 

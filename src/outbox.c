@@ -20,10 +20,10 @@ static const char *dead_dest(const struct job_event *ev)
 int outbox_fanout(struct write_ctx *ctx, const struct job *job, const struct job_event *ev,
                   bool *added)
 {
-    const char *skip = dead_dest(ev);
+    const char *skip = dead_dest(ev); /* "webhook_url" or a subscription id */
     int rc = 0;
     *added = false;
-    if (job->webhook_url && !skip) {
+    if (job->webhook_url && !(skip && strcmp(skip, "webhook_url") == 0)) {
         rc = store_outbox_insert(ctx->store, job->id, ev->seq, OUTBOX_DEST_JOB, ctx->now_ms);
         *added = rc == 0;
     }

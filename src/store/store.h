@@ -251,6 +251,8 @@ struct store_engine {
                        int max, struct outbox_row *rows, int *n_out);
     int (*delivery_attempts)(struct store *st, int64_t outbox_id, int max,
                              struct delivery_attempt *out, int *n_out);
+    /* The earliest next_at of a pending row after after_ms; 0 when none. */
+    int (*outbox_next)(struct store *st, int64_t after_ms, int64_t *next_ms);
     /* Every pending row that waits for a retry, for the deliverer's start. */
     int (*outbox_backoff)(struct store *st, outbox_backoff_fn each, void *arg);
     /* Every stored queue policy, for filling the policy cache at start. */
@@ -392,6 +394,10 @@ static inline int store_delivery_attempts(struct store *st, int64_t outbox_id, i
 static inline int store_outbox_backoff(struct store *st, outbox_backoff_fn each, void *arg)
 {
     return st->engine->outbox_backoff(st, each, arg);
+}
+static inline int store_outbox_next(struct store *st, int64_t after_ms, int64_t *next_ms)
+{
+    return st->engine->outbox_next(st, after_ms, next_ms);
 }
 static inline int store_outbox_prune(struct store *st, const char *job_id)
 {

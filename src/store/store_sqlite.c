@@ -374,6 +374,7 @@ enum reader_stmt {
     R_OUTBOX_BY_DEST,
     R_ATTEMPTS,
     R_OUTBOX_BACKOFF,
+    R_OUTBOX_NEXT,
     /* artifacts and retention */
     R_ARTIFACT_LIST,
     R_ARTIFACT_GET,
@@ -399,6 +400,7 @@ static const char *const reader_sql[R__COUNT] = {
                     "WHERE outbox_id = ?1 ORDER BY n LIMIT ?2"),
     [R_OUTBOX_BACKOFF] = ("SELECT job_id, dest, next_at FROM outbox WHERE state = 'pending' AND "
                           "attempts > 0"),
+    [R_OUTBOX_NEXT] = "SELECT min(next_at) FROM outbox WHERE state = 'pending' AND next_at > ?1",
     [R_LOCK_LIST] = ("SELECT key, job_id, owner, reason, expires_at, created_at FROM locks "
                      "ORDER BY key"),
     [R_SUB_LIST] = "SELECT " SUB_COLUMNS " FROM subscriptions ORDER BY id",
@@ -1315,6 +1317,21 @@ static int sqlite_outbox_backoff(struct store *st, outbox_backoff_fn each, void 
     return rc;
 }
 
+static int sqlite_outbox_next(struct store *st, int64_t after_ms, int64_t *next_ms)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[R_OUTBOX_NEXT];
+    sqlite3_bind_int64(stmt, 1, after_ms);
+    int rc = sqlite3_step(stmt);
+    *next_ms = rc == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : 0; /* NULL reads as 0 */
+    rc = rc == SQLITE_ROW ? 0 : fail(r->db, "outbox next");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    reader_release(s, r);
+    return rc;
+}
+
 /* ---- runner callbacks' webhook-ids ---- */
 
 static int sqlite_callback_id_seen(struct store *st, const char *msg_id)
@@ -1947,6 +1964,7 @@ const struct store_engine store_sqlite_engine = {
     .delivery_attempts = sqlite_delivery_attempts,
     .outbox_backoff = sqlite_outbox_backoff,
     .outbox_prune = sqlite_outbox_prune,
+    .outbox_next = sqlite_outbox_next,
     .callback_id_seen = sqlite_callback_id_seen,
     .callback_id_put = sqlite_callback_id_put,
     .callback_id_sweep = sqlite_callback_id_sweep,

@@ -385,6 +385,7 @@ def create_sub(srv, **body):
     assert r.status == 201, r
     s = r.json
     assert ULID_RE.match(s["id"]), s
+    assert r.headers.get("location") == f"/v1/subscriptions/{s['id']}", r.headers
     assert s["url"] == body["url"], s
     assert isinstance(s["secret"], str) and s["secret"].startswith("whsec_"), s
     if "secret" in body:
