@@ -7,8 +7,8 @@
  *
  *   receiver PORT COUNT_FILE
  *
- * Every 100 ms it writes "requests signed_requests" to COUNT_FILE; it runs
- * until SIGTERM or SIGINT.
+ * PORT 0 picks a free port. Every 100 ms it writes "requests
+ * signed_requests port" to COUNT_FILE; it runs until SIGTERM or SIGINT.
  */
 #include <signal.h>
 #include <stdatomic.h>
@@ -67,12 +67,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "receiver: cannot listen on port %s\n", argv[1]);
         return 1;
     }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    unsigned port = info ? info->port : 0;
     while (!stop) {
         struct timespec ts = {.tv_nsec = 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
         FILE *f = fopen(argv[2], "w");
         if (f) {
-            fprintf(f, "%lu %lu\n", atomic_load(&requests), atomic_load(&signed_requests));
+            fprintf(f, "%lu %lu %u\n", atomic_load(&requests), atomic_load(&signed_requests), port);
             fclose(f);
         }
     }

@@ -24,8 +24,14 @@ now_ms() { date +%s%3N; }
 one_case() { # K
     k=$1
     rdir=$(mktemp -d)
-    rport=$((20000 + RANDOM % 20000))
-    "$recv" "$rport" "$rdir/count" & rpid=$!
+    "$recv" 0 "$rdir/count" & rpid=$!
+    rport=""
+    for _ in $(seq 100); do
+        rport=$(cut -d' ' -f3 "$rdir/count" 2>/dev/null || true)
+        [ -n "$rport" ] && break
+        sleep 0.05
+    done
+    [ -n "$rport" ] || { echo "the receiver did not start" >&2; exit 1; }
     . bench/server.sh
     trap 'kill "$pid" "$rpid" 2>/dev/null; wait "$pid" "$rpid" 2>/dev/null; rm -rf "$work" "$rdir"' EXIT
     auth="Authorization: Bearer $DROVER_TOKEN"
@@ -52,6 +58,10 @@ one_case() { # K
         sleep 0.1
     done
     t1=$(now_ms)
+    if [ "$got" -lt "$want" ]; then # say why it stopped
+        echo "stalled at $got of $want deliveries; the server's warnings:" >&2
+        grep -v '"level":"info"' "$work/server.log" | tail -3 >&2 || true
+    fi
     if [ "$k" -gt 0 ]; then
         printf '%-6s %12s %10s %12s %12s %14s\n' "$k" "$rps" "$jobs" "$want" "$got" \
             "$(( got * 1000 / (t1 - t0) ))"
@@ -61,6 +71,6 @@ one_case() { # K
 }
 
 printf '%-6s %12s %10s %12s %12s %14s\n' subs "submits/s" jobs "deliveries" received "deliveries/s"
-for k in 0 1 10 100; do
+for k in ${CASES:-0 1 10 100}; do
     ( one_case "$k" )
 done

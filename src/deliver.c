@@ -50,6 +50,11 @@ struct deliverer {
     struct strset sending; /* "job|dest" with a send out */
     struct strset backoff; /* "job|dest" with a row waiting for its retry */
     struct strset rows;    /* outbox ids in flight, as text */
+    /* Outbox ids answered since the last scan began, and during the one
+     * before: a scan's read may predate the answer's commit, so it would
+     * see the row still pending. Two generations are enough: a scan that
+     * began after the commit reads the row as it is. */
+    struct strset done_now, done_before;
     struct circuit *circuits;
 };
 
@@ -199,6 +204,13 @@ static int result_apply(struct write_ctx *ctx, struct write_op *op)
     struct result_op *o = container_of(op, struct result_op, op);
     struct deliverer *d = o->d;
     struct outbox_row r;
+    if (o->ok) {
+        /* The common case, in one statement: the row itself logs its last attempt. */
+        int rc = store_outbox_delivered(ctx->store, o->id, ctx->now_ms, o->attempt.status,
+                                        o->attempt.latency_ms);
+        o->finished = rc == 0;
+        return rc == -DRV_ENOT_FOUND ? 0 : rc; /* redelivered and answered meanwhile, or gone */
+    }
     int rc = store_outbox_get(ctx->store, o->id, &r);
     if (rc < 0)
         return rc == -DRV_ENOT_FOUND ? 0 : rc;
@@ -211,12 +223,11 @@ static int result_apply(struct write_ctx *ctx, struct write_op *op)
     o->attempt.at_ms = ctx->now_ms;
     r.updated_at_ms = ctx->now_ms;
     r.last_status = o->attempt.status;
+    r.last_latency_ms = o->attempt.latency_ms;
     free(r.last_error);
     r.last_error = o->attempt.error ? strdup(o->attempt.error) : NULL;
     char why[160] = "";
-    if (o->ok) {
-        snprintf(r.state, sizeof(r.state), "delivered");
-    } else if (o->dead_now) {
+    if (o->dead_now) {
         snprintf(why, sizeof(why), "%s", o->attempt.error ? o->attempt.error : "undeliverable");
     } else if (o->attempt.status == 410) {
         snprintf(why, sizeof(why), "the endpoint answered 410 Gone");
@@ -264,6 +275,8 @@ static void result_done(struct write_op *op)
     pthread_mutex_lock(&d->lock);
     strset_remove(&d->sending, o->key);
     strset_remove(&d->rows, id);
+    if (strset_add(&d->done_now, id) < 0)
+        log_printf(LOG_ERROR, "out of memory: delivery %s may be sent twice", id);
     d->in_flight--;
     if (op->result == 0 && o->scheduled) {
         if (strset_add(&d->backoff, o->key) < 0)
@@ -508,6 +521,11 @@ static void scan(struct deliverer *d)
     struct outbox_row rows[SCAN_MAX];
     int n = 0;
     int64_t now = time_now_ms();
+    pthread_mutex_lock(&d->lock);
+    strset_release(&d->done_before);
+    d->done_before = d->done_now; /* answered before this scan's read: still guard this once */
+    strset_init(&d->done_now);
+    pthread_mutex_unlock(&d->lock);
     if (store_outbox_due(d->cfg.store, now, SCAN_MAX, rows, &n) < 0) {
         pthread_mutex_lock(&d->lock);
         d->wake_at = now + 1000;
@@ -521,6 +539,7 @@ static void scan(struct deliverer *d)
         id_text(r->id, id, sizeof(id));
         pthread_mutex_lock(&d->lock);
         bool go = d->in_flight < d->cfg.max_in_flight && !strset_has(&d->rows, id) &&
+                  !strset_has(&d->done_now, id) && !strset_has(&d->done_before, id) &&
                   !strset_has(&d->sending, key) &&
                   (r->attempts > 0 || !strset_has(&d->backoff, key));
         if (go && (strset_add(&d->sending, key) < 0 || strset_add(&d->rows, id) < 0)) {
@@ -611,6 +630,8 @@ int deliverer_start(const struct deliverer_config *cfg, struct deliverer **out)
     strset_init(&d->sending);
     strset_init(&d->backoff);
     strset_init(&d->rows);
+    strset_init(&d->done_now);
+    strset_init(&d->done_before);
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->cond, NULL);
     /* Rows waiting for a retry hold back their successors, also after a restart. */
@@ -625,6 +646,8 @@ int deliverer_start(const struct deliverer_config *cfg, struct deliverer **out)
         strset_release(&d->sending);
         strset_release(&d->backoff);
         strset_release(&d->rows);
+        strset_release(&d->done_now);
+        strset_release(&d->done_before);
         pthread_mutex_destroy(&d->lock);
         pthread_cond_destroy(&d->cond);
         free(d);
@@ -669,6 +692,8 @@ void deliverer_free(struct deliverer *d)
     strset_release(&d->sending);
     strset_release(&d->backoff);
     strset_release(&d->rows);
+    strset_release(&d->done_now);
+    strset_release(&d->done_before);
     OPENSSL_cleanse(&d->job_key, sizeof(d->job_key));
     pthread_mutex_destroy(&d->lock);
     pthread_cond_destroy(&d->cond);
@@ -724,10 +749,19 @@ int deliver_requeue(struct write_ctx *ctx, int64_t id, struct errmsg *err)
         outbox_row_release(&r);
         return 0; /* already on its way; it goes now */
     }
+    if (strcmp(r.state, "delivered") == 0 && r.attempts > 0) {
+        /* Its successful try lived in the row: log it before the row moves on. */
+        struct delivery_attempt last = {.n = r.attempts,
+                                        .at_ms = r.updated_at_ms,
+                                        .status = r.last_status,
+                                        .latency_ms = r.last_latency_ms};
+        rc = store_delivery_attempt_insert(ctx->store, r.id, &last);
+    }
     snprintf(r.state, sizeof(r.state), "pending");
     r.next_at_ms = ctx->now_ms;
     r.updated_at_ms = ctx->now_ms;
-    rc = store_outbox_update(ctx->store, &r);
+    if (rc == 0)
+        rc = store_outbox_update(ctx->store, &r);
     outbox_row_release(&r);
     return rc;
 }

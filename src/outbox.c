@@ -30,7 +30,7 @@ int outbox_fanout(struct write_ctx *ctx, const struct job *job, const struct job
     struct sub_cache *subs = ctx->env ? ctx->env->subs : NULL;
     if (rc < 0 || subs == NULL || !sub_cache_any(subs))
         return rc;
-    char ids[OUTBOX_MAX_SUBS][SUB_ID_LEN + 1];
+    static _Thread_local char ids[OUTBOX_MAX_SUBS][SUB_ID_LEN + 1]; /* 27 KB: off the stack */
     int n = sub_cache_match(subs, ev->type, job->queue, ids, OUTBOX_MAX_SUBS);
     for (int i = 0; i < n && rc == 0; i++) {
         if (skip && strcmp(skip, ids[i]) == 0)

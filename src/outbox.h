@@ -16,9 +16,10 @@
 
 #include "job.h"
 #include "store/writer.h"
+#include "subscriptions.h"
 
 #define OUTBOX_DEST_JOB "job"
-#define OUTBOX_MAX_SUBS 64 /* subscriptions one event fans out to, at most */
+#define OUTBOX_MAX_SUBS SUB_COUNT_MAX /* every subscription may want an event */
 
 /*
  * On the writer thread, right after ev is stored: add the outbox rows.

@@ -49,6 +49,14 @@ static json_t *delivery_json(struct store *st, const struct outbox_row *r)
         for (int i = 0; i < n; i++)
             json_array_append_new(log, attempt_json(&as[i]));
     }
+    /* A successful try is not logged apart: the row holds it. */
+    if (strcmp(r->state, "delivered") == 0 && (n == 0 || as[n - 1].n < r->attempts)) {
+        struct delivery_attempt last = {.n = r->attempts,
+                                        .at_ms = r->updated_at_ms,
+                                        .status = r->last_status,
+                                        .latency_ms = r->last_latency_ms};
+        json_array_append_new(log, attempt_json(&last));
+    }
     for (int i = 0; i < n; i++)
         delivery_attempt_release(&as[i]);
     free(as);

@@ -101,6 +101,7 @@ struct outbox_row {
     int64_t created_at_ms;
     int64_t updated_at_ms;
     int last_status; /* of the last attempt; 0 for none or a network error */
+    int64_t last_latency_ms;
     char *last_error;
 };
 void outbox_row_release(struct outbox_row *r);
@@ -215,6 +216,9 @@ struct store_engine {
                          int64_t now_ms);
     int (*outbox_get)(struct store *st, int64_t id, struct outbox_row *out);
     int (*outbox_update)(struct store *st, const struct outbox_row *r);
+    /* A pending row's send succeeded; -DRV_ENOT_FOUND when it is not pending (any more). */
+    int (*outbox_delivered)(struct store *st, int64_t id, int64_t now_ms, int status,
+                            int64_t latency_ms);
     int (*delivery_attempt_insert)(struct store *st, int64_t outbox_id,
                                    const struct delivery_attempt *a);
     /* Forget a pruned job's outbox rows and delivery attempts. */
@@ -370,6 +374,11 @@ static inline int store_outbox_get(struct store *st, int64_t id, struct outbox_r
 static inline int store_outbox_update(struct store *st, const struct outbox_row *r)
 {
     return st->engine->outbox_update(st, r);
+}
+static inline int store_outbox_delivered(struct store *st, int64_t id, int64_t now_ms, int status,
+                                         int64_t latency_ms)
+{
+    return st->engine->outbox_delivered(st, id, now_ms, status, latency_ms);
 }
 static inline int store_delivery_attempt_insert(struct store *st, int64_t outbox_id,
                                                 const struct delivery_attempt *a)

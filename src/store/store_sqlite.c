@@ -153,7 +153,7 @@ static const char *const migrations[] = {
      * outbox_by_job serves a job's delivery log, outbox_by_dest a
      * subscription's. */
     "CREATE TABLE outbox ("
-    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  id INTEGER PRIMARY KEY,"
     "  job_id TEXT NOT NULL,"
     "  seq INTEGER NOT NULL,"
     "  dest TEXT NOT NULL,"
@@ -163,7 +163,8 @@ static const char *const migrations[] = {
     "  created_at INTEGER NOT NULL,"
     "  updated_at INTEGER NOT NULL,"
     "  last_status INTEGER,"
-    "  last_error TEXT"
+    "  last_error TEXT,"
+    "  last_latency_ms INTEGER"
     ");"
     "CREATE INDEX outbox_due ON outbox(next_at, id) WHERE state = 'pending';"
     "CREATE INDEX outbox_by_job ON outbox(job_id, id);"
@@ -216,7 +217,7 @@ static const char *const migrations[] = {
 
 #define OUTBOX_COLUMNS                                                                             \
     "id, job_id, seq, dest, state, attempts, next_at, created_at, updated_at, last_status, "       \
-    "last_error"
+    "last_error, last_latency_ms"
 #define ARTIFACT_COLUMNS "job_id, name, size, content_type, sha256, file, created_at"
 
 /* The jobs holding one of (queue ?1, key ?2)'s slots: unfinished and admitted. */
@@ -253,6 +254,7 @@ enum writer_stmt {
     W_OUTBOX_INSERT,
     W_OUTBOX_GET,
     W_OUTBOX_UPDATE,
+    W_OUTBOX_DELIVERED,
     W_ATTEMPT_INSERT,
     W_OUTBOX_PRUNE_ATTEMPTS,
     W_OUTBOX_PRUNE,
@@ -326,7 +328,12 @@ static const char *const writer_sql[W__COUNT] = {
                          "updated_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)"),
     [W_OUTBOX_GET] = "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE id = ?1",
     [W_OUTBOX_UPDATE] = ("UPDATE outbox SET state = ?2, attempts = ?3, next_at = ?4, "
-                         "updated_at = ?5, last_status = ?6, last_error = ?7 WHERE id = ?1"),
+                         "updated_at = ?5, last_status = ?6, last_error = ?7, "
+                         "last_latency_ms = ?8 WHERE id = ?1"),
+    /* The common case in one statement: no read, and no attempt row (the row is its log). */
+    [W_OUTBOX_DELIVERED] = ("UPDATE outbox SET state = 'delivered', attempts = attempts + 1, "
+                            "updated_at = ?2, last_status = ?3, last_error = NULL, "
+                            "last_latency_ms = ?4 WHERE id = ?1 AND state = 'pending'"),
     [W_ATTEMPT_INSERT] = ("INSERT OR REPLACE INTO delivery_attempts (outbox_id, n, at, status, "
                           "latency_ms, error, excerpt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
     [W_OUTBOX_PRUNE_ATTEMPTS] = ("DELETE FROM delivery_attempts WHERE outbox_id IN (SELECT id "
@@ -1161,6 +1168,7 @@ static void read_outbox(sqlite3_stmt *stmt, struct outbox_row *r)
     r->updated_at_ms = sqlite3_column_int64(stmt, 8);
     r->last_status = sqlite3_column_int(stmt, 9);
     r->last_error = column_strdup(stmt, 10);
+    r->last_latency_ms = sqlite3_column_int64(stmt, 11);
 }
 
 static int sqlite_outbox_insert(struct store *st, const char *job_id, int64_t seq, const char *dest,
@@ -1206,7 +1214,21 @@ static int sqlite_outbox_update(struct store *st, const struct outbox_row *r)
     else
         sqlite3_bind_null(stmt, 6);
     bind_text(stmt, 7, r->last_error);
+    sqlite3_bind_int64(stmt, 8, r->last_latency_ms);
     return step_done(s->wdb, stmt, "outbox update");
+}
+
+static int sqlite_outbox_delivered(struct store *st, int64_t id, int64_t now_ms, int status,
+                                   int64_t latency_ms)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_OUTBOX_DELIVERED];
+    sqlite3_bind_int64(stmt, 1, id);
+    sqlite3_bind_int64(stmt, 2, now_ms);
+    sqlite3_bind_int(stmt, 3, status);
+    sqlite3_bind_int64(stmt, 4, latency_ms);
+    int rc = step_done(s->wdb, stmt, "outbox delivered");
+    return rc < 0 ? rc : sqlite3_changes(s->wdb) ? 0 : -DRV_ENOT_FOUND;
 }
 
 static int sqlite_delivery_attempt_insert(struct store *st, int64_t outbox_id,
@@ -1958,6 +1980,7 @@ const struct store_engine store_sqlite_engine = {
     .outbox_insert = sqlite_outbox_insert,
     .outbox_get = sqlite_outbox_get,
     .outbox_update = sqlite_outbox_update,
+    .outbox_delivered = sqlite_outbox_delivered,
     .delivery_attempt_insert = sqlite_delivery_attempt_insert,
     .outbox_due = sqlite_outbox_due,
     .outbox_list = sqlite_outbox_list,
