@@ -90,6 +90,7 @@ check:
 bench: drover $(OUT)/bench/e2e $(OUT)/bench/receiver
 	bench/run.sh
 	bench/run-e2e.sh
+	bench/run-keys.sh
 	bench/run-webhooks.sh
 
 # End to end: submit, claim, complete (bench/e2e.c drives the server).
