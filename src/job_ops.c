@@ -327,6 +327,49 @@ int jobop_event(struct write_ctx *ctx, const struct job *job, const struct job_e
 }
 
 /*
+ * A job ended failed in a queue with an on_failure queue: queue its cleanup
+ * job there, in the same transaction, with what a cleanup needs to undo the
+ * attempt's work: {"failed_job", "queue", "payload", "checkpoints", "error"}.
+ * A queue that names itself gets no cleanup (it would clean up its cleanups).
+ */
+static int run_cleanup(struct write_ctx *ctx, const struct job *failed, const struct policy *p)
+{
+    if (strcmp(p->on_failure, failed->queue) == 0)
+        return 0;
+    struct job c;
+    struct job_event ev;
+    job_init(&c);
+    c.queue = strdup(p->on_failure);
+    c.payload = json_pack("{s:s, s:s, s:O, s:o, s:o}", "failed_job", failed->id, "queue",
+                          failed->queue, "payload", failed->payload, "checkpoints",
+                          failed->checkpoints ? json_deep_copy(failed->checkpoints) : json_object(),
+                          "error", failed->error ? json_deep_copy(failed->error) : json_null());
+    int rc = c.queue && c.payload ? ulid_generate(ctx->ulid, ctx->now_ms, c.id) : -DRV_ENOMEM;
+    c.created_at_ms = ctx->now_ms;
+    if (rc == 0)
+        rc = job_transition(&c, JOB_QUEUED, "job.created", ctx->now_ms, &ev);
+    if (rc < 0) {
+        job_release(&c);
+        return rc == -DRV_ENOMEM ? rc : -DRV_EINTERNAL;
+    }
+    ev.data = json_pack("{s:s}", "cleanup_of", failed->id);
+    struct policy fallback;
+    const struct policy *cp = jobop_policy_for(ctx, c.queue, &fallback);
+    c.due_at_ms = jobop_next_due(&c, cp);
+    rc = store_job_insert(ctx->store, &c);
+    if (rc == 0)
+        rc = jobop_event(ctx, &c, &ev);
+    job_event_release(&ev);
+    if (rc == 0)
+        rc = effect_due(ctx->env, &c);
+    if (rc == 0)
+        rc = jobop_became_ready(ctx, &c, cp);
+    jobop_policy_done(ctx, cp, &fallback);
+    job_release(&c);
+    return rc;
+}
+
+/*
  * Store the job and its event; the event is released either way. A job that
  * just ended gives up its concurrency slot (if it held one) here, so no path
  * to a terminal state can forget it.
@@ -357,6 +400,8 @@ int jobop_save(struct write_ctx *ctx, struct job *job, struct job_event *ev, con
         rc = admission_release_locks(ctx, job);
     if (rc == 0 && held_slot)
         rc = admission_release_slot(ctx, job, p);
+    if (rc == 0 && ended && job->state == JOB_FAILED && p && p->on_failure)
+        rc = run_cleanup(ctx, job, p);
     return rc;
 }
 
@@ -810,6 +855,8 @@ static int retry_apply(struct write_ctx *ctx, struct write_op *op)
                           "force another with {\"force\": true}",
                           r->id, job->attempt, cap);
     }
+    /* A failed job whose cleanup ran (run_cleanup) starts again from a clean slate. */
+    bool cleaned = job->state == JOB_FAILED && p->on_failure && strcmp(p->on_failure, job->queue);
     /* Back in line for its key's slots: wait when they are all held. */
     int held = 0, limit = job->concurrency_key ? admission_slot_limit(job, p) : 0;
     if (limit)
@@ -820,6 +867,12 @@ static int retry_apply(struct write_ctx *ctx, struct write_op *op)
     if (rc == 0)
         rc = job_transition(job, wait_for_slot ? JOB_SCHEDULED : JOB_QUEUED,
                             wait_for_slot ? "job.scheduled" : "job.queued", ctx->now_ms, &ev);
+    if (rc == 0 && cleaned) {
+        json_decref(job->checkpoints);
+        job->checkpoints = NULL;
+        free(job->step);
+        job->step = NULL;
+    }
     if (rc == 0) {
         job->run_at_ms = wait_for_slot ? 0 : job->run_at_ms;
         job->cancel_requested = false;

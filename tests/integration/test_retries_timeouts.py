@@ -536,3 +536,51 @@ def test_many_stuck_jobs_all_time_out(server):
     assert time.monotonic() - t0 <= 1.0 + 0.5 + TOL_LATE + 0.2
     for jid in ids[::10]:
         assert server.get_job(jid)["error"]["kind"] == "heartbeat_timeout"
+
+
+# ------------------------------------------------------------------ on_failure cleanup
+
+
+def test_a_failed_job_queues_its_cleanup_and_a_retry_starts_clean(server):
+    """DESIGN.md §1 Queue `on_failure` and Steps: a job that ends failed
+    queues a cleanup job in the on_failure queue, in the same transaction,
+    carrying what it needs; a manual retry then starts from a clean slate."""
+    put_queue(server, "prov", on_failure="prov-cleanup", steps=["vm_created", "configured"])
+    job = server.submit("prov", payload={"vm": "small"})
+    c = claim_one(server, "prov")
+    lease = c["lease"]["token"]
+    r = lease_call(server, job["id"], "steps", lease, step="vm_created", data={"vm_id": 7})
+    assert r.status == 200, r
+    r = lease_call(server, job["id"], "fail", lease,
+                   error={"message": "ansible broke", "step": "configured", "retryable": False})
+    assert r.status == 200 and r.json["state"] == "failed", r
+    cleanups = claim(server, "prov-cleanup", max_jobs=5)
+    assert len(cleanups) == 1, cleanups
+    p = cleanups[0]["payload"]
+    assert p["failed_job"] == job["id"] and p["queue"] == "prov", p
+    assert p["payload"] == {"vm": "small"}
+    assert p["checkpoints"] == {"vm_created": {"vm_id": 7}}, p
+    assert p["error"]["step"] == "configured" and p["error"]["message"] == "ansible broke", p
+    created = job_events(server, cleanups[0]["id"])[0]
+    assert created["type"] == "job.created" and created["data"]["cleanup_of"] == job["id"]
+    # A job that only completes gets no cleanup.
+    ok = server.submit("prov")
+    c2 = claim_one(server, "prov")
+    assert lease_call(server, ok["id"], "complete", c2["lease"]["token"]).status == 200
+    assert claim(server, "prov-cleanup", max_jobs=5) == []
+    # The manual retry after the cleanup starts without the old checkpoints.
+    r = server.request("POST", f"/v1/jobs/{job['id']}/retry", token="submit")
+    assert r.status == 200, r
+    again = claim_one(server, "prov")
+    assert again["id"] == job["id"] and again["attempt"] == 2, again
+    assert not again["checkpoints"] and again["step"] is None, again
+
+
+def test_a_queue_whose_on_failure_is_itself_gets_no_cleanup(server):
+    put_queue(server, "selfish", on_failure="selfish")
+    job = server.submit("selfish")
+    c = claim_one(server, "selfish")
+    r = lease_call(server, job["id"], "fail", c["lease"]["token"],
+                   error={"message": "x", "retryable": False})
+    assert r.json["state"] == "failed", r
+    assert claim(server, "selfish", max_jobs=5) == []
