@@ -24,7 +24,6 @@ Servers run with --allow-target 127.0.0.0/8 (the runner is on loopback).
 Policies use seconds-scale timeouts; every wait has a deadline.
 """
 
-import base64
 import hashlib
 import hmac
 import json
@@ -37,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from webhook_sig import drover_signature, new_secret, sw_key, sw_signature, sw_verify
 from conftest import (
     ROOT,
     UNKNOWN_ID,
@@ -54,43 +54,6 @@ TOL = 0.35  # timer slack plus HTTP round trips
 
 
 # ------------------------------------------------------------------ signing
-
-
-def new_secret():
-    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
-
-
-def sw_key(secret):
-    assert secret.startswith("whsec_"), secret
-    return base64.b64decode(secret[len("whsec_"):], validate=True)
-
-
-def sw_signature(secret, msg_id, ts, body):
-    """Standard Webhooks: 'v1,' + base64 HMAC-SHA256 keyed with the decoded
-    secret over '{id}.{timestamp}.{body}'."""
-    signed = f"{msg_id}.{ts}.".encode() + body
-    mac = hmac.new(sw_key(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
-
-
-def sw_verify(secret, msg_id, ts, body, header):
-    """Any space-separated 'v1,' entry that matches passes; other versions are
-    ignored."""
-    if not (msg_id and ts and header):
-        return False
-    expected = sw_signature(secret, msg_id, ts, body)[len("v1,"):]
-    for entry in header.split(" "):
-        version, _, sig = entry.partition(",")
-        if version == "v1" and sig and hmac.compare_digest(sig, expected):
-            return True
-    return False
-
-
-def drover_signature(secret, ts, body):
-    """X-Drover: 'sha256=' + hex HMAC-SHA256 keyed with the secret string as
-    written (whsec_ prefix included) over '{timestamp}.{body}'."""
-    return "sha256=" + hmac.new(secret.encode(), f"{ts}.".encode() + body,
-                                hashlib.sha256).hexdigest()
 
 
 def test_signing_helpers_match_published_vectors():
