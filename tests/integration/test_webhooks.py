@@ -954,8 +954,11 @@ def test_circuit_breaker_pauses_an_endpoint_then_probes(make_server, make_receiv
 
     a = r2.wait(2, timeout=5)
     assert gap_ok(a[1]["at"] - a[0]["at"], SCHEDULE[0]), a[1]["at"] - a[0]["at"]
-    # The circuit of r2 is open now: nothing goes there, not even a new job's
-    # first delivery, for ~1 s.
+    # Once drover has recorded that second failure (not merely sent the
+    # request), r2's circuit is open: nothing goes there, not even a new
+    # job's first delivery, for ~1 s.
+    poll_deliveries(srv, j2, lambda ds: ds[0]["attempts"] == 2)
+    time.sleep(0.05)  # the log is read from the commit; the breaker learns it just after
     j3 = srv.submit("wh-cb", webhook_url=r2.url + "/other")["id"]
     opened = a[1]["at"]
     all2 = r2.wait(4, timeout=10)  # j2's retry and j3's first, after the pause
