@@ -141,6 +141,18 @@ bool api_job_id_param(struct http_request *req, int i, char *id)
     return false;
 }
 
+bool api_job_load(struct http_request *req, const char *id, struct job *job)
+{
+    int rc = store_job_get(api_app(req)->store, id, job);
+    if (rc == 0)
+        return true;
+    if (rc == -DRV_ENOT_FOUND)
+        http_reply_errorf(req, rc, "no job '%s'", id);
+    else
+        http_reply_error(req, rc, NULL);
+    return false;
+}
+
 bool api_query_int(struct http_request *req, const char *name, int64_t min, int64_t max,
                    int64_t dflt, int64_t *out)
 {

@@ -105,6 +105,9 @@ int api_render_json(struct write_reply *out, int status, json_t *body);
  */
 bool api_job_id_param(struct http_request *req, int i, char *id);
 
+/* Load job id (read side): true, or a 404 (or 500) reply and false. */
+bool api_job_load(struct http_request *req, const char *id, struct job *job);
+
 /*
  * Read an integer query parameter in [min, max]; absent gives dflt. Replies
  * 400 naming it and returns false when it is malformed or out of range.

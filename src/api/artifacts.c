@@ -51,19 +51,6 @@ static bool valid_name_param(struct http_request *req, const char *name)
     return false;
 }
 
-/* The job, or a 404 (or 500) reply and false. */
-static bool load_job(struct http_request *req, const char *id, struct job *job)
-{
-    int rc = store_job_get(api_app(req)->store, id, job);
-    if (rc == 0)
-        return true;
-    if (rc == -DRV_ENOT_FOUND)
-        http_reply_errorf(req, rc, "no job '%s'", id);
-    else
-        http_reply_error(req, rc, NULL);
-    return false;
-}
-
 /* ---- PUT ---- */
 
 static int put_render(const struct write_op *op, struct write_reply *out)
@@ -158,7 +145,7 @@ void api_artifact_put(struct http_request *req)
     }
     artifact_put_op_init(p, NULL);
     struct job job;
-    if (!load_job(req, id, &job)) {
+    if (!api_job_load(req, id, &job)) {
         free(p);
         return;
     }
@@ -199,7 +186,7 @@ void api_artifact_list(struct http_request *req)
     }
     if (list.n == 0) { /* an unknown job, or one without artifacts? */
         struct job job;
-        if (!load_job(req, id, &job))
+        if (!api_job_load(req, id, &job))
             return;
         job_release(&job);
     }
@@ -223,7 +210,7 @@ void api_artifact_get(struct http_request *req)
         rc = store_artifact_get(app->store, id, name, &a);
         if (rc == -DRV_ENOT_FOUND) {
             struct job job;
-            if (!load_job(req, id, &job))
+            if (!api_job_load(req, id, &job))
                 return;
             job_release(&job);
             http_reply_errorf(req, rc, "job '%s' has no artifact '%s'", id, name);

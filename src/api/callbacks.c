@@ -235,17 +235,10 @@ void api_callback(struct http_request *req)
     if (!api_job_id_param(req, 0, id))
         return;
     struct job job;
-    int rc = store_job_get(api_app(req)->store, id, &job);
-    if (rc == -DRV_ENOT_FOUND) {
-        http_reply_errorf(req, rc, "no job '%s'", id);
+    if (!api_job_load(req, id, &job))
         return;
-    }
-    if (rc < 0) {
-        http_reply_error(req, rc, NULL);
-        return;
-    }
     int signer = 0;
-    rc = api_runner_verify(req, &job, &signer, &err);
+    int rc = api_runner_verify(req, &job, &signer, &err);
     job_release(&job);
     struct job_callback_op *c = rc == 0 ? malloc(sizeof(*c)) : NULL;
     if (rc == 0 && c == NULL)

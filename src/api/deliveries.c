@@ -101,15 +101,8 @@ void api_job_deliveries(struct http_request *req)
     if (!api_job_id_param(req, 0, id))
         return;
     struct job job;
-    int rc = store_job_get(api_app(req)->store, id, &job);
-    if (rc == -DRV_ENOT_FOUND) {
-        http_reply_errorf(req, rc, "no job '%s'", id);
+    if (!api_job_load(req, id, &job))
         return;
-    }
-    if (rc < 0) {
-        http_reply_error(req, rc, NULL);
-        return;
-    }
     job_release(&job);
     reply_list(req, id, NULL);
 }

@@ -78,15 +78,8 @@ void api_job_get(struct http_request *req)
     if (!api_job_id_param(req, 0, id))
         return;
     struct job job;
-    int rc = store_job_get(api_app(req)->store, id, &job);
-    if (rc == -DRV_ENOT_FOUND) {
-        http_reply_errorf(req, rc, "no job '%s'", id);
+    if (!api_job_load(req, id, &job))
         return;
-    }
-    if (rc < 0) {
-        http_reply_error(req, rc, NULL);
-        return;
-    }
     http_reply_json(req, 200, job_to_json(&job));
     job_release(&job);
 }
