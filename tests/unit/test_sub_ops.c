@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +19,7 @@
 #include "store/writer.h"
 #include "sub_ops.h"
 #include "test_util.h"
+#include "test_writer.h"
 
 struct fixture {
     char dir[64];
@@ -27,35 +27,6 @@ struct fixture {
     struct writer *writer;
     struct sub_cache *cache;
 };
-
-/* Ops signal their end here (op->owner points at one). */
-struct waiter {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool done;
-};
-
-static void signal_done(struct write_op *op)
-{
-    struct waiter *w = op->owner;
-    pthread_mutex_lock(&w->lock);
-    w->done = true;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-}
-
-/* Submit op (its done() ends in signal_done) and wait for it; returns op->result. */
-static int run_op(struct fixture *f, struct write_op *op)
-{
-    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
-    op->owner = &w;
-    assert_int_equal(writer_submit(f->writer, op), 0);
-    pthread_mutex_lock(&w.lock);
-    while (!w.done)
-        pthread_cond_wait(&w.cond, &w.lock);
-    pthread_mutex_unlock(&w.lock);
-    return op->result;
-}
 
 static int setup(void **state)
 {
@@ -89,11 +60,11 @@ static void create(struct fixture *f, const char *body_text, char *id)
 {
     struct sub_put_op p;
     struct errmsg err = {0};
-    sub_put_op_create(&p, f->cache, signal_done);
+    sub_put_op_create(&p, f->cache, tu_op_done);
     json_t *body = tu_json(body_text);
     assert_int_equal(sub_from_json(body, &p.sub, &err), 0);
     json_decref(body);
-    assert_int_equal(run_op(f, &p.op), 0);
+    assert_int_equal(tu_run_op(f->writer, &p.op), 0);
     assert_true(p.secret_changed);
     assert_int_equal(strlen(p.sub.id), SUB_ID_LEN);
     assert_true(p.sub.created_at_ms > 0 && p.sub.created_at_ms == p.sub.updated_at_ms);
@@ -105,12 +76,12 @@ static int patch(struct fixture *f, const char *id, const char *body_text, struc
 {
     struct sub_put_op p;
     struct errmsg err = {0};
-    sub_put_op_patch(&p, f->cache, signal_done);
+    sub_put_op_patch(&p, f->cache, tu_op_done);
     memcpy(p.id, id, SUB_ID_LEN + 1);
     json_t *body = tu_json(body_text);
     assert_int_equal(sub_patch_from_json(body, &p.patch, &err), 0);
     json_decref(body);
-    int rc = run_op(f, &p.op);
+    int rc = tu_run_op(f->writer, &p.op);
     if (rc == 0 && out)
         assert_int_equal(sub_copy(out, &p.sub), 0);
     if (rc == -DRV_ENOT_FOUND)
@@ -189,15 +160,15 @@ static void test_create_patch_delete(void **state)
                      -DRV_ENOT_FOUND);
 
     struct sub_delete_op d;
-    sub_delete_op_init(&d, f->cache, signal_done);
+    sub_delete_op_init(&d, f->cache, tu_op_done);
     memcpy(d.id, id, sizeof(d.id));
-    assert_int_equal(run_op(f, &d.op), 0);
+    assert_int_equal(tu_run_op(f->writer, &d.op), 0);
     assert_int_equal(sub_cache_get(f->cache, id, &s), -DRV_ENOT_FOUND);
     assert_mirrored(f, id);
     assert_false(sub_cache_any(f->cache)); /* the one left is disabled */
-    sub_delete_op_init(&d, f->cache, signal_done);
+    sub_delete_op_init(&d, f->cache, tu_op_done);
     memcpy(d.id, id, sizeof(d.id));
-    assert_int_equal(run_op(f, &d.op), -DRV_ENOT_FOUND);
+    assert_int_equal(tu_run_op(f->writer, &d.op), -DRV_ENOT_FOUND);
     assert_true(d.err.text[0] != '\0');
     assert_int_equal(sub_cache_count(f->cache), 1);
 }
@@ -210,8 +181,8 @@ static void test_disable_op(void **state)
 
     struct sub_disable_op d;
     assert_int_equal(
-        sub_disable_op_init(&d, f->cache, id, "410 Gone from https://e.com/gone", signal_done), 0);
-    assert_int_equal(run_op(f, &d.op), 0);
+        sub_disable_op_init(&d, f->cache, id, "410 Gone from https://e.com/gone", tu_op_done), 0);
+    assert_int_equal(tu_run_op(f->writer, &d.op), 0);
     sub_disable_op_release(&d);
     struct sub s;
     assert_int_equal(sub_cache_get(f->cache, id, &s), 0);
@@ -222,8 +193,8 @@ static void test_disable_op(void **state)
     assert_false(sub_cache_any(f->cache));
 
     /* Disabled already: the first reason stays. */
-    assert_int_equal(sub_disable_op_init(&d, f->cache, id, "another reason", signal_done), 0);
-    assert_int_equal(run_op(f, &d.op), 0);
+    assert_int_equal(sub_disable_op_init(&d, f->cache, id, "another reason", tu_op_done), 0);
+    assert_int_equal(tu_run_op(f->writer, &d.op), 0);
     sub_disable_op_release(&d);
     assert_int_equal(sub_cache_get(f->cache, id, &s), 0);
     assert_string_equal(s.disabled_reason, "410 Gone from https://e.com/gone");
@@ -239,8 +210,8 @@ static void test_disable_op(void **state)
 
     /* Gone: -DRV_ENOT_FOUND, nothing in the cache. */
     assert_int_equal(
-        sub_disable_op_init(&d, f->cache, "01ARZ3NDEKTSV4RRFFQ69G5FAV", NULL, signal_done), 0);
-    assert_int_equal(run_op(f, &d.op), -DRV_ENOT_FOUND);
+        sub_disable_op_init(&d, f->cache, "01ARZ3NDEKTSV4RRFFQ69G5FAV", NULL, tu_op_done), 0);
+    assert_int_equal(tu_run_op(f->writer, &d.op), -DRV_ENOT_FOUND);
     sub_disable_op_release(&d);
     assert_int_equal(sub_cache_count(f->cache), 1);
 }
@@ -273,7 +244,7 @@ static void gone_done(struct write_op *op)
     struct gone_op *g = (struct gone_op *)op;
     if (op->result == 0) /* committed: now the cache may say so */
         g->put_rc = sub_cache_put(g->cache, &g->sub);
-    signal_done(op);
+    tu_op_done(op);
 }
 
 static void test_disable_from_another_apply(void **state)
@@ -290,7 +261,7 @@ static void test_disable_from_another_apply(void **state)
         .op = {.apply = gone_apply, .done = gone_done}, .cache = f->cache, .reason = reason};
     memcpy(g.id, id, sizeof(g.id));
     sub_init(&g.sub);
-    assert_int_equal(run_op(f, &g.op), 0);
+    assert_int_equal(tu_run_op(f->writer, &g.op), 0);
     assert_int_equal(g.put_rc, 0);
     assert_true(g.cache_before_commit); /* sub_ops_disable leaves the cache alone */
     assert_false(g.sub.enabled);
@@ -313,7 +284,7 @@ static void test_disable_from_another_apply(void **state)
                          .reason = "410 Gone: \xff\xfe body"};
     memcpy(g2.id, id, sizeof(g2.id));
     sub_init(&g2.sub);
-    assert_int_equal(run_op(f, &g2.op), 0);
+    assert_int_equal(tu_run_op(f->writer, &g2.op), 0);
     assert_int_equal(g2.put_rc, 0);
     assert_string_equal(g2.sub.disabled_reason, "410 Gone: ?? body");
     sub_release(&g2.sub);
@@ -340,11 +311,11 @@ static void test_count_max(void **state)
 
     struct sub_put_op p;
     struct errmsg err = {0};
-    sub_put_op_create(&p, f->cache, signal_done);
+    sub_put_op_create(&p, f->cache, tu_op_done);
     json_t *body = tu_json("{\"url\": \"https://e.com/one-too-many\"}");
     assert_int_equal(sub_from_json(body, &p.sub, &err), 0);
     json_decref(body);
-    assert_int_equal(run_op(f, &p.op), -DRV_ECONFLICT);
+    assert_int_equal(tu_run_op(f->writer, &p.op), -DRV_ECONFLICT);
     assert_non_null(strstr(p.err.text, "1000"));
     sub_put_op_release(&p);
     assert_int_equal(sub_cache_count(f->cache), SUB_COUNT_MAX);
