@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "job_json.h"
 #include "log.h"
 #include "util.h"
 
@@ -217,6 +218,110 @@ int artifact_read(const char *data_dir, const struct artifact *a, size_t max, ch
     *out = buf;
     *len = size;
     return 0;
+}
+
+/* ---- the job.succeeded event ---- */
+
+#define EVENT_LIST_READS 2 /* a file replaced while we read: the list once more */
+
+/* What the API shows of an artifact, less its url. */
+static json_t *event_item(const struct artifact *a)
+{
+    return json_pack("{s:s, s:I, s:s, s:s, s:o}", "name", a->name, "size", (json_int_t)a->size,
+                     "content_type", a->content_type, "sha256", a->sha256, "created_at",
+                     json_time_or_null(a->created_at_ms));
+}
+
+/* item's "content_base64": len (<= POLICY_ARTIFACT_INLINE_LIMIT) bytes of data. */
+static int set_base64(json_t *item, const char *data, size_t len)
+{
+    size_t n = 4 * ((len + 2) / 3); /* padded, no line breaks; EVP_EncodeBlock adds a NUL */
+    unsigned char *b64 = malloc(n + 1);
+    if (b64 == NULL)
+        return -DRV_ENOMEM;
+    int rc = -DRV_ENOMEM;
+    if (EVP_EncodeBlock(b64, (const unsigned char *)data, (int)len) == (int)n)
+        rc =
+            json_object_set_new(item, "content_base64", json_stringn_nocheck((const char *)b64, n));
+    free(b64);
+    return rc == 0 ? 0 : -DRV_ENOMEM;
+}
+
+/*
+ * One read of the job's list into *out (artifacts.h). When a file to inline
+ * is gone and this is not the last read, *again is set and *out is left
+ * alone: the caller reads the list again. On the last read it goes by url.
+ */
+static int event_list_read(struct store *st, const char *data_dir, const char *public_url,
+                           const char *job_id, int64_t inline_max, bool last, bool *again,
+                           json_t **out)
+{
+    struct artifact_list list;
+    int rc = store_artifact_list(st, job_id, &list);
+    if (rc < 0)
+        return rc;
+    json_t *items = json_array();
+    rc = items ? 0 : -DRV_ENOMEM;
+    int64_t left = inline_max; /* of the bytes one body may carry inline */
+    for (int i = 0; i < list.n && rc == 0; i++) {
+        const struct artifact *a = &list.items[i];
+        json_t *item = event_item(a);
+        if (item == NULL || json_array_append_new(items, item) < 0) {
+            rc = -DRV_ENOMEM;
+            break;
+        }
+        bool inlined = false;
+        if (inline_max > 0 && a->size <= left) {
+            char *bytes;
+            size_t len;
+            rc = artifact_read(data_dir, a, (size_t)a->size, &bytes, &len);
+            if (rc == 0) {
+                rc = set_base64(item, bytes, len);
+                free(bytes);
+                inlined = true;
+                left -= a->size;
+            } else if (rc == -DRV_ENOT_FOUND && !last) {
+                rc = 0;
+                *again = true;
+                break;
+            } else if (rc == -DRV_ENOT_FOUND) {
+                log_printf(LOG_WARN,
+                           "the file of artifact '%s' of job '%s' is gone again (replaced "
+                           "meanwhile?): job.succeeded carries it by url",
+                           a->name, a->job_id);
+                rc = 0;
+            }
+        }
+        /* Names are [A-Za-z0-9._-] and ids ULIDs: nothing to escape. */
+        if (rc == 0 && !inlined &&
+            json_object_set_new(
+                item, "url",
+                json_sprintf("%s/v1/jobs/%s/artifacts/%s", public_url, a->job_id, a->name)) < 0)
+            rc = -DRV_ENOMEM;
+    }
+    artifact_list_release(&list);
+    if (rc < 0 || *again) {
+        json_decref(items);
+        return rc;
+    }
+    *out = items;
+    return 0;
+}
+
+int artifacts_event_json(struct store *st, const char *data_dir, const char *public_url,
+                         const char *job_id, int64_t inline_max, json_t **out)
+{
+    *out = NULL;
+    if (inline_max > POLICY_ARTIFACT_INLINE_LIMIT)
+        inline_max = POLICY_ARTIFACT_INLINE_LIMIT;
+    bool again = true;
+    int rc = 0;
+    for (int i = 0; i < EVENT_LIST_READS && rc == 0 && again; i++) {
+        again = false;
+        rc = event_list_read(st, data_dir, public_url, job_id, inline_max,
+                             i + 1 == EVENT_LIST_READS, &again, out);
+    }
+    return rc;
 }
 
 void artifact_file_remove(const char *data_dir, const char *job_id, const char *file)

@@ -24,6 +24,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
 
 #include "error.h"
 #include "job_ops.h"
@@ -72,6 +75,41 @@ int artifact_file_open(const char *data_dir, const struct artifact *a, int *fd);
  */
 int artifact_read(const char *data_dir, const struct artifact *a, size_t max, char **out,
                   size_t *len);
+
+/*
+ * The artifacts of job_id as the job.succeeded event carries them
+ * (docs/api.md "Events and webhooks"): a JSON array, by name, of
+ *
+ *   {"name", "size", "content_type", "sha256", "created_at" (RFC 3339),
+ *    and either "content_base64": the bytes (standard base64, padded)
+ *            or "url": public_url + "/v1/jobs/{id}/artifacts/{name}"}
+ *
+ * The url is GET /v1/jobs/{id}/artifacts/{name}: it needs a bearer token of
+ * any role. public_url is the server's base as callback URLs have it
+ * (server.public_url, or http:// and the bound address; no trailing slash).
+ *
+ * inline_max (the queue's artifact_inline_max) bounds each artifact carried
+ * inline and their sum: in name order, an artifact goes inline when its size
+ * is at most what is left of inline_max, else by url. So an artifact of
+ * exactly inline_max bytes is inline when it is alone, and one body carries
+ * at most inline_max bytes of artifacts (4/3 of that as base64) however
+ * many the job has. inline_max <= 0 sends every artifact by url (an empty
+ * one too); above POLICY_ARTIFACT_INLINE_LIMIT it counts as that limit.
+ *
+ * Read side only (the store's reader pool and the files): any thread, the
+ * deliverer's for one; not the writer's, which must not wait on files.
+ * When a file to inline is gone because a newer upload replaced its row
+ * since the list was read (artifact_file_open()), the list is read once
+ * more; a file gone again goes by url, described as that second read had
+ * it (the url serves the newest bytes). A job without artifacts (or no such
+ * job) gives an empty array.
+ *
+ * OUT: *out, a new reference (the caller's to json_decref()), NULL on
+ * failure: -DRV_ENOMEM, -DRV_EIO (a file unreadable or shorter than its
+ * row), or the store's error.
+ */
+int artifacts_event_json(struct store *st, const char *data_dir, const char *public_url,
+                         const char *job_id, int64_t inline_max, json_t **out);
 
 /* Remove one file of a job's artifact directory; a failure is only logged. */
 void artifact_file_remove(const char *data_dir, const char *job_id, const char *file);

@@ -30,7 +30,7 @@ void policy_init(struct policy *p)
     p->on_limit = POLICY_LIMIT_QUEUE;
     p->dedup_window_s = 0;
     p->retention_s = 0;
-    p->artifact_inline_max = 262144;
+    p->artifact_inline_max = POLICY_ARTIFACT_INLINE_DEFAULT;
 }
 
 void policy_release(struct policy *p)
@@ -303,7 +303,7 @@ int policy_from_json(const json_t *obj, struct policy *p, struct errmsg *err)
         } else if (strcmp(name, "retention_s") == 0) {
             rc = int_field(v, name, 0, 315360000, &p->retention_s, err);
         } else if (strcmp(name, "artifact_inline_max") == 0) {
-            rc = int_field(v, name, 0, 16777216, &p->artifact_inline_max, err);
+            rc = int_field(v, name, 0, POLICY_ARTIFACT_INLINE_LIMIT, &p->artifact_inline_max, err);
         } else if (strcmp(name, "dispatch") == 0) {
             if (json_is_null(v)) {
                 json_decref(p->dispatch);

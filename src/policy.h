@@ -20,6 +20,10 @@
 #define POLICY_STEP_MAX    64 /* bytes in one step name */
 #define POLICY_HEADERS_MAX 32
 
+/* artifact_inline_max: 0 .. 16 MiB (its default: 256 KiB). */
+#define POLICY_ARTIFACT_INLINE_DEFAULT 262144
+#define POLICY_ARTIFACT_INLINE_LIMIT   16777216
+
 enum policy_mode { POLICY_PULL, POLICY_HTTP };
 enum policy_on_limit { POLICY_LIMIT_QUEUE, POLICY_LIMIT_REJECT };
 
@@ -45,6 +49,7 @@ struct policy {
     int dedup_window_s;
     char *on_failure; /* cleanup queue name or NULL */
     int64_t retention_s;
+    /* bytes of artifacts job.succeeded carries inline (artifacts_event_json()) */
     int64_t artifact_inline_max;
     json_t *dispatch; /* {url, method, headers, body} or NULL; a template (template.h) */
     char *callback_secret;
