@@ -490,3 +490,32 @@ class Async:
         if self.error is not None:
             raise self.error
         return self.value
+
+
+# ---------------------------------------------------------------------------
+# Webhook receivers (webhook_receiver.py) for the tests that follow drover's
+# deliveries (test_webhooks, test_artifacts). Appended; nothing above is
+# changed.
+# ---------------------------------------------------------------------------
+
+from webhook_receiver import Receiver as _Receiver
+
+
+@pytest.fixture
+def make_receiver():
+    """Factory: make_receiver(default=200) -> a started Receiver, stopped after the test."""
+    made = []
+
+    def make(**kw):
+        r = _Receiver(**kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+@pytest.fixture
+def receiver(make_receiver):
+    return make_receiver()

@@ -8,7 +8,9 @@ bad names; the size cap (declared and chunked); wrong, stale and missing
 leases; missing and wrong tokens and roles; signed runner uploads with the
 queue's secret and an attempt's token, and bad signatures; unknown jobs and
 artifacts; the list; kill -9 right after a 2xx, then restart; concurrent
-replaces; `drover worker` uploading its command's output.
+replaces; `drover worker` uploading its command's output; the job.succeeded
+webhook carrying the artifacts, small ones inline (base64) and larger ones
+as URLs that serve the same bytes (docs/api.md "Events and webhooks").
 """
 
 import base64
@@ -19,6 +21,8 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -28,11 +32,14 @@ from conftest import (
     UNKNOWN_ID,
     assert_error,
     claim_one,
+    job_events,
     lease_call,
     put_queue,
     run_threads,
     ts_parse,
 )
+from webhook_receiver import server_secret
+from webhook_sig import sw_verify
 
 MiB = 1024 * 1024
 
@@ -509,3 +516,102 @@ def test_worker_help_and_usage_of_output_max():
         p = subprocess.run([DROVER_BIN, "worker", "q", "--output-max", bad, "--", "true"],
                            capture_output=True, text=True, env=env, timeout=10)
         assert p.returncode == 2 and "--output-max" in p.stderr, (bad, p.stderr)
+
+
+# ------------------------------------------------------------------ the job.succeeded webhook
+
+WEBHOOK_ARGS = ["--allow-target", "127.0.0.0/8"]  # the receiver is on loopback
+EVENT_FIELDS = {"name", "size", "content_type", "sha256", "created_at"}
+
+
+def succeeded_delivery(server, receiver, job_id):
+    """The job.succeeded delivery of job_id, signed with the server's secret: its body."""
+    (ev,) = [e for e in job_events(server, job_id) if e["type"] == "job.succeeded"]
+    recs = receiver.wait_seqs(job_id, [ev["seq"]], timeout=10)
+    (rec,) = [r for r in recs if r["seq"] == ev["seq"] and r["answer"] == 200]
+    assert sw_verify(server_secret(server), rec["id"], rec["ts"], rec["body"], rec["sig"]), rec
+    assert rec["json"]["type"] == "job.succeeded", rec["json"]
+    return rec, rec["json"]["data"]["job"]
+
+
+def fetch(url, token):
+    """GET an absolute URL; (status, body)."""
+    headers = {"Authorization": "Bearer " + TOKENS[token]} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_succeeded_webhook_carries_small_artifacts_inline_and_large_ones_as_urls(
+        make_server, receiver):
+    s = make_server(args=WEBHOOK_ARGS)
+    put_queue(s, "art-hook", artifact_inline_max=1024)
+    job = s.submit("art-hook", webhook_url=receiver.url + "/hooks/art")
+    c = claim_one(s, "art-hook")
+    assert c["id"] == job["id"], c
+    job_id, lease = job["id"], c["lease"]["token"]
+    small = blob(1000, seed=b"small")  # every byte value, NULs included
+    large = blob(64 * 1024 + 1, seed=b"large")
+    assert b"\x00" in small and len(small) <= 1024 < len(large)
+    assert put_artifact(s, job_id, "completion", small, lease,
+                        content_type="application/x-completion").status == 201
+    assert put_artifact(s, job_id, "inventory.bin", large, lease).status == 201
+    assert lease_call(s, job_id, "complete", lease, result={"ok": True}).status == 200
+
+    rec, j = succeeded_delivery(s, receiver, job_id)
+    assert j["result"] == {"ok": True}, j
+    listed = {a["name"]: a for a in list_artifacts(s, job_id)}
+    inline, by_url = j["artifacts"]  # by name
+    # The small one: its bytes, base64, exactly.
+    assert set(inline) == EVENT_FIELDS | {"content_base64"}, inline
+    assert base64.b64decode(inline["content_base64"], validate=True) == small
+    assert inline["name"] == "completion" and inline["size"] == len(small)
+    assert inline["content_type"] == "application/x-completion"
+    assert inline["sha256"] == hashlib.sha256(small).hexdigest()
+    assert inline["created_at"] == listed["completion"]["created_at"]
+    # The large one: an absolute URL on this server that serves the same bytes,
+    # to a token (any role that reads), not without one.
+    assert set(by_url) == EVENT_FIELDS | {"url"}, by_url
+    assert by_url["name"] == "inventory.bin" and by_url["size"] == len(large)
+    assert by_url["content_type"] == "application/octet-stream"
+    assert by_url["sha256"] == hashlib.sha256(large).hexdigest()
+    assert by_url["created_at"] == listed["inventory.bin"]["created_at"]
+    assert by_url["url"] == f"{s.url}/v1/jobs/{job_id}/artifacts/inventory.bin", by_url
+    assert fetch(by_url["url"], "read") == (200, large)
+    assert fetch(by_url["url"], None)[0] == 401
+    # Only job.succeeded carries them.
+    for r in receiver.got(job_id=job_id):
+        if r["type"] != "job.succeeded":
+            assert "artifacts" not in r["json"]["data"]["job"], r["json"]
+
+
+def test_succeeded_webhook_with_inline_max_0_and_a_public_url(make_server, receiver):
+    s = make_server(args=WEBHOOK_ARGS,
+                    config_extra="[server]\npublic_url = https://drover.example.com\n")
+    put_queue(s, "art-urls", artifact_inline_max=0)
+    job = s.submit("art-urls", webhook_url=receiver.url + "/hooks/urls")
+    c = claim_one(s, "art-urls")
+    lease = c["lease"]["token"]
+    assert put_artifact(s, job["id"], "tiny", b"x", lease).status == 201
+    assert put_artifact(s, job["id"], "empty", b"", lease).status == 201
+    assert lease_call(s, job["id"], "complete", lease).status == 200
+    _, j = succeeded_delivery(s, receiver, job["id"])
+    assert [a["name"] for a in j["artifacts"]] == ["empty", "tiny"]
+    for a in j["artifacts"]:
+        assert set(a) == EVENT_FIELDS | {"url"}, a
+        assert a["url"] == f"https://drover.example.com/v1/jobs/{job['id']}/artifacts/{a['name']}"
+        # The same path on this server serves the bytes.
+        g = get_artifact(s, job["id"], a["name"])
+        assert g.status == 200 and len(g.body) == a["size"]
+
+
+def test_succeeded_webhook_of_a_job_without_artifacts(make_server, receiver):
+    s = make_server(args=WEBHOOK_ARGS)
+    job = s.submit("art-none", webhook_url=receiver.url + "/hooks/none")
+    c = claim_one(s, "art-none")
+    assert lease_call(s, job["id"], "complete", c["lease"]["token"]).status == 200
+    _, j = succeeded_delivery(s, receiver, job["id"])
+    assert j["artifacts"] == [], j
