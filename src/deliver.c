@@ -1,9 +1,30 @@
 /*
  * deliver.c - send the outbox.
+ *
+ * Two paths (docs/adr/0015-outbox-one-row-per-event.md):
+ *
+ * The event path carries nearly everything. Each queued event
+ * (outbox_events) is read once, by id after a cursor kept in memory,
+ * together with its job; its destinations are computed, its body rendered
+ * once, and it goes to every destination at once. When each destination
+ * has an outcome, one background write op settles the event: a row per
+ * destination (delivered, pending for its retry, or dead) and the event's
+ * row deleted. A crash before that sends the event again: at least once.
+ *
+ * The row path sends pending rows: retries, redeliveries, and event sends
+ * that had to wait (below). It finds due rows by next_at, sends each, and
+ * each answer goes through the writer as the next state of its row.
+ *
+ * Order per job and destination (a key): one send at a time. An event send
+ * whose key has another event send out waits behind it in memory and goes
+ * when that one is answered. A key with pending rows (`held`) sends its new
+ * events through the row path instead: they are written as pending rows,
+ * and the row path takes only the first pending row of a key, by seq.
  */
 #include "deliver.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,18 +32,21 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "artifacts.h"
 #include "job_json.h"
 #include "job_ops_internal.h"
 #include "log.h"
 #include "outbox.h"
+#include "policy_cache.h"
 #include "sign.h"
-#include "strset.h"
+#include "strmap.h"
 #include "sub_ops.h"
 #include "subscriptions.h"
 #include "timeutil.h"
 #include "util.h"
 
-#define SCAN_MAX        256
+#define SCAN_MAX        256 /* pending rows read at once */
+#define EVENTS_MAX      64  /* queued events read at once */
 #define BREAKER_MAX_MS  (10 * 60 * 1000LL)
 #define RETRY_AFTER_MAX (3600 * 1000LL) /* the longest Retry-After honoured */
 #define KEY_MAX         (ULID_LEN + OUTBOX_DEST_MAX + 2)
@@ -44,57 +68,98 @@ struct deliverer {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    bool kicked, stopping;
-    int64_t wake_at; /* the next retry's time; 0: none known */
+    bool events_kicked, rows_kicked, stopping;
+    bool events_blocked; /* the event path stopped at max_in_flight */
+    int64_t wake_at;     /* the next retry's time; 0: none known */
     int in_flight;
-    struct strset sending; /* "job|dest" with a send out */
-    struct strset backoff; /* "job|dest" with a row waiting for its retry */
-    struct strset rows;    /* outbox ids in flight, as text */
+    int64_t cursor;        /* the last queued event read */
+    struct strmap sending; /* key -> its send out: an event send, or NULL for a row's */
+    struct strmap held;    /* key -> how many pending rows it has (intptr_t) */
+    struct strmap rows;    /* outbox ids in flight on the row path, as text */
     /* Outbox ids answered since the last scan began, and during the one
      * before: a scan's read may predate the answer's commit, so it would
      * see the row still pending. Two generations are enough: a scan that
      * began after the commit reads the row as it is. */
-    struct strset done_now, done_before;
+    struct strmap done_now, done_before;
     struct circuit *circuits;
+    char public_url[1100]; /* set once by deliverer_set_public_url(); "" until then */
 };
 
-/* One send. */
-struct send {
-    struct outbound_request req;
-    struct deliverer *d;
-    struct outbox_row row;
-    char key[KEY_MAX];
-    char endpoint[ENDPOINT_MAX];
-    char *url;
-    char *body;
-    char *headers[4];
-    size_t n_headers;
-    bool is_sub;
-};
-
-/* The result of a send, applied by the writer. */
-struct result_op {
-    struct write_op op;
-    struct deliverer *d;
-    int64_t id;
-    char key[KEY_MAX];
-    char endpoint[ENDPOINT_MAX];
-    struct delivery_attempt attempt;
-    int retry_after_s;
+/* How a send ended. */
+struct answer {
     bool ok;
     bool dead_now; /* nowhere to send it: attempt.error says why */
-    /* out: what the row became */
-    bool scheduled, finished;
+    struct delivery_attempt attempt;
+    int retry_after_s;
+    char endpoint[ENDPOINT_MAX];
+    /* out, from the writer: what the row became */
+    bool scheduled;
     int64_t next_at;
     struct sub disabled; /* a subscription this answer disabled (410), for the cache */
     bool has_disabled;
 };
 
+/* One destination's outcome on the event path. */
+enum outcome_kind { OUT_OPEN, OUT_DELIVERED, OUT_FAILED, OUT_DEFERRED };
+
+struct outcome {
+    enum outcome_kind kind;
+    outbox_dest dest;
+    int64_t at_ms;
+    struct answer answer; /* OUT_DELIVERED and OUT_FAILED */
+};
+
+/* A queued event on its way to its destinations. */
+struct event_send {
+    struct deliverer *d;
+    int64_t id; /* in outbox_events */
+    char job_id[ULID_LEN + 1];
+    int64_t seq;
+    int64_t at_ms; /* the event's time: its rows' created_at */
+    char *webhook_url;
+    char *body;
+    size_t body_len;
+    int n, left; /* outcomes; still open (under d->lock) */
+    struct outcome *out;
+};
+
+/* One send: of an event to one destination, or of a pending row. */
+struct send {
+    struct outbound_request req;
+    struct deliverer *d;
+    struct event_send *ev; /* the event path; NULL on the row path */
+    int slot;              /* ev->out[slot] */
+    struct outbox_row row; /* the row path's row; on the event path job_id, seq and dest */
+    char key[KEY_MAX];
+    char endpoint[ENDPOINT_MAX];
+    char *url;
+    char *body; /* the row path's; the event path's is ev->body */
+    char *headers[4];
+    size_t n_headers;
+    struct send *next; /* event sends of the same key waiting behind this one */
+};
+
+/* A pending row's answer, applied by the writer. */
+struct result_op {
+    struct write_op op;
+    struct deliverer *d;
+    int64_t id;
+    char key[KEY_MAX];
+    struct answer a;
+    bool finished; /* out: delivered or dead */
+};
+
+/* An event with every outcome, settled by the writer (in the background). */
+struct settle_op {
+    struct write_op op;
+    struct event_send *ev;
+};
+
 /* ---- small helpers ---- */
 
-static void row_key(const struct outbox_row *r, char *out)
+static void key_of(const char *job_id, const char *dest, char *out)
 {
-    snprintf(out, KEY_MAX, "%s|%s", r->job_id, r->dest);
+    snprintf(out, KEY_MAX, "%s|%s", job_id, dest);
 }
 
 static void id_text(int64_t id, char *out, size_t size)
@@ -116,6 +181,38 @@ static double jitter(void)
     if (RAND_bytes((unsigned char *)&r, sizeof(r)) != 1)
         return 1.0;
     return 0.8 + 0.4 * ((double)r / 4294967296.0); /* +-20% */
+}
+
+static void answer_release(struct answer *a)
+{
+    delivery_attempt_release(&a->attempt);
+    if (a->has_disabled)
+        sub_release(&a->disabled);
+    a->has_disabled = false;
+}
+
+/* Wake the thread (with d->lock held). */
+static void wake_at_locked(struct deliverer *d, int64_t at)
+{
+    if (d->wake_at == 0 || at < d->wake_at)
+        d->wake_at = at;
+    pthread_cond_signal(&d->cond);
+}
+
+/* ---- held keys (called with d->lock held) ---- */
+
+static int held_count(struct deliverer *d, const char *key)
+{
+    return (int)(intptr_t)strmap_get(&d->held, key);
+}
+
+static void held_add(struct deliverer *d, const char *key, int delta)
+{
+    int n = held_count(d, key) + delta;
+    if (n <= 0)
+        strmap_remove(&d->held, key);
+    else if (strmap_put(&d->held, key, (void *)(intptr_t)n) < 0)
+        log_printf(LOG_ERROR, "out of memory: webhook order may slip for %s", key);
 }
 
 /* ---- circuits (called with d->lock held) ---- */
@@ -174,7 +271,44 @@ static void circuit_record(struct deliverer *d, const char *endpoint, bool ok, i
     }
 }
 
-/* ---- results, in the writer ---- */
+/* ---- bodies ---- */
+
+/* The body of a delivery: the event with its job as it was then. */
+static char *render_body(struct deliverer *d, const struct job *job, const struct job_event *ev)
+{
+    char at[TIME_RFC3339_LEN], created[TIME_RFC3339_LEN];
+    time_format_rfc3339(ev->at_ms, at);
+    time_format_rfc3339(job->created_at_ms, created);
+    json_t *error = json_object_get(ev->data, "error");
+    bool succeeded = strcmp(ev->type, "job.succeeded") == 0;
+    json_t *j = json_pack(
+        "{s:s, s:s, s:s, s:o, s:o, s:i, s:O, s:O, s:s, s:s}", "id", job->id, "queue", job->queue,
+        "state", job_state_name(ev->state) ? job_state_name(ev->state) : "", "previous_state",
+        job_state_name(ev->prev_state) ? json_string(job_state_name(ev->prev_state)) : json_null(),
+        "step", ev->step ? json_string(ev->step) : json_null(), "attempt", ev->attempt, "error",
+        error ? error : json_null(), "result", succeeded && job->result ? job->result : json_null(),
+        "created_at", created, "updated_at", at);
+    if (succeeded && j) {
+        /* Its artifacts as they are now (artifacts.h: inline up to the queue's budget). */
+        const struct policy *p = policy_cache_acquire(d->cfg.policies, job->queue);
+        json_t *artifacts = NULL;
+        int rc = artifacts_event_json(d->cfg.store, d->cfg.data_dir, d->public_url, job->id,
+                                      p->artifact_inline_max, &artifacts);
+        policy_cache_unref(d->cfg.policies, p);
+        if (rc < 0) /* a damaged file must not hold the whole outbox back */
+            log_printf(LOG_WARN, "job %s: its artifacts are missing from job.succeeded: %s",
+                       job->id, err_name(rc));
+        json_object_set_new(j, "artifacts", rc < 0 ? json_null() : artifacts);
+    }
+    json_t *body =
+        json_pack("{s:s, s:s, s:{s:o, s:I, s:O}}", "type", ev->type, "timestamp", at, "data", "job",
+                  j, "seq", (json_int_t)ev->seq, "event", ev->data ? ev->data : json_null());
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    return text;
+}
+
+/* ---- results ---- */
 
 /* A row died: record it on the job, as an event (outbox.h keeps it from its own destination). */
 static int record_dead(struct write_ctx *ctx, const struct outbox_row *r, const char *why)
@@ -199,71 +333,89 @@ static int record_dead(struct write_ctx *ctx, const struct outbox_row *r, const 
     return rc;
 }
 
-static int result_apply(struct write_ctx *ctx, struct write_op *op)
+/*
+ * A failed try of r, a pending row in the store: log it, then schedule the
+ * next try or let the row die (dead rows become job.delivery_dead events;
+ * a 410 disables its subscription).
+ */
+static int record_failure(struct write_ctx *ctx, struct deliverer *d, struct outbox_row *r,
+                          struct answer *a)
 {
-    struct result_op *o = container_of(op, struct result_op, op);
-    struct deliverer *d = o->d;
-    struct outbox_row r;
-    if (o->ok) {
-        /* The common case, in one statement: the row itself logs its last attempt. */
-        int rc = store_outbox_delivered(ctx->store, o->id, ctx->now_ms, o->attempt.status,
-                                        o->attempt.latency_ms);
-        o->finished = rc == 0;
-        return rc == -DRV_ENOT_FOUND ? 0 : rc; /* redelivered and answered meanwhile, or gone */
-    }
-    int rc = store_outbox_get(ctx->store, o->id, &r);
-    if (rc < 0)
-        return rc == -DRV_ENOT_FOUND ? 0 : rc;
-    if (strcmp(r.state, "pending") != 0) {
-        outbox_row_release(&r);
-        return 0; /* redelivered and answered meanwhile, or gone */
-    }
-    r.attempts++;
-    o->attempt.n = r.attempts;
-    o->attempt.at_ms = ctx->now_ms;
-    r.updated_at_ms = ctx->now_ms;
-    r.last_status = o->attempt.status;
-    r.last_latency_ms = o->attempt.latency_ms;
-    free(r.last_error);
-    r.last_error = o->attempt.error ? strdup(o->attempt.error) : NULL;
+    r->attempts++;
+    a->attempt.n = r->attempts;
+    a->attempt.at_ms = ctx->now_ms;
+    r->updated_at_ms = ctx->now_ms;
+    r->last_status = a->attempt.status;
+    r->last_latency_ms = a->attempt.latency_ms;
+    free(r->last_error);
+    r->last_error = a->attempt.error ? strdup(a->attempt.error) : NULL;
     char why[160] = "";
-    if (o->dead_now) {
-        snprintf(why, sizeof(why), "%s", o->attempt.error ? o->attempt.error : "undeliverable");
-    } else if (o->attempt.status == 410) {
+    if (a->dead_now) {
+        snprintf(why, sizeof(why), "%s", a->attempt.error ? a->attempt.error : "undeliverable");
+    } else if (a->attempt.status == 410) {
         snprintf(why, sizeof(why), "the endpoint answered 410 Gone");
-    } else if (ctx->now_ms - r.created_at_ms >= d->cfg.give_up_ms) {
-        snprintf(why, sizeof(why), "undelivered after %d attempts over %lld s", r.attempts,
-                 (long long)((ctx->now_ms - r.created_at_ms) / 1000));
+    } else if (ctx->now_ms - r->created_at_ms >= d->cfg.give_up_ms) {
+        snprintf(why, sizeof(why), "undelivered after %d attempts over %lld s", r->attempts,
+                 (long long)((ctx->now_ms - r->created_at_ms) / 1000));
     } else {
-        int i = r.attempts - 1 < d->cfg.n_schedule ? r.attempts - 1 : d->cfg.n_schedule - 1;
+        int i = r->attempts - 1 < d->cfg.n_schedule ? r->attempts - 1 : d->cfg.n_schedule - 1;
         int64_t delay = (int64_t)((double)d->cfg.schedule_ms[i] * jitter());
-        if ((o->attempt.status == 429 || o->attempt.status == 503) && o->retry_after_s >= 0) {
-            int64_t ra = (int64_t)o->retry_after_s * 1000;
+        if ((a->attempt.status == 429 || a->attempt.status == 503) && a->retry_after_s >= 0) {
+            int64_t ra = (int64_t)a->retry_after_s * 1000;
             delay = ra < RETRY_AFTER_MAX ? ra : RETRY_AFTER_MAX;
         }
-        r.next_at_ms = ctx->now_ms + delay;
-        o->scheduled = true;
-        o->next_at = r.next_at_ms;
+        r->next_at_ms = ctx->now_ms + delay;
+        a->scheduled = true;
+        a->next_at = r->next_at_ms;
     }
     if (why[0])
-        snprintf(r.state, sizeof(r.state), "dead");
-    o->finished = !o->scheduled;
-    rc = store_delivery_attempt_insert(ctx->store, r.id, &o->attempt);
+        snprintf(r->state, sizeof(r->state), "dead");
+    int rc = store_delivery_attempt_insert(ctx->store, r->id, &a->attempt);
     if (rc == 0)
-        rc = store_outbox_update(ctx->store, &r);
+        rc = store_outbox_update(ctx->store, r);
     if (rc == 0 && why[0])
-        rc = record_dead(ctx, &r, why);
-    if (rc == 0 && o->attempt.status == 410 && !o->dead_now &&
-        strcmp(r.dest, OUTBOX_DEST_JOB) != 0) {
+        rc = record_dead(ctx, r, why);
+    if (rc == 0 && a->attempt.status == 410 && !a->dead_now &&
+        strcmp(r->dest, OUTBOX_DEST_JOB) != 0) {
         char reason[ENDPOINT_MAX + 32];
-        snprintf(reason, sizeof(reason), "%s answered 410 Gone", o->endpoint);
-        rc = sub_ops_disable(ctx, r.dest, reason, &o->disabled);
-        o->has_disabled = rc == 0;
+        snprintf(reason, sizeof(reason), "%s answered 410 Gone", a->endpoint);
+        rc = sub_ops_disable(ctx, r->dest, reason, &a->disabled);
+        a->has_disabled = rc == 0;
         if (rc == -DRV_ENOT_FOUND)
             rc = 0; /* deleted meanwhile */
     }
-    outbox_row_release(&r);
     return rc < 0 && rc != -DRV_ENOMEM ? -DRV_ESTORE : rc;
+}
+
+/* A disabled subscription goes into the cache too (after the commit). */
+static void note_disabled(struct deliverer *d, struct answer *a)
+{
+    if (a->has_disabled && d->cfg.subs && sub_cache_put(d->cfg.subs, &a->disabled) < 0)
+        log_printf(LOG_ERROR, "out of memory: subscription %s disabled in the store only",
+                   a->disabled.id);
+}
+
+/* The row path: the answer to a pending row. */
+static int result_apply(struct write_ctx *ctx, struct write_op *op)
+{
+    struct result_op *o = container_of(op, struct result_op, op);
+    if (o->a.ok) {
+        /* The common case, in one statement: the row itself logs its last attempt. */
+        int rc = store_outbox_delivered(ctx->store, o->id, ctx->now_ms, o->a.attempt.status,
+                                        o->a.attempt.latency_ms);
+        o->finished = rc == 0;
+        return rc == -DRV_ENOT_FOUND ? 0 : rc; /* redelivered and answered meanwhile, or gone */
+    }
+    struct outbox_row r;
+    int rc = store_outbox_get(ctx->store, o->id, &r);
+    if (rc < 0)
+        return rc == -DRV_ENOT_FOUND ? 0 : rc;
+    if (strcmp(r.state, "pending") == 0) {
+        rc = record_failure(ctx, o->d, &r, &o->a);
+        o->finished = !o->a.scheduled;
+    } /* else redelivered and answered meanwhile, or gone */
+    outbox_row_release(&r);
+    return rc;
 }
 
 static void result_done(struct write_op *op)
@@ -273,33 +425,132 @@ static void result_done(struct write_op *op)
     char id[24];
     id_text(o->id, id, sizeof(id));
     pthread_mutex_lock(&d->lock);
-    strset_remove(&d->sending, o->key);
-    strset_remove(&d->rows, id);
-    if (strset_add(&d->done_now, id) < 0)
+    strmap_remove(&d->sending, o->key);
+    strmap_remove(&d->rows, id);
+    if (strmap_put(&d->done_now, id, NULL) < 0)
         log_printf(LOG_ERROR, "out of memory: delivery %s may be sent twice", id);
     d->in_flight--;
-    if (op->result == 0 && o->scheduled) {
-        if (strset_add(&d->backoff, o->key) < 0)
-            log_printf(LOG_ERROR, "out of memory: webhook order may slip for %s", o->key);
-        if (d->wake_at == 0 || o->next_at < d->wake_at)
-            d->wake_at = o->next_at;
-    } else if (op->result == 0 && o->finished) {
-        strset_remove(&d->backoff, o->key);
-    } else if (op->result < 0 && d->wake_at == 0) {
-        d->wake_at = time_now_ms() + 1000; /* the store failed: the row is still due */
-    }
-    circuit_record(d, o->endpoint, o->ok, time_now_ms());
-    if (op->result == 0 && o->has_disabled && d->cfg.subs &&
-        sub_cache_put(d->cfg.subs, &o->disabled) < 0)
-        log_printf(LOG_ERROR, "out of memory: subscription %s disabled in the store only",
-                   o->disabled.id);
-    d->kicked = true;
+    if (op->result == 0 && o->finished)
+        held_add(d, o->key, -1);
+    if (op->result == 0 && o->a.scheduled)
+        wake_at_locked(d, o->a.next_at);
+    else if (op->result < 0)
+        wake_at_locked(d, time_now_ms() + 1000); /* the store failed: the row is still due */
+    circuit_record(d, o->a.endpoint, o->a.ok, time_now_ms());
+    if (op->result == 0)
+        note_disabled(d, &o->a);
+    d->rows_kicked = true;
     pthread_cond_signal(&d->cond);
     pthread_mutex_unlock(&d->lock);
-    delivery_attempt_release(&o->attempt);
-    if (o->has_disabled)
-        sub_release(&o->disabled);
+    answer_release(&o->a);
     free(o);
+}
+
+/* The event path: every destination has its outcome; write them, forget the event. */
+static int settle_apply(struct write_ctx *ctx, struct write_op *op)
+{
+    struct event_send *ev = container_of(op, struct settle_op, op)->ev;
+    int rc = 0;
+    for (int i = 0; i < ev->n && rc == 0; i++) {
+        struct outcome *o = &ev->out[i];
+        struct outbox_row r = {.seq = ev->seq,
+                               .next_at_ms = o->at_ms,
+                               .created_at_ms = ev->at_ms,
+                               .updated_at_ms = o->at_ms};
+        snprintf(r.job_id, sizeof(r.job_id), "%s", ev->job_id);
+        snprintf(r.dest, sizeof(r.dest), "%s", o->dest);
+        snprintf(r.state, sizeof(r.state), "%s",
+                 o->kind == OUT_DELIVERED ? "delivered" : "pending");
+        if (o->kind == OUT_DELIVERED) {
+            r.attempts = 1;
+            r.last_status = o->answer.attempt.status;
+            r.last_latency_ms = o->answer.attempt.latency_ms;
+        }
+        rc = store_outbox_insert(ctx->store, &r);
+        if (rc == 0 && o->kind == OUT_FAILED)
+            rc = record_failure(ctx, ev->d, &r, &o->answer);
+        outbox_row_release(&r);
+    }
+    if (rc == 0)
+        rc = store_outbox_event_delete(ctx->store, ev->id);
+    return rc < 0 && rc != -DRV_ENOMEM ? -DRV_ESTORE : rc;
+}
+
+/* Does outcome o leave a pending row (counted in held when it was decided)? */
+static bool leaves_pending(const struct outcome *o)
+{
+    return o->kind == OUT_DEFERRED ||
+           (o->kind == OUT_FAILED && !o->answer.dead_now && o->answer.attempt.status != 410);
+}
+
+static void event_send_free(struct event_send *ev)
+{
+    for (int i = 0; i < ev->n; i++)
+        answer_release(&ev->out[i].answer);
+    free(ev->out);
+    free(ev->body);
+    free(ev->webhook_url);
+    free(ev);
+}
+
+static void settle_done(struct write_op *op)
+{
+    struct settle_op *so = container_of(op, struct settle_op, op);
+    struct event_send *ev = so->ev;
+    struct deliverer *d = ev->d;
+    pthread_mutex_lock(&d->lock);
+    bool rows = false;
+    for (int i = 0; i < ev->n; i++) {
+        struct outcome *o = &ev->out[i];
+        char key[KEY_MAX];
+        key_of(ev->job_id, o->dest, key);
+        if (op->result < 0) {
+            if (leaves_pending(o))
+                held_add(d, key, -1); /* its row was not written */
+            continue;
+        }
+        if (leaves_pending(o) && o->kind == OUT_FAILED && !o->answer.scheduled)
+            held_add(d, key, -1); /* it died at once after all */
+        if (o->kind == OUT_DEFERRED)
+            rows = true;
+        if (o->answer.scheduled)
+            wake_at_locked(d, o->answer.next_at);
+        note_disabled(d, &o->answer);
+    }
+    if (op->result < 0) {
+        /* Nothing was written: the event is still queued; read it again. */
+        log_printf(LOG_ERROR,
+                   "cannot record the deliveries of %s event %lld: %s (sending it "
+                   "again)",
+                   ev->job_id, (long long)ev->seq, err_name(op->result));
+        if (ev->id <= d->cursor)
+            d->cursor = ev->id - 1;
+        wake_at_locked(d, time_now_ms() + 1000);
+    }
+    if (rows) {
+        d->rows_kicked = true;
+        pthread_cond_signal(&d->cond);
+    }
+    pthread_mutex_unlock(&d->lock);
+    event_send_free(ev);
+    free(so);
+}
+
+static void settle(struct event_send *ev)
+{
+    struct settle_op *so = calloc(1, sizeof(*so));
+    if (so) {
+        so->op.apply = settle_apply;
+        so->op.done = settle_done;
+        so->ev = ev;
+        if (writer_submit_background(ev->d->cfg.writer, &so->op) == 0)
+            return;
+    }
+    /* Out of memory, or closing: the event stays queued and goes again at the next start. */
+    log_printf(so ? LOG_INFO : LOG_ERROR, "deliveries of %s event %lld not recorded: %s",
+               ev->job_id, (long long)ev->seq, so ? "shutting down" : "out of memory");
+    free(so);
+    event_send_free(ev);
 }
 
 /* ---- sending ---- */
@@ -314,54 +565,127 @@ static void send_free(struct send *s)
     free(s);
 }
 
-/* Hand a send's outcome to the writer; frees s. */
-static void finish(struct send *s, bool ok, bool dead_now, int status, int64_t latency_ms,
-                   const char *error, const char *excerpt, size_t excerpt_len, int retry_after_s)
+/* An answer's text for the log: the first bytes, no NULs or controls. */
+static char *excerpt_of(const char *excerpt, size_t len)
+{
+    size_t n = len < DELIVER_EXCERPT_MAX ? len : DELIVER_EXCERPT_MAX;
+    char *text = len ? malloc(n + 1) : NULL;
+    if (text == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        text[i] = (unsigned char)excerpt[i] < 0x20 ? ' ' : excerpt[i];
+    text[n] = '\0';
+    return text;
+}
+
+static void answer_fill(struct answer *a, const struct send *s, bool ok, bool dead_now, int status,
+                        int64_t latency_ms, const char *error, const char *excerpt,
+                        size_t excerpt_len, int retry_after_s)
+{
+    a->ok = ok;
+    a->dead_now = dead_now;
+    a->retry_after_s = retry_after_s;
+    a->attempt.status = status;
+    a->attempt.latency_ms = latency_ms;
+    a->attempt.error = error && error[0] ? strdup(error) : NULL;
+    a->attempt.excerpt = excerpt_of(excerpt, excerpt_len);
+    memcpy(a->endpoint, s->endpoint, sizeof(a->endpoint));
+}
+
+/* The row path: hand a send's answer to the writer; frees s. */
+static void finish_row(struct send *s, bool ok, bool dead_now, int status, int64_t latency_ms,
+                       const char *error, const char *excerpt, size_t excerpt_len,
+                       int retry_after_s)
 {
     struct deliverer *d = s->d;
     struct result_op *o = calloc(1, sizeof(*o));
-    if (o == NULL) {
-        log_printf(LOG_ERROR, "out of memory recording delivery %lld", (long long)s->row.id);
-        pthread_mutex_lock(&d->lock);
-        char id[24];
-        id_text(s->row.id, id, sizeof(id));
-        strset_remove(&d->sending, s->key);
-        strset_remove(&d->rows, id);
-        d->in_flight--;
-        d->wake_at = time_now_ms() + 1000;
-        pthread_mutex_unlock(&d->lock);
-        send_free(s);
-        return;
+    if (o) {
+        o->op.apply = result_apply;
+        o->op.done = result_done;
+        o->d = d;
+        o->id = s->row.id;
+        memcpy(o->key, s->key, sizeof(o->key));
+        answer_fill(&o->a, s, ok, dead_now, status, latency_ms, error, excerpt, excerpt_len,
+                    retry_after_s);
     }
-    o->op.apply = result_apply;
-    o->op.done = result_done;
-    o->d = d;
-    o->id = s->row.id;
-    memcpy(o->key, s->key, sizeof(o->key));
-    memcpy(o->endpoint, s->endpoint, sizeof(o->endpoint));
-    o->ok = ok;
-    o->dead_now = dead_now;
-    o->retry_after_s = retry_after_s;
-    o->attempt.status = status;
-    o->attempt.latency_ms = latency_ms;
-    o->attempt.error = error && error[0] ? strdup(error) : NULL;
-    if (excerpt_len) {
-        size_t n = excerpt_len < DELIVER_EXCERPT_MAX ? excerpt_len : DELIVER_EXCERPT_MAX;
-        if ((o->attempt.excerpt = malloc(n + 1)) != NULL) {
-            for (size_t i = 0; i < n; i++) /* text for the log: no NULs or controls */
-                o->attempt.excerpt[i] = (unsigned char)excerpt[i] < 0x20 ? ' ' : excerpt[i];
-            o->attempt.excerpt[n] = '\0';
-        }
-    }
+    char id[24];
+    id_text(s->row.id, id, sizeof(id));
+    char key[KEY_MAX];
+    memcpy(key, s->key, sizeof(key));
     send_free(s);
-    if (writer_submit(d->cfg.writer, &o->op) < 0) {
-        /* closing: the row stays pending and is sent again at the next start */
-        pthread_mutex_lock(&d->lock);
-        d->in_flight--;
-        pthread_mutex_unlock(&d->lock);
-        delivery_attempt_release(&o->attempt);
+    if (o && writer_submit(d->cfg.writer, &o->op) == 0)
+        return;
+    /* Out of memory or closing: the row stays pending, and goes again later. */
+    if (o == NULL)
+        log_printf(LOG_ERROR, "out of memory recording delivery %s", id);
+    pthread_mutex_lock(&d->lock);
+    strmap_remove(&d->sending, key);
+    strmap_remove(&d->rows, id);
+    d->in_flight--;
+    if (o == NULL)
+        wake_at_locked(d, time_now_ms() + 1000);
+    pthread_mutex_unlock(&d->lock);
+    if (o) {
+        answer_release(&o->a);
         free(o);
     }
+}
+
+static void send_event(struct deliverer *d, struct send *s);
+
+/*
+ * The event path: s has its outcome. The next event send of its key goes
+ * when this one is delivered or dead; when it must be retried, the sends
+ * waiting behind it become pending rows behind its own. Frees s.
+ */
+static void finish_event(struct send *s, enum outcome_kind kind, bool dead_now, int status,
+                         int64_t latency_ms, const char *error, const char *excerpt,
+                         size_t excerpt_len, int retry_after_s)
+{
+    struct deliverer *d = s->d;
+    struct event_send *ev = s->ev;
+    struct outcome *o = &ev->out[s->slot];
+    o->at_ms = time_now_ms();
+    if (kind != OUT_DEFERRED)
+        answer_fill(&o->answer, s, kind == OUT_DELIVERED, dead_now, status, latency_ms, error,
+                    excerpt, excerpt_len, retry_after_s);
+    struct event_send *settled = NULL;
+    struct send *next = s->next, *go = NULL;
+    pthread_mutex_lock(&d->lock);
+    o->kind = kind;
+    bool pending = leaves_pending(o);
+    if (pending)
+        held_add(d, s->key, +1);
+    if (kind != OUT_DEFERRED)
+        circuit_record(d, s->endpoint, kind == OUT_DELIVERED, o->at_ms);
+    if (--ev->left == 0)
+        settled = ev;
+    if (--d->in_flight < d->cfg.max_in_flight / 2 + 1 && d->events_blocked) {
+        d->events_blocked = false; /* room again: read on */
+        d->events_kicked = true;
+        pthread_cond_signal(&d->cond);
+    }
+    if (strmap_get(&d->sending, s->key) == s) { /* else it never went (deferred) */
+        if (next && !pending) {
+            strmap_put(&d->sending, s->key, next); /* replaces: cannot fail */
+            go = next;
+        } else {
+            strmap_remove(&d->sending, s->key);
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+    /* The sends behind a row that now waits for its retry wait as rows too. */
+    while (next && pending) {
+        struct send *w = next;
+        next = w->next;
+        w->next = NULL;
+        finish_event(w, OUT_DEFERRED, false, 0, 0, NULL, NULL, 0, -1);
+    }
+    send_free(s);
+    if (settled)
+        settle(settled);
+    if (go)
+        send_event(d, go);
 }
 
 /* On the outbound engine's thread. */
@@ -369,44 +693,26 @@ static void on_answer(struct outbound_request *req, const struct outbound_result
 {
     struct send *s = req->data;
     bool ok = res->rc == 0 && res->status >= 200 && res->status < 300;
-    finish(s, ok, false, res->status, res->latency_ms, res->rc ? res->error : NULL, res->excerpt,
-           res->excerpt_len, res->retry_after_s);
+    const char *error = res->rc ? res->error : NULL;
+    if (s->ev)
+        finish_event(s, ok ? OUT_DELIVERED : OUT_FAILED, false, res->status, res->latency_ms, error,
+                     res->excerpt, res->excerpt_len, res->retry_after_s);
+    else
+        finish_row(s, ok, false, res->status, res->latency_ms, error, res->excerpt,
+                   res->excerpt_len, res->retry_after_s);
 }
 
-/* The body of a delivery: the event with its job as it was then. */
-static char *render_body(const struct job *job, const struct job_event *ev)
-{
-    char at[TIME_RFC3339_LEN], created[TIME_RFC3339_LEN];
-    time_format_rfc3339(ev->at_ms, at);
-    time_format_rfc3339(job->created_at_ms, created);
-    json_t *error = json_object_get(ev->data, "error");
-    bool succeeded = strcmp(ev->type, "job.succeeded") == 0;
-    json_t *j = json_pack(
-        "{s:s, s:s, s:s, s:o, s:o, s:i, s:O, s:O, s:s, s:s}", "id", job->id, "queue", job->queue,
-        "state", job_state_name(ev->state) ? job_state_name(ev->state) : "", "previous_state",
-        job_state_name(ev->prev_state) ? json_string(job_state_name(ev->prev_state)) : json_null(),
-        "step", ev->step ? json_string(ev->step) : json_null(), "attempt", ev->attempt, "error",
-        error ? error : json_null(), "result", succeeded && job->result ? job->result : json_null(),
-        "created_at", created, "updated_at", at);
-    json_t *body =
-        json_pack("{s:s, s:s, s:{s:o, s:I, s:O}}", "type", ev->type, "timestamp", at, "data", "job",
-                  j, "seq", (json_int_t)ev->seq, "event", ev->data ? ev->data : json_null());
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    return text;
-}
-
-/* Signing keys and URL of the row's destination; false when it is gone or off. */
-static bool destination(struct deliverer *d, struct send *s, const struct job *job,
+/* Signing keys and URL of s's destination; false (why says why) when it is gone or off. */
+static bool destination(struct deliverer *d, struct send *s, const char *webhook_url,
                         struct sign_key *keys, size_t *n_keys, char *why, size_t why_size)
 {
     *n_keys = 0;
     if (strcmp(s->row.dest, OUTBOX_DEST_JOB) == 0) {
-        if (job->webhook_url == NULL) {
+        if (webhook_url == NULL) {
             snprintf(why, why_size, "the job has no webhook_url");
             return false;
         }
-        s->url = strdup(job->webhook_url);
+        s->url = strdup(webhook_url);
         keys[(*n_keys)++] = d->job_key;
         return s->url != NULL;
     }
@@ -424,14 +730,81 @@ static bool destination(struct deliverer *d, struct send *s, const struct job *j
     if (ok && sub.old_secret && sub.old_secret_until_ms > time_now_ms() &&
         sign_secret_parse(sub.old_secret, &keys[(*n_keys)], &err) == 0)
         (*n_keys)++;
-    s->is_sub = true;
     if (ok)
         s->url = strdup(sub.url);
     sub_release(&sub);
     return ok && s->url && *n_keys > 0;
 }
 
-/* Build and send row (claimed: in the sending sets). Runs on the deliverer thread. */
+/* Sign body per Standard Webhooks with keys and hand s to the outbound engine. */
+static int sign_and_send(struct deliverer *d, struct send *s, const char *body, size_t len,
+                         const struct sign_key *keys, size_t n_keys)
+{
+    char msg_id[64], line[400], sig[2][SIGN_WEBHOOK_SIG_LEN];
+    int64_t ts = time_now_ms() / 1000;
+    int rc = 0;
+    snprintf(msg_id, sizeof(msg_id), "%s_%lld", s->row.job_id, (long long)s->row.seq);
+    for (size_t i = 0; i < n_keys && rc == 0; i++)
+        rc = sign_webhook(&keys[i], msg_id, ts, body, len, sig[i]);
+    snprintf(line, sizeof(line), "webhook-signature: %s%s%s", sig[0], n_keys > 1 ? " " : "",
+             n_keys > 1 ? sig[1] : "");
+    char id_line[96], ts_line[48];
+    snprintf(id_line, sizeof(id_line), "webhook-id: %s", msg_id);
+    snprintf(ts_line, sizeof(ts_line), "webhook-timestamp: %lld", (long long)ts);
+    const char *lines[4] = {"Content-Type: application/json", line, id_line, ts_line};
+    for (size_t i = 0; i < 4 && rc == 0; i++) {
+        if ((s->headers[s->n_headers] = strdup(lines[i])) == NULL)
+            rc = -DRV_ENOMEM;
+        else
+            s->n_headers++;
+    }
+    s->req.method = "POST";
+    s->req.url = s->url;
+    s->req.headers = (const char *const *)s->headers;
+    s->req.n_headers = s->n_headers;
+    s->req.body = body;
+    s->req.body_len = len;
+    s->req.done = on_answer;
+    s->req.data = s;
+    return rc == 0 ? outbound_send(d->cfg.outbound, &s->req) : rc;
+}
+
+/* May s's endpoint be sent to now (its circuit)? */
+static bool endpoint_allows(struct deliverer *d, struct send *s)
+{
+    endpoint_of(s->url, s->endpoint);
+    pthread_mutex_lock(&d->lock);
+    bool allowed = circuit_allows(d, s->endpoint, time_now_ms());
+    pthread_mutex_unlock(&d->lock);
+    return allowed;
+}
+
+/* The event path: send s (its key's turn). Any thread. */
+static void send_event(struct deliverer *d, struct send *s)
+{
+    struct event_send *ev = s->ev;
+    struct sign_key keys[2];
+    size_t n_keys = 0;
+    char why[128] = "";
+    if (!destination(d, s, ev->webhook_url, keys, &n_keys, why, sizeof(why))) {
+        /* Nowhere to send it: dead at once (its log says why). */
+        s->endpoint[0] = '\0';
+        finish_event(s, OUT_FAILED, true, 0, 0, why[0] ? why : "out of memory", NULL, 0, -1);
+        return;
+    }
+    if (!endpoint_allows(d, s)) {
+        /* The endpoint's circuit is open: the send waits as a pending row. */
+        OPENSSL_cleanse(keys, sizeof(keys));
+        finish_event(s, OUT_DEFERRED, false, 0, 0, NULL, NULL, 0, -1);
+        return;
+    }
+    int rc = sign_and_send(d, s, ev->body, ev->body_len, keys, n_keys);
+    OPENSSL_cleanse(keys, sizeof(keys));
+    if (rc < 0)
+        finish_event(s, OUT_FAILED, false, 0, 0, err_name(rc), NULL, 0, -1);
+}
+
+/* The row path: build and send s's row (claimed: in the sending sets). */
 static void send_row(struct deliverer *d, struct send *s)
 {
     struct job job;
@@ -444,9 +817,9 @@ static void send_row(struct deliverer *d, struct send *s)
         rc = -DRV_ENOT_FOUND;
     struct sign_key keys[2];
     size_t n_keys = 0;
-    bool ok = rc == 0 && destination(d, s, &job, keys, &n_keys, why, sizeof(why));
+    bool ok = rc == 0 && destination(d, s, job.webhook_url, keys, &n_keys, why, sizeof(why));
     if (ok)
-        s->body = render_body(&job, &events.events[0]);
+        s->body = render_body(d, &job, &events.events[0]);
     if (rc == 0)
         job_release(&job);
     event_list_release(&events);
@@ -455,95 +828,194 @@ static void send_row(struct deliverer *d, struct send *s)
         if (why[0] == '\0')
             snprintf(why, sizeof(why), "%s",
                      rc == -DRV_ENOT_FOUND ? "the job is gone" : err_name(rc ? rc : -DRV_ENOMEM));
+        OPENSSL_cleanse(keys, sizeof(keys));
         s->endpoint[0] = '\0';
-        finish(s, false, true, 0, 0, why, NULL, 0, -1);
+        finish_row(s, false, true, 0, 0, why, NULL, 0, -1);
         return;
     }
-    endpoint_of(s->url, s->endpoint);
-    pthread_mutex_lock(&d->lock);
-    bool allowed = circuit_allows(d, s->endpoint, time_now_ms());
-    if (!allowed) {
+    if (!endpoint_allows(d, s)) {
         /* The endpoint's circuit is open: the row waits, due, for the probe's outcome. */
+        OPENSSL_cleanse(keys, sizeof(keys));
         char id[24];
         id_text(s->row.id, id, sizeof(id));
-        strset_remove(&d->sending, s->key);
-        strset_remove(&d->rows, id);
+        pthread_mutex_lock(&d->lock);
+        strmap_remove(&d->sending, s->key);
+        strmap_remove(&d->rows, id);
         d->in_flight--;
-    }
-    pthread_mutex_unlock(&d->lock);
-    if (!allowed) {
-        OPENSSL_cleanse(keys, sizeof(keys));
+        pthread_mutex_unlock(&d->lock);
         send_free(s);
         return;
     }
-    char msg_id[64], line[400], sig[2][SIGN_WEBHOOK_SIG_LEN];
-    int64_t ts = time_now_ms() / 1000;
-    snprintf(msg_id, sizeof(msg_id), "%s_%lld", s->row.job_id, (long long)s->row.seq);
-    size_t len = strlen(s->body);
-    for (size_t i = 0; i < n_keys && rc == 0; i++)
-        rc = sign_webhook(&keys[i], msg_id, ts, s->body, len, sig[i]);
+    rc = sign_and_send(d, s, s->body, strlen(s->body), keys, n_keys);
     OPENSSL_cleanse(keys, sizeof(keys));
-    const char *lines[4];
-    snprintf(line, sizeof(line), "webhook-signature: %s%s%s", sig[0], n_keys > 1 ? " " : "",
-             n_keys > 1 ? sig[1] : "");
-    lines[0] = "Content-Type: application/json";
-    lines[1] = line;
-    char id_line[96], ts_line[48];
-    snprintf(id_line, sizeof(id_line), "webhook-id: %s", msg_id);
-    snprintf(ts_line, sizeof(ts_line), "webhook-timestamp: %lld", (long long)ts);
-    lines[2] = id_line;
-    lines[3] = ts_line;
-    for (size_t i = 0; i < 4; i++) {
-        if ((s->headers[s->n_headers] = strdup(lines[i])) == NULL)
-            rc = -DRV_ENOMEM;
-        else
-            s->n_headers++;
-    }
-    s->req.method = "POST";
-    s->req.url = s->url;
-    s->req.headers = (const char *const *)s->headers;
-    s->req.n_headers = s->n_headers;
-    s->req.body = s->body;
-    s->req.body_len = len;
-    s->req.done = on_answer;
-    s->req.data = s;
-    if (rc == 0)
-        rc = outbound_send(d->cfg.outbound, &s->req);
     if (rc < 0)
-        finish(s, false, false, 0, 0, err_name(rc), NULL, 0, -1);
+        finish_row(s, false, false, 0, 0, err_name(rc), NULL, 0, -1);
 }
 
-/* ---- the thread ---- */
+/* ---- the event path ---- */
 
-/* Send what is due; returns after one pass. */
-static void scan(struct deliverer *d)
+/* Send one queued event to its destinations. False when out of memory (read it again later). */
+static bool dispatch_event(struct deliverer *d, struct outbox_event *e)
+{
+    static _Thread_local outbox_dest dests[OUTBOX_MAX_DESTS]; /* 41 KB: off the stack */
+    int n = e->found ? outbox_destinations(d->cfg.subs, &e->job, &e->ev, dests) : 0;
+    struct event_send *ev = calloc(1, sizeof(*ev));
+    struct send **sends = n ? calloc((size_t)n, sizeof(*sends)) : NULL;
+    struct send **waits = n ? calloc((size_t)n, sizeof(*waits)) : NULL;
+    if (ev && n)
+        ev->out = calloc((size_t)n, sizeof(*ev->out));
+    if (ev == NULL || (n && (sends == NULL || waits == NULL || ev->out == NULL))) {
+        free(sends);
+        free(waits);
+        if (ev)
+            free(ev->out);
+        free(ev);
+        return false;
+    }
+    ev->d = d;
+    ev->id = e->id;
+    snprintf(ev->job_id, sizeof(ev->job_id), "%s", e->job_id);
+    ev->seq = e->seq;
+    ev->n = n;
+    if (n) {
+        ev->at_ms = e->ev.at_ms;
+        ev->webhook_url = e->job.webhook_url ? strdup(e->job.webhook_url) : NULL;
+        ev->body = render_body(d, &e->job, &e->ev);
+        ev->body_len = ev->body ? strlen(ev->body) : 0;
+    }
+    bool ok = n == 0 || (ev->body && (ev->webhook_url || e->job.webhook_url == NULL));
+    for (int i = 0; i < n && ok; i++) {
+        memcpy(ev->out[i].dest, dests[i], sizeof(ev->out[i].dest));
+        if ((sends[i] = calloc(1, sizeof(*sends[i]))) == NULL)
+            ok = false;
+    }
+    if (!ok) {
+        for (int i = 0; i < n; i++)
+            free(sends[i]);
+        free(sends);
+        free(waits);
+        event_send_free(ev);
+        return false;
+    }
+    if (n == 0) { /* the job is gone, or nobody wants the event now */
+        settle(ev);
+        return true;
+    }
+    /* Each send goes now, waits behind its key's send, or waits as a pending row. */
+    int n_go = 0, n_wait = 0;
+    pthread_mutex_lock(&d->lock);
+    ev->left = n + 1; /* + 1: not settled before every send has been started */
+    for (int i = 0; i < n; i++) {
+        struct send *s = sends[i];
+        s->d = d;
+        s->ev = ev;
+        s->slot = i;
+        snprintf(s->row.job_id, sizeof(s->row.job_id), "%s", ev->job_id);
+        s->row.seq = ev->seq;
+        snprintf(s->row.dest, sizeof(s->row.dest), "%s", ev->out[i].dest);
+        key_of(ev->job_id, s->row.dest, s->key);
+        d->in_flight++;
+        bool held = held_count(d, s->key) > 0;
+        struct send *head = strmap_get(&d->sending, s->key);
+        if (!held && head) {
+            while (head->next)
+                head = head->next;
+            head->next = s;
+        } else if (!held && !strmap_has(&d->sending, s->key) &&
+                   strmap_put(&d->sending, s->key, s) == 0) {
+            sends[n_go++] = s;
+        } else {
+            waits[n_wait++] = s; /* behind pending rows (or a row's send) */
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+    for (int i = 0; i < n_wait; i++)
+        finish_event(waits[i], OUT_DEFERRED, false, 0, 0, NULL, NULL, 0, -1);
+    for (int i = 0; i < n_go; i++)
+        send_event(d, sends[i]);
+    free(waits);
+    free(sends);
+    pthread_mutex_lock(&d->lock);
+    bool settled = --ev->left == 0;
+    pthread_mutex_unlock(&d->lock);
+    if (settled)
+        settle(ev);
+    return true;
+}
+
+/* Read queued events after the cursor and send them, while there is room. */
+static void pump_events(struct deliverer *d)
+{
+    struct outbox_event evs[EVENTS_MAX];
+    for (;;) {
+        pthread_mutex_lock(&d->lock);
+        bool room = d->in_flight < d->cfg.max_in_flight;
+        d->events_blocked = !room;
+        int64_t after = d->cursor;
+        pthread_mutex_unlock(&d->lock);
+        int n = 0;
+        if (!room)
+            return; /* an answer kicks us when there is room again */
+        if (store_outbox_events(d->cfg.store, after, EVENTS_MAX, evs, &n) < 0) {
+            pthread_mutex_lock(&d->lock);
+            d->events_kicked = true; /* again in a second */
+            wake_at_locked(d, time_now_ms() + 1000);
+            pthread_mutex_unlock(&d->lock);
+            return;
+        }
+        int i = 0;
+        for (; i < n && dispatch_event(d, &evs[i]); i++) {
+            pthread_mutex_lock(&d->lock);
+            if (evs[i].id > d->cursor)
+                d->cursor = evs[i].id;
+            pthread_mutex_unlock(&d->lock);
+        }
+        for (int j = 0; j < n; j++)
+            outbox_event_release(&evs[j]);
+        if (i < n) { /* out of memory: the rest in a second */
+            log_printf(LOG_ERROR, "out of memory sending webhooks: retrying in a second");
+            pthread_mutex_lock(&d->lock);
+            d->events_kicked = true;
+            wake_at_locked(d, time_now_ms() + 1000);
+            pthread_mutex_unlock(&d->lock);
+            return;
+        }
+        if (n < EVENTS_MAX)
+            return;
+    }
+}
+
+/* ---- the row path ---- */
+
+/* Send the pending rows that are due; returns after one pass. */
+static void scan_rows(struct deliverer *d)
 {
     struct outbox_row rows[SCAN_MAX];
     int n = 0;
     int64_t now = time_now_ms();
     pthread_mutex_lock(&d->lock);
-    strset_release(&d->done_before);
+    strmap_release(&d->done_before);
     d->done_before = d->done_now; /* answered before this scan's read: still guard this once */
-    strset_init(&d->done_now);
+    strmap_init(&d->done_now);
     pthread_mutex_unlock(&d->lock);
     if (store_outbox_due(d->cfg.store, now, SCAN_MAX, rows, &n) < 0) {
         pthread_mutex_lock(&d->lock);
-        d->wake_at = now + 1000;
+        d->rows_kicked = true;
+        wake_at_locked(d, now + 1000);
         pthread_mutex_unlock(&d->lock);
         return;
     }
     for (int i = 0; i < n; i++) {
         struct outbox_row *r = &rows[i];
         char key[KEY_MAX], id[24];
-        row_key(r, key);
+        key_of(r->job_id, r->dest, key);
         id_text(r->id, id, sizeof(id));
         pthread_mutex_lock(&d->lock);
-        bool go = d->in_flight < d->cfg.max_in_flight && !strset_has(&d->rows, id) &&
-                  !strset_has(&d->done_now, id) && !strset_has(&d->done_before, id) &&
-                  !strset_has(&d->sending, key) &&
-                  (r->attempts > 0 || !strset_has(&d->backoff, key));
-        if (go && (strset_add(&d->sending, key) < 0 || strset_add(&d->rows, id) < 0)) {
-            strset_remove(&d->sending, key);
+        bool go = d->in_flight < d->cfg.max_in_flight && !strmap_has(&d->rows, id) &&
+                  !strmap_has(&d->done_now, id) && !strmap_has(&d->done_before, id) &&
+                  !strmap_has(&d->sending, key);
+        if (go && (strmap_put(&d->sending, key, NULL) < 0 || strmap_put(&d->rows, id, NULL) < 0)) {
+            strmap_remove(&d->sending, key);
             go = false;
         }
         if (go)
@@ -552,8 +1024,8 @@ static void scan(struct deliverer *d)
         struct send *s = go ? calloc(1, sizeof(*s)) : NULL;
         if (go && s == NULL) {
             pthread_mutex_lock(&d->lock);
-            strset_remove(&d->sending, key);
-            strset_remove(&d->rows, id);
+            strmap_remove(&d->sending, key);
+            strmap_remove(&d->rows, id);
             d->in_flight--;
             pthread_mutex_unlock(&d->lock);
         }
@@ -577,15 +1049,20 @@ static void scan(struct deliverer *d)
     }
 }
 
-/* Circuits are checked where the URL is known: a row to an open endpoint waits. */
+/* ---- the thread ---- */
+
 static void *deliverer_main(void *arg)
 {
     struct deliverer *d = arg;
     pthread_mutex_lock(&d->lock);
     while (!d->stopping) {
+        if (d->public_url[0] == '\0') { /* the server does not listen yet */
+            pthread_cond_wait(&d->cond, &d->lock);
+            continue;
+        }
         int64_t now = time_now_ms();
         bool due = d->wake_at && d->wake_at <= now;
-        if (!d->kicked && !due) {
+        if (!d->events_kicked && !d->rows_kicked && !due) {
             if (d->wake_at) {
                 struct timespec ts = {.tv_sec = d->wake_at / 1000,
                                       .tv_nsec = (d->wake_at % 1000) * 1000000};
@@ -595,11 +1072,15 @@ static void *deliverer_main(void *arg)
             }
             continue;
         }
-        d->kicked = false;
+        bool events = d->events_kicked, rows = d->rows_kicked || due;
+        d->events_kicked = d->rows_kicked = false;
         if (due)
             d->wake_at = 0;
         pthread_mutex_unlock(&d->lock);
-        scan(d);
+        if (events)
+            pump_events(d);
+        if (rows)
+            scan_rows(d);
         pthread_mutex_lock(&d->lock);
     }
     pthread_mutex_unlock(&d->lock);
@@ -608,15 +1089,30 @@ static void *deliverer_main(void *arg)
 
 /* ---- start and stop ---- */
 
-static void add_backoff(void *arg, const char *job_id, const char *dest, int64_t next_at_ms)
+static void add_held(void *arg, const char *job_id, const char *dest, int n)
 {
-    struct deliverer *d = arg;
-    if (d->wake_at == 0 || next_at_ms < d->wake_at)
-        d->wake_at = next_at_ms; /* the thread is not running yet */
+    struct deliverer *d = arg; /* the thread is not running yet */
     char key[KEY_MAX];
-    snprintf(key, sizeof(key), "%s|%s", job_id, dest);
-    if (strset_add(&d->backoff, key) < 0)
-        log_printf(LOG_ERROR, "out of memory: webhook order may slip for %s", key);
+    key_of(job_id, dest, key);
+    held_add(d, key, n);
+}
+
+static void deliverer_release(struct deliverer *d)
+{
+    while (d->circuits) {
+        struct circuit *c = d->circuits;
+        d->circuits = c->next;
+        free(c);
+    }
+    strmap_release(&d->sending);
+    strmap_release(&d->held);
+    strmap_release(&d->rows);
+    strmap_release(&d->done_now);
+    strmap_release(&d->done_before);
+    OPENSSL_cleanse(&d->job_key, sizeof(d->job_key));
+    pthread_mutex_destroy(&d->lock);
+    pthread_cond_destroy(&d->cond);
+    free(d);
 }
 
 int deliverer_start(const struct deliverer_config *cfg, struct deliverer **out)
@@ -627,30 +1123,23 @@ int deliverer_start(const struct deliverer_config *cfg, struct deliverer **out)
         return -DRV_ENOMEM;
     d->cfg = *cfg;
     int rc = sign_secret_parse(cfg->webhook_secret, &d->job_key, &err);
-    strset_init(&d->sending);
-    strset_init(&d->backoff);
-    strset_init(&d->rows);
-    strset_init(&d->done_now);
-    strset_init(&d->done_before);
+    strmap_init(&d->sending);
+    strmap_init(&d->held);
+    strmap_init(&d->rows);
+    strmap_init(&d->done_now);
+    strmap_init(&d->done_before);
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->cond, NULL);
-    /* Rows waiting for a retry hold back their successors, also after a restart. */
+    /* Keys with pending rows send new events behind them, also after a restart. */
     if (rc == 0)
-        rc = store_outbox_backoff(cfg->store, add_backoff, d);
-    d->kicked = true; /* a first look at what is due */
+        rc = store_outbox_pending_keys(cfg->store, add_held, d);
+    d->events_kicked = d->rows_kicked = true; /* a first look at what is queued and due */
     if (rc == 0 && pthread_create(&d->thread, NULL, deliverer_main, d) != 0)
         rc = -DRV_EINTERNAL;
     if (rc < 0) {
         log_printf(LOG_ERROR, "cannot start the deliverer: %s",
                    err.text[0] ? err.text : err_name(rc));
-        strset_release(&d->sending);
-        strset_release(&d->backoff);
-        strset_release(&d->rows);
-        strset_release(&d->done_now);
-        strset_release(&d->done_before);
-        pthread_mutex_destroy(&d->lock);
-        pthread_cond_destroy(&d->cond);
-        free(d);
+        deliverer_release(d);
         return rc;
     }
     pthread_setname_np(d->thread, "drover-deliver");
@@ -658,10 +1147,29 @@ int deliverer_start(const struct deliverer_config *cfg, struct deliverer **out)
     return 0;
 }
 
+void deliverer_set_public_url(struct deliverer *d, const char *public_url)
+{
+    pthread_mutex_lock(&d->lock);
+    snprintf(d->public_url, sizeof(d->public_url), "%s", public_url);
+    pthread_cond_signal(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+}
+
 void deliverer_kick(struct deliverer *d)
 {
     pthread_mutex_lock(&d->lock);
-    d->kicked = true;
+    d->events_kicked = true;
+    pthread_cond_signal(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+}
+
+void deliverer_requeued(struct deliverer *d, const char *job_id, const char *dest)
+{
+    char key[KEY_MAX];
+    key_of(job_id, dest, key);
+    pthread_mutex_lock(&d->lock);
+    held_add(d, key, +1);
+    d->rows_kicked = true;
     pthread_cond_signal(&d->cond);
     pthread_mutex_unlock(&d->lock);
 }
@@ -684,20 +1192,7 @@ void deliverer_free(struct deliverer *d)
     if (d == NULL)
         return;
     deliverer_stop(d);
-    while (d->circuits) {
-        struct circuit *c = d->circuits;
-        d->circuits = c->next;
-        free(c);
-    }
-    strset_release(&d->sending);
-    strset_release(&d->backoff);
-    strset_release(&d->rows);
-    strset_release(&d->done_now);
-    strset_release(&d->done_before);
-    OPENSSL_cleanse(&d->job_key, sizeof(d->job_key));
-    pthread_mutex_destroy(&d->lock);
-    pthread_cond_destroy(&d->cond);
-    free(d);
+    deliverer_release(d);
 }
 
 /* ---- the schedule ---- */
@@ -737,8 +1232,9 @@ int deliverer_parse_schedule(const char *text, struct deliverer_config *cfg, str
 
 /* ---- redelivery ---- */
 
-int deliver_requeue(struct write_ctx *ctx, int64_t id, struct errmsg *err)
+int deliver_requeue(struct write_ctx *ctx, int64_t id, char *dest, struct errmsg *err)
 {
+    dest[0] = '\0';
     struct outbox_row r;
     int rc = store_outbox_get(ctx->store, id, &r);
     if (rc == -DRV_ENOT_FOUND)
@@ -747,7 +1243,7 @@ int deliver_requeue(struct write_ctx *ctx, int64_t id, struct errmsg *err)
         return rc;
     if (strcmp(r.state, "pending") == 0) {
         outbox_row_release(&r);
-        return 0; /* already on its way; it goes now */
+        return 0; /* already on its way */
     }
     if (strcmp(r.state, "delivered") == 0 && r.attempts > 0) {
         /* Its successful try lived in the row: log it before the row moves on. */
@@ -762,6 +1258,8 @@ int deliver_requeue(struct write_ctx *ctx, int64_t id, struct errmsg *err)
     r.updated_at_ms = ctx->now_ms;
     if (rc == 0)
         rc = store_outbox_update(ctx->store, &r);
+    if (rc == 0)
+        snprintf(dest, OUTBOX_DEST_MAX + 1, "%s", r.dest);
     outbox_row_release(&r);
     return rc;
 }

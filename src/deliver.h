@@ -1,20 +1,23 @@
 /*
- * deliver.h - the deliverer: sends the outbox's rows as signed webhooks
- * (docs/api.md "Events and webhooks"; docs/adr/0014-outbox-and-delivery.md).
+ * deliver.h - the deliverer: sends the outbox's events as signed webhooks
+ * (docs/api.md "Events and webhooks"; docs/adr/0014-outbox-and-delivery.md,
+ * docs/adr/0015-outbox-one-row-per-event.md).
  *
- * One thread finds due rows (an index walk, woken by the writer after a
- * commit that added rows, or at the next retry's time — never by polling),
- * builds each body from the event and its job, signs it per Standard
- * Webhooks (webhook-id "{job}_{seq}", the same on every attempt and to
- * every destination) and hands it to the outbound engine. Each answer goes
- * back through the writer: the attempt is logged, the row is delivered,
- * scheduled again (the retry schedule with jitter, Retry-After on 429 and
- * 503) or dead — and a dead row becomes a job.delivery_dead event.
+ * One thread reads the queued events (woken by the writer after a commit
+ * that queued one, never by polling), builds each body once from the event
+ * and its job, signs it per Standard Webhooks (webhook-id "{job}_{seq}",
+ * the same on every attempt and to every destination) for each
+ * destination and hands it to the outbound engine. When every destination
+ * has answered, the outcomes are written in the background (one row per
+ * destination) and the event leaves the queue. A failed send becomes a
+ * pending row, tried again on the retry schedule (jitter; Retry-After on
+ * 429 and 503) until it is delivered or dead — and a dead row becomes a
+ * job.delivery_dead event.
  *
- * Order per job and destination: a row is not sent while an earlier row
- * of the same job and destination is in flight or waiting for its retry.
- * A circuit breaker per endpoint (scheme, host, port) stops sending to one
- * that keeps failing and lets one probe through after a cool-down.
+ * Order per job and destination: a send does not go while an earlier one
+ * of the same job and destination is in flight or pending. A circuit
+ * breaker per endpoint (scheme, host, port) stops sending to one that
+ * keeps failing and lets one probe through after a cool-down.
  */
 #ifndef DROVER_DELIVER_H
 #define DROVER_DELIVER_H
@@ -27,14 +30,17 @@
 #define DELIVER_SCHEDULE_MAX 32
 #define DELIVER_EXCERPT_MAX  512 /* bytes of an answer kept per attempt */
 
+struct policy_cache;
 struct sub_cache;
 
 struct deliverer_config {
     struct store *store;
     struct writer *writer;
     struct outbound *outbound;
-    struct sub_cache *subs;     /* NULL: only jobs' own webhook_url */
-    const char *webhook_secret; /* whsec_: signs deliveries to jobs' own webhook_url */
+    struct sub_cache *subs;        /* NULL: only jobs' own webhook_url */
+    struct policy_cache *policies; /* queues' artifact_inline_max (job.succeeded) */
+    const char *data_dir;          /* artifacts' files (job.succeeded) */
+    const char *webhook_secret;    /* whsec_: signs deliveries to jobs' own webhook_url */
     int64_t schedule_ms[DELIVER_SCHEDULE_MAX]; /* delay before try 2, 3, ...; the last repeats */
     int n_schedule;
     int64_t give_up_ms; /* a row older than this when a try fails is dead */
@@ -47,8 +53,18 @@ struct deliverer;
 
 int deliverer_start(const struct deliverer_config *cfg, struct deliverer **out);
 
-/* Rows were added or made due: look again (any thread). */
+/*
+ * Once the server listens: artifact URLs in job.succeeded bodies begin with
+ * public_url (artifacts.h). Nothing is sent before.
+ */
+void deliverer_set_public_url(struct deliverer *d, const char *public_url);
+
+/* Events were queued: look again (any thread). */
 void deliverer_kick(struct deliverer *d);
+
+/* deliver_requeue() made (job_id, dest)'s row pending again: it goes, after its key's earlier rows.
+ */
+void deliverer_requeued(struct deliverer *d, const char *job_id, const char *dest);
 
 /* Stop finding rows (sends in flight finish through the outbound engine). */
 void deliverer_stop(struct deliverer *d);
@@ -62,7 +78,12 @@ void deliverer_free(struct deliverer *d);
  */
 int deliverer_parse_schedule(const char *text, struct deliverer_config *cfg, struct errmsg *err);
 
-/* Redeliver outbox row id (POST .../redeliver): a write op's apply helper. */
-int deliver_requeue(struct write_ctx *ctx, int64_t id, struct errmsg *err);
+/*
+ * Redeliver delivery id (POST .../redeliver): a write op's apply helper.
+ * OUT dest (OUTBOX_DEST_MAX + 1 bytes): its destination when the row was
+ * made pending again, "" when it already was (then deliverer_requeued()
+ * is not called).
+ */
+int deliver_requeue(struct write_ctx *ctx, int64_t id, char *dest, struct errmsg *err);
 
 #endif

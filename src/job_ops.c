@@ -320,7 +320,7 @@ int jobop_event(struct write_ctx *ctx, const struct job *job, const struct job_e
     bool added = false;
     int rc = store_event_insert(ctx->store, ev);
     if (rc == 0)
-        rc = outbox_fanout(ctx, job, ev, &added);
+        rc = outbox_enqueue(ctx, job, ev, &added);
     if (added && ctx->env)
         ctx->env->effects->outbox = true;
     return rc;

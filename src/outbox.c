@@ -1,12 +1,12 @@
 /*
- * outbox.c - fan job events out into the outbox.
+ * outbox.c - which events go out, and to whom.
  */
 #include "outbox.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "job_ops.h"
-#include "subscriptions.h"
 
 /* The destination a job.delivery_dead event is about (it must not go there). */
 static const char *dead_dest(const struct job_event *ev)
@@ -17,26 +17,34 @@ static const char *dead_dest(const struct job_event *ev)
     return dest ? dest : "";
 }
 
-int outbox_fanout(struct write_ctx *ctx, const struct job *job, const struct job_event *ev,
-                  bool *added)
+int outbox_destinations(struct sub_cache *subs, const struct job *job, const struct job_event *ev,
+                        outbox_dest *dests)
 {
     const char *skip = dead_dest(ev); /* "webhook_url" or a subscription id */
-    int rc = 0;
-    *added = false;
-    if (job->webhook_url && !(skip && strcmp(skip, "webhook_url") == 0)) {
-        rc = store_outbox_insert(ctx->store, job->id, ev->seq, OUTBOX_DEST_JOB, ctx->now_ms);
-        *added = rc == 0;
-    }
-    struct sub_cache *subs = ctx->env ? ctx->env->subs : NULL;
-    if (rc < 0 || subs == NULL || !sub_cache_any(subs))
-        return rc;
-    static _Thread_local char ids[OUTBOX_MAX_SUBS][SUB_ID_LEN + 1]; /* 27 KB: off the stack */
-    int n = sub_cache_match(subs, ev->type, job->queue, ids, OUTBOX_MAX_SUBS);
-    for (int i = 0; i < n && rc == 0; i++) {
+    int n = 0;
+    if (job->webhook_url && !(skip && strcmp(skip, "webhook_url") == 0))
+        snprintf(dests[n++], sizeof(dests[0]), "%s", OUTBOX_DEST_JOB);
+    if (subs == NULL || !sub_cache_any(subs))
+        return n;
+    static _Thread_local char ids[SUB_COUNT_MAX][SUB_ID_LEN + 1]; /* 27 KB: off the stack */
+    int m = sub_cache_match(subs, ev->type, job->queue, ids, SUB_COUNT_MAX);
+    for (int i = 0; i < m; i++) {
         if (skip && strcmp(skip, ids[i]) == 0)
             continue; /* a dead subscription does not hear of its own death */
-        rc = store_outbox_insert(ctx->store, job->id, ev->seq, ids[i], ctx->now_ms);
-        *added = *added || rc == 0;
+        memcpy(dests[n++], ids[i], SUB_ID_LEN + 1); /* fits: SUB_ID_LEN < OUTBOX_DEST_MAX */
     }
+    return n;
+}
+
+int outbox_enqueue(struct write_ctx *ctx, const struct job *job, const struct job_event *ev,
+                   bool *added)
+{
+    *added = false;
+    struct sub_cache *subs = ctx->env ? ctx->env->subs : NULL;
+    static _Thread_local outbox_dest dests[OUTBOX_MAX_DESTS]; /* 41 KB: off the stack */
+    if (outbox_destinations(subs, job, ev, dests) == 0)
+        return 0;
+    int rc = store_outbox_event_insert(ctx->store, job->id, ev->seq);
+    *added = rc == 0;
     return rc;
 }

@@ -302,6 +302,8 @@ static int start_delivering(const struct config *cfg, struct app *app)
                                   .writer = app->writer,
                                   .outbound = app->outbound,
                                   .subs = app->subs,
+                                  .policies = app->policies,
+                                  .data_dir = cfg->data_dir,
                                   .webhook_secret = secret,
                                   .give_up_ms = cfg->webhook_give_up_s * 1000,
                                   .max_in_flight = cfg->webhook_max_in_flight,
@@ -339,8 +341,9 @@ static int start_outbound(const struct config *cfg, struct app *app)
 }
 
 /*
- * Once the server listens (its port is known): callback URLs start with
- * server.public_url, or http:// and the bound address.
+ * Once the server listens (its port is known): callback URLs, and artifact
+ * URLs in job.succeeded webhooks, start with server.public_url, or http://
+ * and the bound address.
  */
 static int start_dispatching(const struct config *cfg, struct app *app, const char *bound)
 {
@@ -349,6 +352,7 @@ static int start_dispatching(const struct config *cfg, struct app *app, const ch
         snprintf(url, sizeof(url), "%s", cfg->public_url);
     else
         snprintf(url, sizeof(url), "http://%s", bound);
+    deliverer_set_public_url(app->deliverer, url);
     return dispatcher_start(app->dispatcher, url);
 }
 

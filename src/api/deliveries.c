@@ -131,6 +131,7 @@ struct redeliver_op {
     char job_id[ULID_LEN + 1];
     int64_t id;
     struct deliverer *deliverer;
+    char dest[OUTBOX_DEST_MAX + 1]; /* out: requeued to */
     struct errmsg err;
 };
 
@@ -146,14 +147,14 @@ static int redeliver_apply(struct write_ctx *ctx, struct write_op *op)
     if (rc == -DRV_ENOT_FOUND)
         return errmsg_set(&r->err, rc, "job '%s' has no delivery %lld", r->job_id,
                           (long long)r->id);
-    return rc < 0 ? rc : deliver_requeue(ctx, r->id, &r->err);
+    return rc < 0 ? rc : deliver_requeue(ctx, r->id, r->dest, &r->err);
 }
 
 static void redeliver_done(struct write_op *op)
 {
     struct redeliver_op *r = container_of(op, struct redeliver_op, op);
-    if (op->result == 0)
-        deliverer_kick(r->deliverer);
+    if (op->result == 0 && r->dest[0])
+        deliverer_requeued(r->deliverer, r->job_id, r->dest);
     http_resume(op->owner);
 }
 

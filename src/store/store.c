@@ -35,6 +35,15 @@ void store_close(struct store *st)
         st->engine->close(st);
 }
 
+void outbox_event_release(struct outbox_event *e)
+{
+    if (e->found) {
+        job_release(&e->job);
+        job_event_release(&e->ev);
+    }
+    e->found = false;
+}
+
 void outbox_row_release(struct outbox_row *r)
 {
     free(r->last_error);

@@ -85,9 +85,11 @@ struct sub_list {
 };
 void sub_list_release(struct sub_list *l);
 /*
- * The outbox: one row per event per destination, written in the event's
- * transaction (outbox.h). dest is "job" (the job's webhook_url) or a
- * subscription id. last_error is owned (outbox_row_release).
+ * A delivery: one row per event and destination, written by the deliverer
+ * once the send has an outcome (deliver.h), or pending while it waits for a
+ * retry or for an earlier event of its (job, dest). dest is "job" (the
+ * job's webhook_url) or a subscription id. last_error is owned
+ * (outbox_row_release).
  */
 #define OUTBOX_DEST_MAX 40
 struct outbox_row {
@@ -117,9 +119,24 @@ struct delivery_attempt {
 };
 void delivery_attempt_release(struct delivery_attempt *a);
 
-/* (job, dest, next_at) of a pending row waiting for its retry. */
-typedef void (*outbox_backoff_fn)(void *arg, const char *job_id, const char *dest,
-                                  int64_t next_at_ms);
+/* A (job, dest) with n pending rows. */
+typedef void (*outbox_pending_fn)(void *arg, const char *job_id, const char *dest, int n);
+
+/*
+ * An event waiting in the outbox (outbox.h): one row per event, written in
+ * its transaction. Read with the job as it is now and the event itself;
+ * found is false when the job is gone (retention). Owned:
+ * outbox_event_release().
+ */
+struct outbox_event {
+    int64_t id;
+    char job_id[ULID_LEN + 1];
+    int64_t seq;
+    bool found;
+    struct job job;
+    struct job_event ev;
+};
+void outbox_event_release(struct outbox_event *e);
 /*
  * An artifact's metadata (docs/adr/0013-artifacts.md). Its bytes are the
  * file DATA_DIR/artifacts/<job_id>/<file> (artifacts.h); a new upload of
@@ -211,9 +228,11 @@ struct store_engine {
     int (*idem_put)(struct store *st, const struct idem_record *r, int64_t expired_ms);
     /* Delete up to limit records created before expired_ms; *n_out says how many. */
     int (*idem_sweep)(struct store *st, int64_t expired_ms, int limit, int *n_out);
-    /* The outbox (write side): add a row, read one for update, write it back. */
-    int (*outbox_insert)(struct store *st, const char *job_id, int64_t seq, const char *dest,
-                         int64_t now_ms);
+    /* The outbox (write side): queue an event; forget one the deliverer settled. */
+    int (*outbox_event_insert)(struct store *st, const char *job_id, int64_t seq);
+    int (*outbox_event_delete)(struct store *st, int64_t id);
+    /* Deliveries: add a row (r->id is set), read one for update, write it back. */
+    int (*outbox_insert)(struct store *st, struct outbox_row *r);
     int (*outbox_get)(struct store *st, int64_t id, struct outbox_row *out);
     int (*outbox_update)(struct store *st, const struct outbox_row *r);
     /* A pending row's send succeeded; -DRV_ENOT_FOUND when it is not pending (any more). */
@@ -257,8 +276,11 @@ struct store_engine {
                              struct delivery_attempt *out, int *n_out);
     /* The earliest next_at of a pending row after after_ms; 0 when none. */
     int (*outbox_next)(struct store *st, int64_t after_ms, int64_t *next_ms);
-    /* Every pending row that waits for a retry, for the deliverer's start. */
-    int (*outbox_backoff)(struct store *st, outbox_backoff_fn each, void *arg);
+    /* Every (job, dest) with pending rows and how many, for the deliverer's start. */
+    int (*outbox_pending_keys)(struct store *st, outbox_pending_fn each, void *arg);
+    /* Up to max queued events after after_id, by id. */
+    int (*outbox_events)(struct store *st, int64_t after_id, int max, struct outbox_event *out,
+                         int *n_out);
     /* Every stored queue policy, for filling the policy cache at start. */
     int (*policy_list)(struct store *st,
                        void (*each)(void *arg, const char *queue, const struct policy *p),
@@ -362,10 +384,22 @@ static inline int store_idem_sweep(struct store *st, int64_t expired_ms, int lim
 {
     return st->engine->idem_sweep(st, expired_ms, limit, n_out);
 }
-static inline int store_outbox_insert(struct store *st, const char *job_id, int64_t seq,
-                                      const char *dest, int64_t now_ms)
+static inline int store_outbox_event_insert(struct store *st, const char *job_id, int64_t seq)
 {
-    return st->engine->outbox_insert(st, job_id, seq, dest, now_ms);
+    return st->engine->outbox_event_insert(st, job_id, seq);
+}
+static inline int store_outbox_event_delete(struct store *st, int64_t id)
+{
+    return st->engine->outbox_event_delete(st, id);
+}
+static inline int store_outbox_events(struct store *st, int64_t after_id, int max,
+                                      struct outbox_event *out, int *n_out)
+{
+    return st->engine->outbox_events(st, after_id, max, out, n_out);
+}
+static inline int store_outbox_insert(struct store *st, struct outbox_row *r)
+{
+    return st->engine->outbox_insert(st, r);
 }
 static inline int store_outbox_get(struct store *st, int64_t id, struct outbox_row *out)
 {
@@ -400,9 +434,9 @@ static inline int store_delivery_attempts(struct store *st, int64_t outbox_id, i
 {
     return st->engine->delivery_attempts(st, outbox_id, max, out, n_out);
 }
-static inline int store_outbox_backoff(struct store *st, outbox_backoff_fn each, void *arg)
+static inline int store_outbox_pending_keys(struct store *st, outbox_pending_fn each, void *arg)
 {
-    return st->engine->outbox_backoff(st, each, arg);
+    return st->engine->outbox_pending_keys(st, each, arg);
 }
 static inline int store_outbox_next(struct store *st, int64_t after_ms, int64_t *next_ms)
 {

@@ -200,6 +200,17 @@ static const char *const migrations[] = {
     ") WITHOUT ROWID;"
     "CREATE INDEX jobs_ended ON jobs(queue, updated_at)"
     "  WHERE state IN ('succeeded', 'failed', 'canceled');",
+    /* 11: the outbox becomes one row per event (outbox_events), written in
+     * the event's transaction; the deliverer fans it out and writes the
+     * per-destination rows of `outbox` itself once each has an outcome
+     * (docs/adr/0015-outbox-one-row-per-event.md). outbox_pending_key keeps
+     * a key's pending rows in seq order: only the first may be sent. */
+    "CREATE TABLE outbox_events (" /* AUTOINCREMENT: ids never come back (the cursor) */
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  job_id TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX outbox_pending_key ON outbox(job_id, dest, seq) WHERE state = 'pending';",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -208,6 +219,7 @@ static const char *const migrations[] = {
     "webhook_url, run_at, cancel_requested, result, error, checkpoints, created_at, "              \
     "updated_at, seq, lease_token, worker, lease_expires_at, started_at, due_at, "                 \
     "concurrency_limit, waiting_for, run_id"
+#define JOB_COLUMN_COUNT 26
 
 #define SUB_COLUMNS                                                                                \
     "id, url, secret, old_secret, old_secret_until, events, queues, enabled, disabled_reason, "    \
@@ -252,6 +264,8 @@ enum writer_stmt {
     W_IDEM_PUT,
     W_IDEM_SWEEP,
     W_OUTBOX_INSERT,
+    W_OUTBOX_EVENT_INSERT,
+    W_OUTBOX_EVENT_DELETE,
     W_OUTBOX_GET,
     W_OUTBOX_UPDATE,
     W_OUTBOX_DELIVERED,
@@ -324,8 +338,11 @@ static const char *const writer_sql[W__COUNT] = {
                     "created_at = excluded.created_at WHERE idempotency.created_at < ?7"),
     [W_IDEM_SWEEP] = ("DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency "
                       "WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)"),
-    [W_OUTBOX_INSERT] = ("INSERT INTO outbox (job_id, seq, dest, state, next_at, created_at, "
-                         "updated_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)"),
+    [W_OUTBOX_INSERT] = ("INSERT INTO outbox (job_id, seq, dest, state, attempts, next_at, "
+                         "created_at, updated_at, last_status, last_error, last_latency_ms) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+    [W_OUTBOX_EVENT_INSERT] = "INSERT INTO outbox_events (job_id, seq) VALUES (?1, ?2)",
+    [W_OUTBOX_EVENT_DELETE] = "DELETE FROM outbox_events WHERE id = ?1",
     [W_OUTBOX_GET] = "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE id = ?1",
     [W_OUTBOX_UPDATE] = ("UPDATE outbox SET state = ?2, attempts = ?3, next_at = ?4, "
                          "updated_at = ?5, last_status = ?6, last_error = ?7, "
@@ -380,7 +397,8 @@ enum reader_stmt {
     R_OUTBOX_BY_JOB,
     R_OUTBOX_BY_DEST,
     R_ATTEMPTS,
-    R_OUTBOX_BACKOFF,
+    R_OUTBOX_PENDING_KEYS,
+    R_OUTBOX_EVENTS,
     R_OUTBOX_NEXT,
     /* artifacts and retention */
     R_ARTIFACT_LIST,
@@ -397,16 +415,20 @@ static const char *const reader_sql[R__COUNT] = {
     [R_PING] = "SELECT 1",
     [R_DUE_LIST] = "SELECT id, due_at FROM jobs WHERE due_at IS NOT NULL",
     [R_POLICY_LIST] = "SELECT name, policy FROM queues",
-    [R_OUTBOX_DUE] = ("SELECT " OUTBOX_COLUMNS " FROM outbox WHERE state = 'pending' AND "
-                      "next_at <= ?1 ORDER BY next_at, id LIMIT ?2"),
+    /* Only the first pending row of its (job, dest) may go: order per key. */
+    [R_OUTBOX_DUE] = ("SELECT " OUTBOX_COLUMNS " FROM outbox o WHERE state = 'pending' AND "
+                      "next_at <= ?1 AND NOT EXISTS (SELECT 1 FROM outbox p WHERE "
+                      "p.job_id = o.job_id AND p.dest = o.dest AND p.state = 'pending' AND "
+                      "p.seq < o.seq) ORDER BY next_at, id LIMIT ?2"),
     [R_OUTBOX_BY_JOB] = ("SELECT " OUTBOX_COLUMNS " FROM outbox WHERE job_id = ?1 AND id > ?2 "
                          "ORDER BY id LIMIT ?3"),
     [R_OUTBOX_BY_DEST] = ("SELECT " OUTBOX_COLUMNS " FROM outbox WHERE dest = ?1 AND id > ?2 "
                           "ORDER BY id LIMIT ?3"),
     [R_ATTEMPTS] = ("SELECT n, at, status, latency_ms, error, excerpt FROM delivery_attempts "
                     "WHERE outbox_id = ?1 ORDER BY n LIMIT ?2"),
-    [R_OUTBOX_BACKOFF] = ("SELECT job_id, dest, next_at FROM outbox WHERE state = 'pending' AND "
-                          "attempts > 0"),
+    [R_OUTBOX_PENDING_KEYS] = ("SELECT job_id, dest, count(*) FROM outbox WHERE state = "
+                               "'pending' GROUP BY job_id, dest"),
+    [R_OUTBOX_EVENTS] = NULL, /* outbox_events_sql(): the job's and the event's columns */
     [R_OUTBOX_NEXT] = "SELECT min(next_at) FROM outbox WHERE state = 'pending' AND next_at > ?1",
     [R_LOCK_LIST] = ("SELECT key, job_id, owner, reason, expires_at, created_at FROM locks "
                      "ORDER BY key"),
@@ -579,36 +601,36 @@ static int bind_job(sqlite3_stmt *s, const struct job *job)
 }
 
 /* Fill job from a row of JOB_COLUMNS. */
-static int read_job(sqlite3_stmt *s, struct job *job)
+static int read_job_at(sqlite3_stmt *s, int b, struct job *job)
 {
     job_init(job);
-    const char *id = (const char *)sqlite3_column_text(s, 0);
+    const char *id = (const char *)sqlite3_column_text(s, b);
     snprintf(job->id, sizeof(job->id), "%s", id ? id : "");
-    job->queue = column_strdup(s, 1);
-    job->state = column_state(s, 2);
-    job->step = column_strdup(s, 3);
-    job->attempt = sqlite3_column_int(s, 4);
-    job->payload = column_json(s, 5);
-    job->dedup_key = column_strdup(s, 6);
-    job->concurrency_key = column_strdup(s, 7);
-    job->lock_keys = column_json(s, 8);
-    job->webhook_url = column_strdup(s, 9);
-    job->run_at_ms = sqlite3_column_int64(s, 10);
-    job->cancel_requested = sqlite3_column_int(s, 11) != 0;
-    job->result = column_json(s, 12);
-    job->error = column_json(s, 13);
-    job->checkpoints = column_json(s, 14);
-    job->created_at_ms = sqlite3_column_int64(s, 15);
-    job->updated_at_ms = sqlite3_column_int64(s, 16);
-    job->seq = sqlite3_column_int64(s, 17);
-    job->lease_token = column_strdup(s, 18);
-    job->worker = column_strdup(s, 19);
-    job->lease_expires_ms = sqlite3_column_int64(s, 20);
-    job->started_at_ms = sqlite3_column_int64(s, 21);
-    job->due_at_ms = sqlite3_column_int64(s, 22);
-    job->concurrency_limit = sqlite3_column_int(s, 23);
-    job->waiting_for = column_strdup(s, 24);
-    job->run_id = column_strdup(s, 25);
+    job->queue = column_strdup(s, b + 1);
+    job->state = column_state(s, b + 2);
+    job->step = column_strdup(s, b + 3);
+    job->attempt = sqlite3_column_int(s, b + 4);
+    job->payload = column_json(s, b + 5);
+    job->dedup_key = column_strdup(s, b + 6);
+    job->concurrency_key = column_strdup(s, b + 7);
+    job->lock_keys = column_json(s, b + 8);
+    job->webhook_url = column_strdup(s, b + 9);
+    job->run_at_ms = sqlite3_column_int64(s, b + 10);
+    job->cancel_requested = sqlite3_column_int(s, b + 11) != 0;
+    job->result = column_json(s, b + 12);
+    job->error = column_json(s, b + 13);
+    job->checkpoints = column_json(s, b + 14);
+    job->created_at_ms = sqlite3_column_int64(s, b + 15);
+    job->updated_at_ms = sqlite3_column_int64(s, b + 16);
+    job->seq = sqlite3_column_int64(s, b + 17);
+    job->lease_token = column_strdup(s, b + 18);
+    job->worker = column_strdup(s, b + 19);
+    job->lease_expires_ms = sqlite3_column_int64(s, b + 20);
+    job->started_at_ms = sqlite3_column_int64(s, b + 21);
+    job->due_at_ms = sqlite3_column_int64(s, b + 22);
+    job->concurrency_limit = sqlite3_column_int(s, b + 23);
+    job->waiting_for = column_strdup(s, b + 24);
+    job->run_id = column_strdup(s, b + 25);
     if (job->queue == NULL || job->payload == NULL) {
         job_release(job);
         return -DRV_ENOMEM;
@@ -616,24 +638,34 @@ static int read_job(sqlite3_stmt *s, struct job *job)
     return 0;
 }
 
-static int read_event(sqlite3_stmt *s, struct job_event *ev)
+static int read_job(sqlite3_stmt *s, struct job *job)
+{
+    return read_job_at(s, 0, job);
+}
+
+static int read_event_at(sqlite3_stmt *s, int b, struct job_event *ev)
 {
     job_event_init(ev);
-    const char *id = (const char *)sqlite3_column_text(s, 0);
+    const char *id = (const char *)sqlite3_column_text(s, b);
     snprintf(ev->job_id, sizeof(ev->job_id), "%s", id ? id : "");
-    ev->seq = sqlite3_column_int64(s, 1);
-    ev->type = column_strdup(s, 2);
-    ev->at_ms = sqlite3_column_int64(s, 3);
-    ev->state = column_state(s, 4);
-    ev->prev_state = column_state(s, 5);
-    ev->step = column_strdup(s, 6);
-    ev->attempt = sqlite3_column_int(s, 7);
-    ev->data = column_json(s, 8);
+    ev->seq = sqlite3_column_int64(s, b + 1);
+    ev->type = column_strdup(s, b + 2);
+    ev->at_ms = sqlite3_column_int64(s, b + 3);
+    ev->state = column_state(s, b + 4);
+    ev->prev_state = column_state(s, b + 5);
+    ev->step = column_strdup(s, b + 6);
+    ev->attempt = sqlite3_column_int(s, b + 7);
+    ev->data = column_json(s, b + 8);
     if (ev->type == NULL) {
         job_event_release(ev);
         return -DRV_ENOMEM;
     }
     return 0;
+}
+
+static int read_event(sqlite3_stmt *s, struct job_event *ev)
+{
+    return read_event_at(s, 0, ev);
 }
 
 /* ---- opening, migrating, closing ---- */
@@ -687,12 +719,51 @@ static int migrate(sqlite3 *db)
     return 0;
 }
 
+/*
+ * "t.a, t.b" from "a, b": the joined read of the outbox's events names the
+ * job's and the event's columns through their tables, in the order
+ * read_job() and read_event() expect.
+ */
+static void prefix_columns(char *out, size_t size, const char *table, const char *columns)
+{
+    size_t n = 0;
+    for (const char *p = columns; *p && n + 1 < size;) {
+        size_t len = strcspn(p, ",");
+        n += (size_t)snprintf(out + n, size - n, "%s%s.%.*s", n ? ", " : "", table, (int)len, p);
+        p += len;
+        p += strspn(p, ", ");
+    }
+}
+
+static char events_sql[2048];
+
+static void outbox_events_sql_build(void)
+{
+    char job[1024], ev[256];
+    prefix_columns(job, sizeof(job), "j", JOB_COLUMNS);
+    prefix_columns(ev, sizeof(ev), "e", EVENT_COLUMNS);
+    snprintf(events_sql, sizeof(events_sql),
+             "SELECT o.id, o.job_id, o.seq, j.id IS NOT NULL AND e.seq IS NOT NULL, %s, %s "
+             "FROM outbox_events o LEFT JOIN jobs j ON j.id = o.job_id LEFT JOIN job_events e "
+             "ON e.job_id = o.job_id AND e.seq = o.seq WHERE o.id > ?1 ORDER BY o.id LIMIT ?2",
+             job, ev);
+}
+
+/* The events waiting in the outbox after id ?1, with their jobs as they are now. */
+static const char *outbox_events_sql(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, outbox_events_sql_build);
+    return events_sql;
+}
+
 static int prepare_all(sqlite3 *db, const char *const *sql, sqlite3_stmt **stmt, int n)
 {
     for (int i = 0; i < n; i++) {
-        if (sqlite3_prepare_v3(db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &stmt[i], NULL) !=
+        const char *text = sql[i] ? sql[i] : outbox_events_sql();
+        if (sqlite3_prepare_v3(db, text, -1, SQLITE_PREPARE_PERSISTENT, &stmt[i], NULL) !=
             SQLITE_OK)
-            return fail(db, sql[i]);
+            return fail(db, text);
     }
     return 0;
 }
@@ -1171,16 +1242,45 @@ static void read_outbox(sqlite3_stmt *stmt, struct outbox_row *r)
     r->last_latency_ms = sqlite3_column_int64(stmt, 11);
 }
 
-static int sqlite_outbox_insert(struct store *st, const char *job_id, int64_t seq, const char *dest,
-                                int64_t now_ms)
+static int sqlite_outbox_insert(struct store *st, struct outbox_row *r)
 {
     struct sqlite_store *s = sqlite_store(st);
     sqlite3_stmt *stmt = s->wstmt[W_OUTBOX_INSERT];
+    bind_text(stmt, 1, r->job_id);
+    sqlite3_bind_int64(stmt, 2, r->seq);
+    bind_text(stmt, 3, r->dest);
+    bind_text(stmt, 4, r->state);
+    sqlite3_bind_int(stmt, 5, r->attempts);
+    sqlite3_bind_int64(stmt, 6, r->next_at_ms);
+    sqlite3_bind_int64(stmt, 7, r->created_at_ms);
+    sqlite3_bind_int64(stmt, 8, r->updated_at_ms);
+    if (r->last_status)
+        sqlite3_bind_int(stmt, 9, r->last_status);
+    else
+        sqlite3_bind_null(stmt, 9);
+    bind_text(stmt, 10, r->last_error);
+    sqlite3_bind_int64(stmt, 11, r->last_latency_ms);
+    int rc = step_done(s->wdb, stmt, "outbox insert");
+    if (rc == 0)
+        r->id = sqlite3_last_insert_rowid(s->wdb);
+    return rc;
+}
+
+static int sqlite_outbox_event_insert(struct store *st, const char *job_id, int64_t seq)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_OUTBOX_EVENT_INSERT];
     bind_text(stmt, 1, job_id);
     sqlite3_bind_int64(stmt, 2, seq);
-    bind_text(stmt, 3, dest);
-    sqlite3_bind_int64(stmt, 4, now_ms);
-    return step_done(s->wdb, stmt, "outbox insert");
+    return step_done(s->wdb, stmt, "outbox event insert");
+}
+
+static int sqlite_outbox_event_delete(struct store *st, int64_t id)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_OUTBOX_EVENT_DELETE];
+    sqlite3_bind_int64(stmt, 1, id);
+    return step_done(s->wdb, stmt, "outbox event delete");
 }
 
 static int sqlite_outbox_get(struct store *st, int64_t id, struct outbox_row *out)
@@ -1324,18 +1424,58 @@ static int sqlite_delivery_attempts(struct store *st, int64_t outbox_id, int max
     return rc;
 }
 
-static int sqlite_outbox_backoff(struct store *st, outbox_backoff_fn each, void *arg)
+static int sqlite_outbox_pending_keys(struct store *st, outbox_pending_fn each, void *arg)
 {
     struct sqlite_store *s = sqlite_store(st);
     struct reader *r = reader_acquire(s);
-    sqlite3_stmt *stmt = r->stmt[R_OUTBOX_BACKOFF];
+    sqlite3_stmt *stmt = r->stmt[R_OUTBOX_PENDING_KEYS];
     int rc;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
         each(arg, (const char *)sqlite3_column_text(stmt, 0),
-             (const char *)sqlite3_column_text(stmt, 1), sqlite3_column_int64(stmt, 2));
-    rc = rc == SQLITE_DONE ? 0 : fail(r->db, "outbox backoff");
+             (const char *)sqlite3_column_text(stmt, 1), sqlite3_column_int(stmt, 2));
+    rc = rc == SQLITE_DONE ? 0 : fail(r->db, "outbox pending keys");
     sqlite3_reset(stmt);
     reader_release(s, r);
+    return rc;
+}
+
+static int sqlite_outbox_events(struct store *st, int64_t after_id, int max,
+                                struct outbox_event *out, int *n_out)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    struct reader *r = reader_acquire(s);
+    sqlite3_stmt *stmt = r->stmt[R_OUTBOX_EVENTS];
+    sqlite3_bind_int64(stmt, 1, after_id);
+    sqlite3_bind_int(stmt, 2, max);
+    int rc = 0, step, n = 0;
+    while (n < max && (step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        struct outbox_event *e = &out[n];
+        memset(e, 0, sizeof(*e));
+        e->id = sqlite3_column_int64(stmt, 0);
+        const char *job = (const char *)sqlite3_column_text(stmt, 1);
+        snprintf(e->job_id, sizeof(e->job_id), "%s", job ? job : "");
+        e->seq = sqlite3_column_int64(stmt, 2);
+        if (sqlite3_column_int(stmt, 3)) {
+            rc = read_job_at(stmt, 4, &e->job);
+            if (rc == 0 && (rc = read_event_at(stmt, 4 + JOB_COLUMN_COUNT, &e->ev)) < 0)
+                job_release(&e->job);
+            if (rc < 0)
+                break;
+            e->found = true;
+        }
+        n++;
+    }
+    if (rc == 0 && n < max && step != SQLITE_DONE)
+        rc = fail(r->db, "outbox events");
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    reader_release(s, r);
+    if (rc < 0) {
+        for (int i = 0; i < n; i++)
+            outbox_event_release(&out[i]);
+        n = 0;
+    }
+    *n_out = n;
     return rc;
 }
 
@@ -1985,7 +2125,10 @@ const struct store_engine store_sqlite_engine = {
     .outbox_due = sqlite_outbox_due,
     .outbox_list = sqlite_outbox_list,
     .delivery_attempts = sqlite_delivery_attempts,
-    .outbox_backoff = sqlite_outbox_backoff,
+    .outbox_pending_keys = sqlite_outbox_pending_keys,
+    .outbox_events = sqlite_outbox_events,
+    .outbox_event_insert = sqlite_outbox_event_insert,
+    .outbox_event_delete = sqlite_outbox_event_delete,
     .outbox_prune = sqlite_outbox_prune,
     .outbox_next = sqlite_outbox_next,
     .callback_id_seen = sqlite_callback_id_seen,

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "idempotency.h"
 #include "log.h"
@@ -17,7 +18,9 @@ struct writer {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    struct write_op *head, *tail; /* FIFO of queued ops */
+    struct write_op *head, *tail;       /* FIFO of queued ops */
+    struct write_op *bg_head, *bg_tail; /* background ops (writer_submit_background) */
+    int64_t bg_due;                     /* when the oldest background op must go */
     bool stopping;
     struct ulid_gen ulid;
     struct writer_hooks hooks;
@@ -25,6 +28,24 @@ struct writer {
 };
 
 /* Take up to batch_max queued ops, oldest first. Called with the lock held. */
+/*
+ * The background ops, all of them, as one batch of their own once the
+ * oldest has waited WRITER_BACKGROUND_DELAY_MS (or the writer stops); NULL
+ * before. Called with the lock held.
+ */
+static struct write_op *take_background(struct writer *w, int *n_out)
+{
+    if (w->bg_head == NULL || (!w->stopping && time_now_ms() < w->bg_due))
+        return NULL;
+    struct write_op *batch = w->bg_head;
+    int n = 0;
+    for (struct write_op *op = batch; op; op = op->next)
+        n++;
+    w->bg_head = w->bg_tail = NULL;
+    *n_out = n;
+    return batch;
+}
+
 static struct write_op *take_batch(struct writer *w, int *n_out)
 {
     struct write_op *batch = w->head, *last = NULL, *op = w->head;
@@ -92,12 +113,23 @@ static void *writer_main(void *arg)
     struct writer *w = arg;
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        while (w->head == NULL && !w->stopping)
-            pthread_cond_wait(&w->cond, &w->lock);
-        if (w->head == NULL && w->stopping)
+        while (w->head == NULL && !w->stopping) {
+            if (w->bg_head == NULL) {
+                pthread_cond_wait(&w->cond, &w->lock);
+                continue;
+            }
+            if (time_now_ms() >= w->bg_due)
+                break;
+            struct timespec until = {.tv_sec = w->bg_due / 1000,
+                                     .tv_nsec = (w->bg_due % 1000) * 1000000};
+            pthread_cond_timedwait(&w->cond, &w->lock, &until);
+        }
+        if (w->head == NULL && w->bg_head == NULL && w->stopping)
             break;
         int n;
-        struct write_op *batch = take_batch(w, &n);
+        struct write_op *batch = take_background(w, &n);
+        if (batch == NULL)
+            batch = take_batch(w, &n);
         pthread_mutex_unlock(&w->lock);
 
         run_batch(w, batch);
@@ -150,6 +182,26 @@ int writer_submit(struct writer *w, struct write_op *op)
         w->head = op;
     w->tail = op;
     pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    return 0;
+}
+
+int writer_submit_background(struct writer *w, struct write_op *op)
+{
+    op->next = NULL;
+    pthread_mutex_lock(&w->lock);
+    if (w->stopping) {
+        pthread_mutex_unlock(&w->lock);
+        return -DRV_ESHUTTING_DOWN;
+    }
+    if (w->bg_tail) {
+        w->bg_tail->next = op;
+    } else {
+        w->bg_head = op;
+        w->bg_due = time_now_ms() + WRITER_BACKGROUND_DELAY_MS;
+        pthread_cond_signal(&w->cond); /* to sleep until bg_due */
+    }
+    w->bg_tail = op;
     pthread_mutex_unlock(&w->lock);
     return 0;
 }

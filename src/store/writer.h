@@ -130,6 +130,18 @@ int writer_start(struct store *st, int batch_max, const struct writer_hooks *hoo
  */
 int writer_submit(struct writer *w, struct write_op *op);
 
+/*
+ * Queue an op whose commit may wait: bookkeeping that no request waits
+ * for, such as the deliverer's record of answered webhooks. Background ops
+ * never join a batch of ordinary ops; they go together, as a batch of
+ * their own, WRITER_BACKGROUND_DELAY_MS after the oldest was queued. A
+ * busy job path thus keeps its short commits, and background work is
+ * written in few large ones (measured in bench/README.md "Webhooks").
+ * Returns as writer_submit().
+ */
+#define WRITER_BACKGROUND_DELAY_MS 50
+int writer_submit_background(struct writer *w, struct write_op *op);
+
 /* Finish everything queued, stop the thread, free w. */
 void writer_stop(struct writer *w);
 
