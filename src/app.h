@@ -23,6 +23,7 @@ struct app {
     struct claims *claims;
     struct job_env env;
     struct outbound *outbound;     /* dispatches leave through it */
+    struct outbound *webhooks_out; /* webhooks leave through it, at a lower priority */
     struct dispatcher *dispatcher; /* claims and dispatches http-mode queues' jobs */
     struct sub_cache *subs;        /* webhook subscriptions, mirrored from the store */
     struct deliverer *deliverer;   /* sends the outbox */

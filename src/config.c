@@ -203,6 +203,9 @@ static const struct field config_fields[] = {
     INT_FIELD("webhooks.breaker_cooldown_ms", webhook_breaker_ms, int, "30000", 1, 600000,
               .env = "DROVER_WEBHOOK_BREAKER_COOLDOWN_MS",
               .help = "The first pause of a failing endpoint; doubles while probes fail."),
+    INT_FIELD("webhooks.nice", webhook_nice, int, "10", 0, 19, .env = "DROVER_WEBHOOK_NICE",
+              .help = "Nice value of the threads that send webhooks: under load they yield "
+                      "the CPU to the job path (0: same priority)."),
     INT_FIELD("artifacts.max_bytes", artifact_max_bytes, int64_t, "16777216", 1024, 268435456,
               .flags = FIELD_BYTES, .env = "DROVER_ARTIFACTS_MAX_BYTES",
               .help =

@@ -80,6 +80,7 @@ struct config {
     int webhook_max_in_flight; /* 1..4096, default 256 */
     int webhook_breaker_after; /* failures in a row that open a circuit, default 5 */
     int webhook_breaker_ms;    /* first cool-down, default 30000 */
+    int webhook_nice;          /* the sending threads' nice value, default 10 */
     /* [artifacts] */
     int64_t artifact_max_bytes; /* one artifact's bytes, 1024..268435456, default 16 MiB */
 };

@@ -1054,6 +1054,7 @@ static void scan_rows(struct deliverer *d)
 static void *deliverer_main(void *arg)
 {
     struct deliverer *d = arg;
+    thread_nice(d->cfg.nice);
     pthread_mutex_lock(&d->lock);
     while (!d->stopping) {
         if (d->public_url[0] == '\0') { /* the server does not listen yet */

@@ -47,6 +47,7 @@ struct deliverer_config {
     int max_in_flight;  /* sends at once, all endpoints */
     int breaker_after;  /* consecutive failures that open an endpoint's circuit */
     int64_t breaker_ms; /* the first cool-down; doubles while probes fail, up to 10 min */
+    int nice;           /* the thread's nice value (util.h thread_nice()) */
 };
 
 struct deliverer;

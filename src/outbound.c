@@ -722,6 +722,7 @@ static void engine_drain(struct outbound *o)
 static void *engine_main(void *arg)
 {
     struct outbound *o = arg;
+    thread_nice(o->cfg.nice);
     bool stopping = false;
     int64_t stop_deadline = 0;
 

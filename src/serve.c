@@ -300,7 +300,7 @@ static int start_delivering(const struct config *cfg, struct app *app)
     struct errmsg err = {.field = ""};
     struct deliverer_config dc = {.store = app->store,
                                   .writer = app->writer,
-                                  .outbound = app->outbound,
+                                  .outbound = app->webhooks_out,
                                   .subs = app->subs,
                                   .policies = app->policies,
                                   .data_dir = cfg->data_dir,
@@ -308,7 +308,8 @@ static int start_delivering(const struct config *cfg, struct app *app)
                                   .give_up_ms = cfg->webhook_give_up_s * 1000,
                                   .max_in_flight = cfg->webhook_max_in_flight,
                                   .breaker_after = cfg->webhook_breaker_after,
-                                  .breaker_ms = cfg->webhook_breaker_ms};
+                                  .breaker_ms = cfg->webhook_breaker_ms,
+                                  .nice = cfg->webhook_nice};
     int rc = webhook_secret(cfg, secret, sizeof(secret));
     if (rc == 0)
         rc = deliverer_parse_schedule(cfg->webhook_schedule, &dc, &err);
@@ -326,6 +327,10 @@ static int start_outbound(const struct config *cfg, struct app *app)
     int rc = outbound_config_from(&oc, cfg, &err);
     if (rc == 0)
         rc = outbound_new(&oc, &app->outbound);
+    /* Webhooks are background work: their own engine, at the deliverer's priority. */
+    oc.nice = cfg->webhook_nice;
+    if (rc == 0)
+        rc = outbound_new(&oc, &app->webhooks_out);
     struct dispatcher_config dc = {.store = app->store,
                                    .writer = app->writer,
                                    .claims = app->claims,
@@ -425,6 +430,8 @@ static void stop_core(struct app *app)
     /* Dispatch and delivery results still arriving become ops: the writer is still up. */
     outbound_free(app->outbound);
     app->outbound = NULL;
+    outbound_free(app->webhooks_out);
+    app->webhooks_out = NULL;
     writer_stop(app->writer);
     app->writer = NULL;
     timers_free(app->timers);
@@ -535,6 +542,8 @@ static int run(const struct config *cfg)
     deliverer_stop(app.deliverer);
     outbound_free(app.outbound);
     app.outbound = NULL;
+    outbound_free(app.webhooks_out);
+    app.webhooks_out = NULL;
     writer_stop(app.writer);
     app.writer = NULL;
     wait_idle(http, 2000);

@@ -117,6 +117,7 @@ static void assert_defaults(const struct config *cfg)
     assert_int_equal(cfg->outbound_connect_timeout_ms, 5000);
     assert_int_equal(cfg->outbound_timeout_ms, 15000);
     assert_int_equal(cfg->artifact_max_bytes, 16 * 1024 * 1024);
+    assert_int_equal(cfg->webhook_nice, 10);
 }
 
 /* ---- a fake environment: NULL-terminated name, value pairs ---- */
@@ -1281,7 +1282,7 @@ static void test_example_defaults_load(void **state)
             uncommented++;
         }
     }
-    assert_int_equal(uncommented, 27);
+    assert_int_equal(uncommented, 28);
     assert_int_equal(load(&cfg, text, &err), 0);
     assert_defaults(&cfg);
     assert_int_equal(cfg.n_tokens, 0);
