@@ -72,10 +72,11 @@ struct deliverer {
     bool events_blocked; /* the event path stopped at max_in_flight */
     int64_t wake_at;     /* the next retry's time; 0: none known */
     int in_flight;
-    int64_t cursor;        /* the last queued event read */
-    struct strmap sending; /* key -> its send out: an event send, or NULL for a row's */
-    struct strmap held;    /* key -> how many pending rows it has (intptr_t) */
-    struct strmap rows;    /* outbox ids in flight on the row path, as text */
+    int64_t cursor;          /* the last queued event read */
+    struct strmap sending;   /* key -> its send out: an event send, or NULL for a row's */
+    struct strmap held;      /* key -> how many pending rows it has (intptr_t) */
+    struct strmap unwritten; /* key -> how many of those are not in the store yet */
+    struct strmap rows;      /* outbox ids in flight on the row path, as text */
     /* Outbox ids answered since the last scan began, and during the one
      * before: a scan's read may predate the answer's commit, so it would
      * see the row still pending. Two generations are enough: a scan that
@@ -201,18 +202,28 @@ static void wake_at_locked(struct deliverer *d, int64_t at)
 
 /* ---- held keys (called with d->lock held) ---- */
 
+static int count_of(struct strmap *m, const char *key)
+{
+    return (int)(intptr_t)strmap_get(m, key);
+}
+
+static void count_add(struct strmap *m, const char *key, int delta)
+{
+    int n = count_of(m, key) + delta;
+    if (n <= 0)
+        strmap_remove(m, key);
+    else if (strmap_put(m, key, (void *)(intptr_t)n) < 0)
+        log_printf(LOG_ERROR, "out of memory: webhook order may slip for %s", key);
+}
+
 static int held_count(struct deliverer *d, const char *key)
 {
-    return (int)(intptr_t)strmap_get(&d->held, key);
+    return count_of(&d->held, key);
 }
 
 static void held_add(struct deliverer *d, const char *key, int delta)
 {
-    int n = held_count(d, key) + delta;
-    if (n <= 0)
-        strmap_remove(&d->held, key);
-    else if (strmap_put(&d->held, key, (void *)(intptr_t)n) < 0)
-        log_printf(LOG_ERROR, "out of memory: webhook order may slip for %s", key);
+    count_add(&d->held, key, delta);
 }
 
 /* ---- circuits (called with d->lock held) ---- */
@@ -334,17 +345,17 @@ static int record_dead(struct write_ctx *ctx, const struct outbox_row *r, const 
 }
 
 /*
- * A failed try of r, a pending row in the store: log it, then schedule the
- * next try or let the row die (dead rows become job.delivery_dead events;
- * a 410 disables its subscription).
+ * A failed try of r, a pending row in the store, answered at at_ms: log it,
+ * then schedule the next try or let the row die (dead rows become
+ * job.delivery_dead events; a 410 disables its subscription).
  */
 static int record_failure(struct write_ctx *ctx, struct deliverer *d, struct outbox_row *r,
-                          struct answer *a)
+                          struct answer *a, int64_t at_ms)
 {
     r->attempts++;
     a->attempt.n = r->attempts;
-    a->attempt.at_ms = ctx->now_ms;
-    r->updated_at_ms = ctx->now_ms;
+    a->attempt.at_ms = at_ms;
+    r->updated_at_ms = at_ms;
     r->last_status = a->attempt.status;
     r->last_latency_ms = a->attempt.latency_ms;
     free(r->last_error);
@@ -354,9 +365,9 @@ static int record_failure(struct write_ctx *ctx, struct deliverer *d, struct out
         snprintf(why, sizeof(why), "%s", a->attempt.error ? a->attempt.error : "undeliverable");
     } else if (a->attempt.status == 410) {
         snprintf(why, sizeof(why), "the endpoint answered 410 Gone");
-    } else if (ctx->now_ms - r->created_at_ms >= d->cfg.give_up_ms) {
+    } else if (at_ms - r->created_at_ms >= d->cfg.give_up_ms) {
         snprintf(why, sizeof(why), "undelivered after %d attempts over %lld s", r->attempts,
-                 (long long)((ctx->now_ms - r->created_at_ms) / 1000));
+                 (long long)((at_ms - r->created_at_ms) / 1000));
     } else {
         int i = r->attempts - 1 < d->cfg.n_schedule ? r->attempts - 1 : d->cfg.n_schedule - 1;
         int64_t delay = (int64_t)((double)d->cfg.schedule_ms[i] * jitter());
@@ -364,7 +375,7 @@ static int record_failure(struct write_ctx *ctx, struct deliverer *d, struct out
             int64_t ra = (int64_t)a->retry_after_s * 1000;
             delay = ra < RETRY_AFTER_MAX ? ra : RETRY_AFTER_MAX;
         }
-        r->next_at_ms = ctx->now_ms + delay;
+        r->next_at_ms = at_ms + delay;
         a->scheduled = true;
         a->next_at = r->next_at_ms;
     }
@@ -411,7 +422,7 @@ static int result_apply(struct write_ctx *ctx, struct write_op *op)
     if (rc < 0)
         return rc == -DRV_ENOT_FOUND ? 0 : rc;
     if (strcmp(r.state, "pending") == 0) {
-        rc = record_failure(ctx, o->d, &r, &o->a);
+        rc = record_failure(ctx, o->d, &r, &o->a, ctx->now_ms);
         o->finished = !o->a.scheduled;
     } /* else redelivered and answered meanwhile, or gone */
     outbox_row_release(&r);
@@ -468,7 +479,7 @@ static int settle_apply(struct write_ctx *ctx, struct write_op *op)
         }
         rc = store_outbox_insert(ctx->store, &r);
         if (rc == 0 && o->kind == OUT_FAILED)
-            rc = record_failure(ctx, ev->d, &r, &o->answer);
+            rc = record_failure(ctx, ev->d, &r, &o->answer, o->at_ms);
         outbox_row_release(&r);
     }
     if (rc == 0)
@@ -504,6 +515,10 @@ static void settle_done(struct write_op *op)
         struct outcome *o = &ev->out[i];
         char key[KEY_MAX];
         key_of(ev->job_id, o->dest, key);
+        if (leaves_pending(o)) {
+            count_add(&d->unwritten, key, -1);
+            rows = rows || count_of(&d->unwritten, key) == 0; /* its rows may go now */
+        }
         if (op->result < 0) {
             if (leaves_pending(o))
                 held_add(d, key, -1); /* its row was not written */
@@ -654,8 +669,10 @@ static void finish_event(struct send *s, enum outcome_kind kind, bool dead_now, 
     pthread_mutex_lock(&d->lock);
     o->kind = kind;
     bool pending = leaves_pending(o);
-    if (pending)
+    if (pending) { /* a pending row, written when the event settles */
         held_add(d, s->key, +1);
+        count_add(&d->unwritten, s->key, +1);
+    }
     if (kind != OUT_DEFERRED)
         circuit_record(d, s->endpoint, kind == OUT_DELIVERED, o->at_ms);
     if (--ev->left == 0)
@@ -1011,9 +1028,11 @@ static void scan_rows(struct deliverer *d)
         key_of(r->job_id, r->dest, key);
         id_text(r->id, id, sizeof(id));
         pthread_mutex_lock(&d->lock);
+        /* Not while an earlier send of its key is out, or its pending row is
+         * not written yet (it may be of an earlier event: seq order). */
         bool go = d->in_flight < d->cfg.max_in_flight && !strmap_has(&d->rows, id) &&
                   !strmap_has(&d->done_now, id) && !strmap_has(&d->done_before, id) &&
-                  !strmap_has(&d->sending, key);
+                  !strmap_has(&d->sending, key) && count_of(&d->unwritten, key) == 0;
         if (go && (strmap_put(&d->sending, key, NULL) < 0 || strmap_put(&d->rows, id, NULL) < 0)) {
             strmap_remove(&d->sending, key);
             go = false;
@@ -1107,6 +1126,7 @@ static void deliverer_release(struct deliverer *d)
     }
     strmap_release(&d->sending);
     strmap_release(&d->held);
+    strmap_release(&d->unwritten);
     strmap_release(&d->rows);
     strmap_release(&d->done_now);
     strmap_release(&d->done_before);
@@ -1126,6 +1146,7 @@ int deliverer_start(const struct deliverer_config *cfg, struct deliverer **out)
     int rc = sign_secret_parse(cfg->webhook_secret, &d->job_key, &err);
     strmap_init(&d->sending);
     strmap_init(&d->held);
+    strmap_init(&d->unwritten);
     strmap_init(&d->rows);
     strmap_init(&d->done_now);
     strmap_init(&d->done_before);

@@ -131,7 +131,8 @@ struct redeliver_op {
     char job_id[ULID_LEN + 1];
     int64_t id;
     struct deliverer *deliverer;
-    char dest[OUTBOX_DEST_MAX + 1]; /* out: requeued to */
+    char dest[OUTBOX_DEST_MAX + 1];     /* out: requeued to, or "" */
+    char row_dest[OUTBOX_DEST_MAX + 1]; /* out: the row's destination */
     struct errmsg err;
 };
 
@@ -142,8 +143,10 @@ static int redeliver_apply(struct write_ctx *ctx, struct write_op *op)
     int rc = store_outbox_get(ctx->store, r->id, &row);
     if (rc == 0 && strcmp(row.job_id, r->job_id) != 0)
         rc = -DRV_ENOT_FOUND; /* not this job's */
-    if (rc == 0)
+    if (rc == 0) {
+        memcpy(r->row_dest, row.dest, sizeof(r->row_dest));
         outbox_row_release(&row);
+    }
     if (rc == -DRV_ENOT_FOUND)
         return errmsg_set(&r->err, rc, "job '%s' has no delivery %lld", r->job_id,
                           (long long)r->id);
@@ -167,7 +170,11 @@ static void redeliver_finish(struct http_request *req)
         struct outbox_row row;
         struct outbox_row *rows = &row;
         int n = 0;
-        int rc = store_outbox_list(api_app(req)->store, r->job_id, NULL, r->id - 1, 1, rows, &n);
+        int rc = store_outbox_list(api_app(req)->store, NULL, r->row_dest, r->id - 1, 1, rows, &n);
+        if (rc == 0 && n == 1 && rows->id != r->id) {
+            outbox_row_release(rows);
+            n = 0;
+        }
         if (rc < 0 || n != 1) {
             http_reply_error(req, rc < 0 ? rc : -DRV_EINTERNAL, NULL);
         } else {

@@ -269,7 +269,7 @@ struct store_engine {
     /* The outbox (read side): pending rows due by now_ms, by (next_at, id). */
     int (*outbox_due)(struct store *st, int64_t now_ms, int max, struct outbox_row *rows,
                       int *n_out);
-    /* Rows of a job or of a destination (either may be NULL), by id, after after_id. */
+    /* Rows of a job (by seq, then id) or of a destination (by id), after the row after_id. */
     int (*outbox_list)(struct store *st, const char *job_id, const char *dest, int64_t after_id,
                        int max, struct outbox_row *rows, int *n_out);
     int (*delivery_attempts)(struct store *st, int64_t outbox_id, int max,

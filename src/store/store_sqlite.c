@@ -210,7 +210,10 @@ static const char *const migrations[] = {
     "  job_id TEXT NOT NULL,"
     "  seq INTEGER NOT NULL"
     ");"
-    "CREATE INDEX outbox_pending_key ON outbox(job_id, dest, seq) WHERE state = 'pending';",
+    "CREATE INDEX outbox_pending_key ON outbox(job_id, dest, seq) WHERE state = 'pending';"
+    /* A job's log in event order: its rows are no longer written in that order. */
+    "DROP INDEX outbox_by_job;"
+    "CREATE INDEX outbox_by_job ON outbox(job_id, seq, id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -420,8 +423,10 @@ static const char *const reader_sql[R__COUNT] = {
                       "next_at <= ?1 AND NOT EXISTS (SELECT 1 FROM outbox p WHERE "
                       "p.job_id = o.job_id AND p.dest = o.dest AND p.state = 'pending' AND "
                       "p.seq < o.seq) ORDER BY next_at, id LIMIT ?2"),
-    [R_OUTBOX_BY_JOB] = ("SELECT " OUTBOX_COLUMNS " FROM outbox WHERE job_id = ?1 AND id > ?2 "
-                         "ORDER BY id LIMIT ?3"),
+    /* By (seq, id); ?2 is the id of the last row of the page before (0: none). */
+    [R_OUTBOX_BY_JOB] = ("SELECT " OUTBOX_COLUMNS " FROM outbox WHERE job_id = ?1 AND (seq, id) > "
+                         "(coalesce((SELECT seq FROM outbox WHERE id = ?2), -1), ?2) "
+                         "ORDER BY seq, id LIMIT ?3"),
     [R_OUTBOX_BY_DEST] = ("SELECT " OUTBOX_COLUMNS " FROM outbox WHERE dest = ?1 AND id > ?2 "
                           "ORDER BY id LIMIT ?3"),
     [R_ATTEMPTS] = ("SELECT n, at, status, latency_ms, error, excerpt FROM delivery_attempts "

@@ -33,28 +33,33 @@ Every wait has a deadline.
 
 import base64
 import email.utils
-import json
 import time
-import urllib.parse
 
 import pytest
 
-from webhook_receiver import server_secret
+from webhook_receiver import (
+    SCHEDULE,
+    WH,
+    create_sub,
+    deliveries,
+    delivery_of,
+    first_arrivals,
+    poll_deliveries,
+    run_to_success,
+    server_secret,
+    verifies,
+    wh_server,
+)
 from webhook_sig import new_secret, sw_verify
 from conftest import (
     TIME_RE,
-    ULID_RE,
     UNKNOWN_ID,
     assert_error,
     claim_one,
     job_events,
-    lease_call,
     ts_parse,
 )
 
-ALLOW = ["--allow-target", "127.0.0.0/8"]
-SCHEDULE = [0.2, 0.4, 0.8]  # seconds; the last repeats
-WH = "[webhooks]\nretry_schedule = 200ms,400ms,800ms\n"
 JITTER = 0.2
 SLACK_EARLY = 0.05  # clock and scheduling slack before a due time
 SLACK_LATE = 0.6  # HTTP round trips, writer commit, scheduling after a due time
@@ -68,95 +73,9 @@ def entry_verifies(secret, msg_id, ts, body, entry):
     return sw_verify(secret, msg_id, ts, body, entry) and " " not in entry
 
 
-def wh_server(make_server, extra=""):
-    return make_server(config_extra=WH + extra, args=ALLOW)
-
-
-def verifies(rec, secret):
-    return sw_verify(secret, rec["id"], rec["ts"], rec["body"], rec["sig"])
-
-
-def first_arrivals(recs):
-    """The seqs in the order each first arrived."""
-    seen, out = set(), []
-    for r in recs:
-        if r["seq"] not in seen:
-            seen.add(r["seq"])
-            out.append(r["seq"])
-    return out
-
-
-def deliveries(srv, job_id, token="read", **query):
-    q = urllib.parse.urlencode(query)
-    r = srv.request("GET", f"/v1/jobs/{job_id}/deliveries" + (f"?{q}" if q else ""),
-                    token=token)
-    assert r.status == 200, r
-    return r.json
-
-
-def all_deliveries(srv, job_id):
-    out, after = [], None
-    for _ in range(100):
-        page = deliveries(srv, job_id, limit=200, **({"after": after} if after else {}))
-        out.extend(page["deliveries"])
-        after = page["next"]
-        if after is None:
-            return out
-    raise AssertionError("delivery pagination did not end")
-
-
-def poll_deliveries(srv, job_id, pred, timeout=10, what="deliveries"):
-    deadline = time.monotonic() + timeout
-    while True:
-        ds = all_deliveries(srv, job_id)
-        if pred(ds):
-            return ds
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not reached in {timeout}s: "
-                                 f"{json.dumps(ds, indent=1)[:3000]}")
-        time.sleep(0.05)
-
-
-def delivery_of(ds, seq, destination="webhook_url", sub=None):
-    got = [d for d in ds if d["seq"] == seq and d["destination"] == destination
-           and (sub is None or d["subscription"] == sub)]
-    assert len(got) == 1, (seq, destination, sub, ds)
-    return got[0]
-
-
-def create_sub(srv, **body):
-    r = srv.request("POST", "/v1/subscriptions", body, token="admin")
-    assert r.status == 201, r
-    s = r.json
-    assert ULID_RE.match(s["id"]), s
-    assert r.headers.get("location") == f"/v1/subscriptions/{s['id']}", r.headers
-    assert s["url"] == body["url"], s
-    assert isinstance(s["secret"], str) and s["secret"].startswith("whsec_"), s
-    if "secret" in body:
-        assert s["secret"] == body["secret"], s
-    assert s["enabled"] is body.get("enabled", True), s
-    assert s["disabled_reason"] is None, s
-    assert s["events"] == body.get("events"), s
-    assert s["queues"] == body.get("queues"), s
-    return s
-
-
 def get_sub(srv, sub_id):
     r = srv.request("GET", f"/v1/subscriptions/{sub_id}", token="admin")
     assert r.status == 200, r
-    return r.json
-
-
-def run_to_success(srv, queue, job_id, steps=(), result=None):
-    c = claim_one(srv, queue)
-    assert c["id"] == job_id, c
-    lease = c["lease"]["token"]
-    for name, data in steps:
-        r = lease_call(srv, job_id, "steps", lease, step=name, data=data)
-        assert r.status == 200, r
-    body = {} if result is None else {"result": result}
-    r = lease_call(srv, job_id, "complete", lease, **body)
-    assert r.status == 200 and r.json["state"] == "succeeded", r
     return r.json
 
 
