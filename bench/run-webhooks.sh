@@ -4,9 +4,14 @@
 # beside them (the job path's throughput with and without subscribers).
 #
 # Each case: a fresh server and data directory, K subscriptions to
-# job.created, `wrk` submitting for SECONDS with 64 clients; the deliverer
-# works meanwhile and after. Deliveries/s = deliveries the receiver got /
-# the time from the first submit until the last delivery.
+# job.created, `wrk` submitting for SECONDS with 64 clients while the
+# deliverer works. Reported: submits/s; deliveries/s during the load (what
+# the receiver got while wrk ran / SECONDS); and deliveries/s in the DRAIN
+# seconds after it (default 5), the job path idle. The backlog left after
+# that is not waited for (at 100 subscriptions it is minutes of work);
+# tests/integration checks that everything arrives. Cases with K = 0 run
+# between the others (CASES, default "0 1 0 10 0 100 0") so each ratio can
+# use the baselines beside it: the VM's speed drifts over minutes.
 #
 #   bench/run-webhooks.sh [SECONDS]      (default 10)
 set -euo pipefail
@@ -18,8 +23,6 @@ command -v wrk >/dev/null || { echo "wrk is missing: scripts/install-deps.sh ins
 [ -x "$bin" ] || make -j2 drover >/dev/null
 [ -x "$recv" ] || make -j2 "$recv" >/dev/null
 export DROVER_ALLOW_TARGET=127.0.0.0/8
-
-now_ms() { date +%s%3N; }
 
 one_case() { # K
     k=$1
@@ -40,37 +43,34 @@ one_case() { # K
             -H 'Content-Type: application/json' \
             -d "{\"url\": \"http://127.0.0.1:$rport/hook\", \"events\": [\"job.created\"]}" >/dev/null
     done
-    local t0 out line rps jobs want got last stall t1
-    t0=$(now_ms)
+    local out line rps jobs during drained
     out=$(wrk -t2 -c64 -d"${secs}s" -s bench/submit.lua "http://127.0.0.1:$port")
+    during=$(cut -d' ' -f2 "$rdir/count" 2>/dev/null || echo 0) # rewritten every 100 ms
     line=$(grep '^RESULT' <<<"$out")
     eval "$(sed 's/^RESULT //' <<<"$line")"
     jobs=$(sqlite3 "$work/data/drover.db" 'select count(*) from jobs')
-    want=$((jobs * k))
-    got=0 last=-1 stall=0
-    while [ "$k" -gt 0 ]; do
-        got=$(cut -d' ' -f2 "$rdir/count" 2>/dev/null || true)
-        got=${got:-0} # the receiver rewrites the file every 100 ms
-        [ "$got" -ge "$want" ] && break
-        if [ "$got" = "$last" ]; then stall=$((stall + 1)); else stall=0; fi
-        [ "$stall" -ge 100 ] && break # 10 s without progress
-        last=$got
-        sleep 0.1
-    done
-    t1=$(now_ms)
-    if [ "$got" -lt "$want" ]; then # say why it stopped
-        echo "stalled at $got of $want deliveries; the server's warnings:" >&2
-        grep -v '"level":"info"' "$work/server.log" | tail -3 >&2 || true
-    fi
     if [ "$k" -gt 0 ]; then
-        printf '%-6s %12s %10s %12s %12s %14s\n' "$k" "$rps" "$jobs" "$want" "$got" \
-            "$(( got * 1000 / (t1 - t0) ))"
+        # The drain: until the backlog is gone or DRAIN seconds have passed.
+        local t0 t1 got=$during
+        t0=$(date +%s%3N)
+        t1=$t0
+        while [ "$got" -lt $((jobs * k)) ] && [ $((t1 - t0)) -lt $((drain * 1000)) ]; do
+            sleep 0.1
+            local now
+            now=$(cut -d' ' -f2 "$rdir/count" 2>/dev/null || true)
+            got=${now:-$got} # the receiver rewrites the file every 100 ms
+            t1=$(date +%s%3N)
+        done
+        printf '%-6s %12s %10s %12s %14s %14s\n' "$k" "$rps" "$jobs" "$((jobs * k))" \
+            "$((during / secs))" "$(((got - during) * 1000 / (t1 - t0 + 1)))"
     else
-        printf '%-6s %12s %10s %12s %12s %14s\n' 0 "$rps" "$jobs" - - -
+        printf '%-6s %12s %10s %12s %14s %14s\n' 0 "$rps" "$jobs" - - -
     fi
 }
 
-printf '%-6s %12s %10s %12s %12s %14s\n' subs "submits/s" jobs "deliveries" received "deliveries/s"
-for k in ${CASES:-0 1 10 100}; do
+drain=${DRAIN:-5}
+printf '%-6s %12s %10s %12s %14s %14s\n' subs "submits/s" jobs "to deliver" "deliv/s (load)" \
+    "deliv/s (drain)"
+for k in ${CASES:-0 1 0 10 0 100 0}; do
     ( one_case "$k" )
 done

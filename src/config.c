@@ -152,6 +152,10 @@ static const struct field config_fields[] = {
                  .form = "sqlite (the only engine so far; postgres is planned)."),
     INT_FIELD("store.readers", readers, int, "4", 1, 64, .env = "DROVER_STORE_READERS",
               .help = "Database connections for reads."),
+    INT_FIELD("store.checkpoint_pages", checkpoint_pages, int, "4000", 100, 1000000,
+              .env = "DROVER_STORE_CHECKPOINT_PAGES",
+              .help = "WAL growth (4 KB pages) that starts a checkpoint; the WAL stays within "
+                      "about twice this."),
     INT_FIELD("store.batch_max", batch_max, int, "4096", 1, 65536, .env = "DROVER_STORE_BATCH_MAX",
               .help = "Most operations written in one group commit."),
 
@@ -203,6 +207,10 @@ static const struct field config_fields[] = {
     INT_FIELD("webhooks.breaker_cooldown_ms", webhook_breaker_ms, int, "30000", 1, 600000,
               .env = "DROVER_WEBHOOK_BREAKER_COOLDOWN_MS",
               .help = "The first pause of a failing endpoint; doubles while probes fail."),
+    INT_FIELD("webhooks.rate_under_load", webhook_rate_under_load, int, "6000", 0, 1000000,
+              .env = "DROVER_WEBHOOK_RATE_UNDER_LOAD",
+              .help = "Most webhook sends per second while the job path is busy (0: no limit); "
+                      "when it is idle they go at full speed."),
     INT_FIELD("webhooks.nice", webhook_nice, int, "10", 0, 19, .env = "DROVER_WEBHOOK_NICE",
               .help = "Nice value of the threads that send webhooks: under load they yield "
                       "the CPU to the job path (0: same priority)."),

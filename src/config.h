@@ -55,9 +55,10 @@ struct config {
     int connection_timeout_s; /* idle keep-alive timeout, 1..3600, default 120 */
     int idempotency_ttl_s;    /* kept replies, 1..2592000, default 86400 */
     /* [store] */
-    char *engine;  /* "sqlite" (only one so far), default "sqlite" */
-    int readers;   /* read connections, 1..64, default 4 */
-    int batch_max; /* most operations in one group commit, 1..65536, default 4096 */
+    char *engine;         /* "sqlite" (only one so far), default "sqlite" */
+    int readers;          /* read connections, 1..64, default 4 */
+    int batch_max;        /* most operations in one group commit, 1..65536, default 4096 */
+    int checkpoint_pages; /* WAL growth that starts a checkpoint, default 4000 */
     /* [log] */
     char *log_file;           /* "-" = stderr (default) */
     enum log_level log_level; /* debug|info|warn|error, default info */
@@ -74,13 +75,14 @@ struct config {
     int outbound_connect_timeout_ms;   /* per attempt, 1..600000, default 5000 */
     int outbound_timeout_ms;           /* whole attempt, 1..3600000, default 15000 */
     /* [webhooks] */
-    char *webhook_secret;      /* whsec_ for jobs' own webhook_url; "" = generated in DATA */
-    char *webhook_schedule;    /* retry delays, "5s,30s,2m,..." */
-    int64_t webhook_give_up_s; /* dead after, 1..31536000, default 259200 (3 days) */
-    int webhook_max_in_flight; /* 1..4096, default 256 */
-    int webhook_breaker_after; /* failures in a row that open a circuit, default 5 */
-    int webhook_breaker_ms;    /* first cool-down, default 30000 */
-    int webhook_nice;          /* the sending threads' nice value, default 10 */
+    char *webhook_secret;        /* whsec_ for jobs' own webhook_url; "" = generated in DATA */
+    char *webhook_schedule;      /* retry delays, "5s,30s,2m,..." */
+    int64_t webhook_give_up_s;   /* dead after, 1..31536000, default 259200 (3 days) */
+    int webhook_max_in_flight;   /* 1..4096, default 256 */
+    int webhook_breaker_after;   /* failures in a row that open a circuit, default 5 */
+    int webhook_breaker_ms;      /* first cool-down, default 30000 */
+    int webhook_nice;            /* the sending threads' nice value, default 10 */
+    int webhook_rate_under_load; /* sends/s while the job path is busy, default 6000; 0: any */
     /* [artifacts] */
     int64_t artifact_max_bytes; /* one artifact's bytes, 1024..268435456, default 16 MiB */
 };

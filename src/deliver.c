@@ -47,6 +47,7 @@
 
 #define SCAN_MAX        256 /* pending rows read at once */
 #define EVENTS_MAX      64  /* queued events read at once */
+#define BUSY_WINDOW_MS  100 /* the job path is busy if it committed within this */
 #define BREAKER_MAX_MS  (10 * 60 * 1000LL)
 #define RETRY_AFTER_MAX (3600 * 1000LL) /* the longest Retry-After honoured */
 #define KEY_MAX         (ULID_LEN + OUTBOX_DEST_MAX + 2)
@@ -70,7 +71,10 @@ struct deliverer {
     pthread_cond_t cond;
     bool events_kicked, rows_kicked, stopping;
     bool events_blocked; /* the event path stopped at max_in_flight */
-    int64_t wake_at;     /* the next retry's time; 0: none known */
+    bool events_paced;   /* the event path waits for wake_at (pacing, or a failure) */
+    double tokens;       /* the pace's bucket (the thread's own) */
+    int64_t tokens_at;
+    int64_t wake_at; /* the next retry's time; 0: none known */
     int in_flight;
     int64_t cursor;          /* the last queued event read */
     struct strmap sending;   /* key -> its send out: an event send, or NULL for a row's */
@@ -871,11 +875,13 @@ static void send_row(struct deliverer *d, struct send *s)
 
 /* ---- the event path ---- */
 
-/* Send one queued event to its destinations. False when out of memory (read it again later). */
-static bool dispatch_event(struct deliverer *d, struct outbox_event *e)
+/*
+ * Send queued event e to its n destinations. False when out of memory
+ * (read it again later).
+ */
+static bool dispatch_event(struct deliverer *d, struct outbox_event *e, const outbox_dest *dests,
+                           int n)
 {
-    static _Thread_local outbox_dest dests[OUTBOX_MAX_DESTS]; /* 41 KB: off the stack */
-    int n = e->found ? outbox_destinations(d->cfg.subs, &e->job, &e->ev, dests) : 0;
     struct event_send *ev = calloc(1, sizeof(*ev));
     struct send **sends = n ? calloc((size_t)n, sizeof(*sends)) : NULL;
     struct send **waits = n ? calloc((size_t)n, sizeof(*waits)) : NULL;
@@ -960,9 +966,46 @@ static bool dispatch_event(struct deliverer *d, struct outbox_event *e)
     return true;
 }
 
-/* Read queued events after the cursor and send them, while there is room. */
+/*
+ * The pace: while the job path is busy (it committed within BUSY_WINDOW_MS),
+ * at most rate_under_load sends per second start, so webhooks — background
+ * work — cannot take the CPU the job path needs; when it is idle they go at
+ * full speed. A token bucket holding 20 ms of sends. May n sends start now?
+ * If not, *until says when.
+ */
+static bool pace(struct deliverer *d, int n, int64_t *until)
+{
+    double rate = d->cfg.rate_under_load, burst = rate / 50 > 1 ? rate / 50 : 1;
+    int64_t now = time_now_ms();
+    if (rate <= 0 || now - writer_foreground_at(d->cfg.writer) > BUSY_WINDOW_MS) {
+        d->tokens = burst;
+        d->tokens_at = now;
+        return true;
+    }
+    d->tokens += (double)(now - d->tokens_at) * rate / 1000;
+    if (d->tokens > burst)
+        d->tokens = burst;
+    d->tokens_at = now;
+    double need = n < burst ? n : burst; /* a wide event goes once the bucket is full */
+    if (d->tokens >= need) {
+        d->tokens -= n;
+        return true;
+    }
+    *until = now + 1 + (int64_t)((need - d->tokens) * 1000 / rate);
+    return false;
+}
+
+/* The event path waits until at (with d->lock held). */
+static void events_wait_locked(struct deliverer *d, int64_t at)
+{
+    d->events_paced = true;
+    wake_at_locked(d, at);
+}
+
+/* Read queued events after the cursor and send them, while there is room and pace. */
 static void pump_events(struct deliverer *d)
 {
+    static _Thread_local outbox_dest dests[OUTBOX_MAX_DESTS]; /* 41 KB: off the stack */
     struct outbox_event evs[EVENTS_MAX];
     for (;;) {
         pthread_mutex_lock(&d->lock);
@@ -975,13 +1018,20 @@ static void pump_events(struct deliverer *d)
             return; /* an answer kicks us when there is room again */
         if (store_outbox_events(d->cfg.store, after, EVENTS_MAX, evs, &n) < 0) {
             pthread_mutex_lock(&d->lock);
-            d->events_kicked = true; /* again in a second */
-            wake_at_locked(d, time_now_ms() + 1000);
+            events_wait_locked(d, time_now_ms() + 1000); /* again in a second */
             pthread_mutex_unlock(&d->lock);
             return;
         }
         int i = 0;
-        for (; i < n && dispatch_event(d, &evs[i]); i++) {
+        int64_t until = 0;
+        bool ok = true;
+        for (; i < n; i++) {
+            int n_dests =
+                evs[i].found ? outbox_destinations(d->cfg.subs, &evs[i].job, &evs[i].ev, dests) : 0;
+            if (!pace(d, n_dests, &until))
+                break; /* read again when the pace allows */
+            if (!(ok = dispatch_event(d, &evs[i], dests, n_dests)))
+                break;
             pthread_mutex_lock(&d->lock);
             if (evs[i].id > d->cursor)
                 d->cursor = evs[i].id;
@@ -989,11 +1039,11 @@ static void pump_events(struct deliverer *d)
         }
         for (int j = 0; j < n; j++)
             outbox_event_release(&evs[j]);
-        if (i < n) { /* out of memory: the rest in a second */
-            log_printf(LOG_ERROR, "out of memory sending webhooks: retrying in a second");
+        if (i < n) {
+            if (!ok)
+                log_printf(LOG_ERROR, "out of memory sending webhooks: retrying in a second");
             pthread_mutex_lock(&d->lock);
-            d->events_kicked = true;
-            wake_at_locked(d, time_now_ms() + 1000);
+            events_wait_locked(d, ok ? until : time_now_ms() + 1000);
             pthread_mutex_unlock(&d->lock);
             return;
         }
@@ -1082,7 +1132,7 @@ static void *deliverer_main(void *arg)
         }
         int64_t now = time_now_ms();
         bool due = d->wake_at && d->wake_at <= now;
-        if (!d->events_kicked && !d->rows_kicked && !due) {
+        if (!(d->events_kicked && !d->events_paced) && !d->rows_kicked && !due) {
             if (d->wake_at) {
                 struct timespec ts = {.tv_sec = d->wake_at / 1000,
                                       .tv_nsec = (d->wake_at % 1000) * 1000000};
@@ -1092,8 +1142,12 @@ static void *deliverer_main(void *arg)
             }
             continue;
         }
-        bool events = d->events_kicked, rows = d->rows_kicked || due;
-        d->events_kicked = d->rows_kicked = false;
+        /* A kick while the event path waits for its pace is kept for then. */
+        bool events = d->events_paced ? due : d->events_kicked;
+        bool rows = d->rows_kicked || due;
+        if (events)
+            d->events_kicked = d->events_paced = false;
+        d->rows_kicked = false;
         if (due)
             d->wake_at = 0;
         pthread_mutex_unlock(&d->lock);

@@ -43,11 +43,12 @@ struct deliverer_config {
     const char *webhook_secret;    /* whsec_: signs deliveries to jobs' own webhook_url */
     int64_t schedule_ms[DELIVER_SCHEDULE_MAX]; /* delay before try 2, 3, ...; the last repeats */
     int n_schedule;
-    int64_t give_up_ms; /* a row older than this when a try fails is dead */
-    int max_in_flight;  /* sends at once, all endpoints */
-    int breaker_after;  /* consecutive failures that open an endpoint's circuit */
-    int64_t breaker_ms; /* the first cool-down; doubles while probes fail, up to 10 min */
-    int nice;           /* the thread's nice value (util.h thread_nice()) */
+    int64_t give_up_ms;  /* a row older than this when a try fails is dead */
+    int max_in_flight;   /* sends at once, all endpoints */
+    int breaker_after;   /* consecutive failures that open an endpoint's circuit */
+    int64_t breaker_ms;  /* the first cool-down; doubles while probes fail, up to 10 min */
+    int nice;            /* the thread's nice value (util.h thread_nice()) */
+    int rate_under_load; /* sends per second while the job path is busy; 0: no limit */
 };
 
 struct deliverer;

@@ -309,7 +309,8 @@ static int start_delivering(const struct config *cfg, struct app *app)
                                   .max_in_flight = cfg->webhook_max_in_flight,
                                   .breaker_after = cfg->webhook_breaker_after,
                                   .breaker_ms = cfg->webhook_breaker_ms,
-                                  .nice = cfg->webhook_nice};
+                                  .nice = cfg->webhook_nice,
+                                  .rate_under_load = cfg->webhook_rate_under_load};
     int rc = webhook_secret(cfg, secret, sizeof(secret));
     if (rc == 0)
         rc = deliverer_parse_schedule(cfg->webhook_schedule, &dc, &err);
@@ -369,7 +370,9 @@ static int start_dispatching(const struct config *cfg, struct app *app, const ch
 static int start_core(const struct config *cfg, struct app *app)
 {
     const struct store_engine *engine = store_engine_find(cfg->engine);
-    struct store_options sopt = {.data_dir = cfg->data_dir, .readers = cfg->readers};
+    struct store_options sopt = {.data_dir = cfg->data_dir,
+                                 .readers = cfg->readers,
+                                 .checkpoint_pages = cfg->checkpoint_pages};
     int rc = engine ? store_open(engine, &sopt, &app->store) : -DRV_ECONFIG;
     if (rc == 0)
         rc = artifact_root_init(cfg->data_dir);

@@ -31,6 +31,7 @@ struct store;
 struct store_options {
     const char *data_dir; /* created if missing */
     int readers;          /* read connections */
+    int checkpoint_pages; /* WAL growth that starts a checkpoint; 0: the engine's default */
 };
 
 /* Which jobs GET /v1/jobs wants. Strings borrowed; NULL = any. */

@@ -8,9 +8,16 @@
  * from a small pool and see committed data only.
  *
  * Checkpoints (copying the WAL back into the database, with an fsync of
- * their own) never run on the writer's commit path: the writer connection
+ * their own) run mostly off the writer's commit path: the writer connection
  * has auto-checkpoint off, and its WAL hook wakes a checkpointer thread with
- * a connection of its own once the WAL passes CHECKPOINT_PAGES.
+ * a connection of its own each time the WAL has grown by checkpoint_pages
+ * (store.checkpoint_pages, default CHECKPOINT_PAGES).
+ * That one can never finish while the writer keeps committing, and the WAL
+ * starts over only after a checkpoint that copied all of it: so once the
+ * WAL is 2 x checkpoint_pages long, the writer finishes a checkpoint itself
+ * between two transactions (most pages are already copied) and the next
+ * transaction writes the WAL from its start again. Without it a busy
+ * server's WAL grows without end.
  *
  * The schema is versioned with PRAGMA user_version and migrated forward at
  * open, each migration in its own transaction.
@@ -451,7 +458,7 @@ struct reader {
     struct reader *next_free;
 };
 
-#define CHECKPOINT_PAGES 4000
+#define CHECKPOINT_PAGES 4000 /* 16 MB of 4 KB pages */
 
 struct checkpointer {
     sqlite3 *db;
@@ -461,6 +468,8 @@ struct checkpointer {
     pthread_cond_t cond;
     bool wanted;
     bool stopping;
+    int pages;      /* the WAL growth that starts a checkpoint */
+    int next_pages; /* the WAL length (pages) that wakes the thread next (writer's) */
 };
 
 struct sqlite_store {
@@ -876,6 +885,7 @@ static int sqlite_open(const struct store_options *opt, struct store **out)
         r->next_free = s->free_readers;
         s->free_readers = r;
     }
+    s->ckpt.pages = opt->checkpoint_pages > 0 ? opt->checkpoint_pages : CHECKPOINT_PAGES;
     rc = checkpointer_start(s);
     if (rc < 0)
         goto out;
@@ -916,10 +926,18 @@ static void *checkpointer_main(void *arg)
 /* After each commit on the writer connection: wake the checkpointer when the WAL is long. */
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
 {
-    (void)db;
     (void)name;
     struct checkpointer *c = arg;
-    if (pages >= CHECKPOINT_PAGES) {
+    if (pages < c->next_pages - c->pages)
+        c->next_pages = c->pages; /* the WAL started over */
+    if (pages >= 2 * c->pages) {
+        /* Between two transactions: nothing is added while this runs. BUSY
+         * when the thread is checkpointing: the next commit tries again. */
+        int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            log_printf(LOG_WARN, "checkpoint on the writer: %s", sqlite3_errstr(rc));
+    } else if (pages >= c->next_pages) {
+        c->next_pages = pages + c->pages / 2;
         pthread_mutex_lock(&c->lock);
         c->wanted = true;
         pthread_cond_signal(&c->cond);
@@ -931,11 +949,17 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
 static int checkpointer_start(struct sqlite_store *s)
 {
     int rc = open_db(s->path, SQLITE_OPEN_READWRITE, &s->ckpt.db);
+    /* A connection learns that the database is in WAL mode when it first
+     * reads it; until then sqlite3_wal_checkpoint_v2() does nothing at all
+     * (and says so only by setting its counts to -1). */
+    if (rc == 0)
+        rc = exec(s->ckpt.db, "SELECT count(*) FROM sqlite_schema;");
     if (rc < 0)
         return rc;
     if (pthread_create(&s->ckpt.thread, NULL, checkpointer_main, s) != 0)
         return -DRV_EINTERNAL;
     s->ckpt.running = true;
+    s->ckpt.next_pages = s->ckpt.pages;
     sqlite3_wal_hook(s->wdb, on_wal_commit, &s->ckpt);
     return 0;
 }

@@ -21,6 +21,7 @@ struct writer {
     struct write_op *head, *tail;       /* FIFO of queued ops */
     struct write_op *bg_head, *bg_tail; /* background ops (writer_submit_background) */
     int64_t bg_due;                     /* when the oldest background op must go */
+    int64_t fg_at;                      /* when the last batch of ordinary ops ended */
     bool stopping;
     struct ulid_gen ulid;
     struct writer_hooks hooks;
@@ -128,6 +129,7 @@ static void *writer_main(void *arg)
             break;
         int n;
         struct write_op *batch = take_background(w, &n);
+        bool background = batch != NULL;
         if (batch == NULL)
             batch = take_batch(w, &n);
         pthread_mutex_unlock(&w->lock);
@@ -135,6 +137,8 @@ static void *writer_main(void *arg)
         run_batch(w, batch);
 
         pthread_mutex_lock(&w->lock);
+        if (!background)
+            w->fg_at = time_now_ms();
         w->stats.batches++;
         w->stats.ops += (uint64_t)n;
         if ((uint64_t)n > w->stats.largest_batch)
@@ -221,6 +225,14 @@ void writer_stop(struct writer *w)
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->cond);
     free(w);
+}
+
+int64_t writer_foreground_at(struct writer *w)
+{
+    pthread_mutex_lock(&w->lock);
+    int64_t at = w->fg_at;
+    pthread_mutex_unlock(&w->lock);
+    return at;
 }
 
 void writer_get_stats(struct writer *w, struct writer_stats *out)

@@ -147,4 +147,7 @@ void writer_stop(struct writer *w);
 
 void writer_get_stats(struct writer *w, struct writer_stats *out);
 
+/* When the last batch of ordinary (not background) ops ended; 0: none yet. */
+int64_t writer_foreground_at(struct writer *w);
+
 #endif

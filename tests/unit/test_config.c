@@ -110,6 +110,7 @@ static void assert_defaults(const struct config *cfg)
     assert_string_equal(cfg->engine, "sqlite");
     assert_int_equal(cfg->readers, 4);
     assert_int_equal(cfg->batch_max, 4096);
+    assert_int_equal(cfg->checkpoint_pages, 4000);
     assert_string_equal(cfg->log_file, "-");
     assert_int_equal(cfg->log_level, LOG_INFO);
     assert_int_equal(cfg->outbound_max_connections, 64);
@@ -118,6 +119,7 @@ static void assert_defaults(const struct config *cfg)
     assert_int_equal(cfg->outbound_timeout_ms, 15000);
     assert_int_equal(cfg->artifact_max_bytes, 16 * 1024 * 1024);
     assert_int_equal(cfg->webhook_nice, 10);
+    assert_int_equal(cfg->webhook_rate_under_load, 6000);
 }
 
 /* ---- a fake environment: NULL-terminated name, value pairs ---- */
@@ -1282,7 +1284,7 @@ static void test_example_defaults_load(void **state)
             uncommented++;
         }
     }
-    assert_int_equal(uncommented, 28);
+    assert_int_equal(uncommented, 30);
     assert_int_equal(load(&cfg, text, &err), 0);
     assert_defaults(&cfg);
     assert_int_equal(cfg.n_tokens, 0);
