@@ -125,9 +125,10 @@ typedef void (*outbox_pending_fn)(void *arg, const char *job_id, const char *des
 
 /*
  * An event waiting in the outbox (outbox.h): one row per event, written in
- * its transaction. Read with the job as it is now and the event itself;
- * found is false when the job is gone (retention). Owned:
- * outbox_event_release().
+ * its transaction. Read with the event itself and the part of its job, as
+ * it is now, that a delivery needs: job.id, queue, webhook_url,
+ * created_at_ms and result (the other fields are unset). found is false
+ * when the job is gone (retention). Owned: outbox_event_release().
  */
 struct outbox_event {
     int64_t id;
