@@ -695,6 +695,11 @@ static void finish_event(struct send *s, enum outcome_kind kind, bool dead_now, 
         }
     }
     pthread_mutex_unlock(&d->lock);
+    send_free(s);
+    /* Settled before the sends behind it: background ops are written in the
+     * order they are queued, so a job's delivery ids follow its events. */
+    if (settled)
+        settle(settled);
     /* The sends behind a row that now waits for its retry wait as rows too. */
     while (next && pending) {
         struct send *w = next;
@@ -702,9 +707,6 @@ static void finish_event(struct send *s, enum outcome_kind kind, bool dead_now, 
         w->next = NULL;
         finish_event(w, OUT_DEFERRED, false, 0, 0, NULL, NULL, 0, -1);
     }
-    send_free(s);
-    if (settled)
-        settle(settled);
     if (go)
         send_event(d, go);
 }

@@ -1,16 +1,23 @@
 /*
  * outbound.c - the engine thread, its queues and its libcurl multi handle.
  *
- * Senders append to `incoming` under the lock and wake the thread with
- * curl_multi_wakeup() (only when the list was empty: the thread takes the
- * whole list at once). The thread alone touches everything else: it sorts
+ * Senders append to `incoming` under the lock and wake the thread through
+ * an eventfd (only when the list was empty: the thread takes the whole
+ * list at once). The thread alone touches everything else: it sorts
  * requests into one FIFO per "host:port", and a ready list of hosts that
  * have waiting requests and a free per-host slot is served round-robin
  * while a global slot is free. A started request gets a transfer (an easy
  * handle kept for reuse, its error buffer and excerpt buffer) and joins the
- * multi handle; curl_multi_poll() sleeps until a socket, curl's own timer
- * or a wake-up needs the thread. The multi handle keeps the connection
- * cache, so a host's next request reuses its open connection.
+ * multi handle. The multi handle keeps the connection cache, so a host's
+ * next request reuses its open connection.
+ *
+ * The thread drives curl with its "multi_socket" API: curl names the
+ * sockets to watch (on_socket) and when its next timeout is due (on_timer),
+ * the thread sleeps in epoll_wait() on them and the eventfd, and tells curl
+ * which socket is ready. curl then touches only that transfer, and does not
+ * poll() every socket once more to learn what epoll already said: with
+ * curl_multi_perform() and curl_multi_poll() that cost three poll()s per
+ * webhook sent (bench/README.md, "Webhooks").
  *
  * The SSRF guard sits in CURLOPT_OPENSOCKETFUNCTION: curl asks for a socket
  * for each resolved address it tries, and gets CURL_SOCKET_BAD for a refused
@@ -20,13 +27,18 @@
 #include "outbound.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "timeutil.h"
@@ -35,8 +47,11 @@
 /* Buckets of the host table (a power of two); chains stay short for the hosts in use. */
 #define HOST_BUCKETS 256
 
-/* curl_multi_poll()'s wait when nothing is due: a wake-up or curl's timer comes first. */
-#define IDLE_POLL_MS (60 * 60 * 1000)
+/* The thread's longest sleep when curl has no timeout due: a wake-up comes first. */
+#define IDLE_WAIT_MS (60 * 60 * 1000)
+
+/* Socket events taken from epoll at once. */
+#define EVENTS_MAX 64
 
 _Static_assert(CONFIG_MAX_TARGETS <= NET_GUARD_MAX_ALLOW, "allow_target entries fit the guard");
 _Static_assert(OUTBOUND_ERROR_MAX >= CURL_ERROR_SIZE, "curl's error text fits the result");
@@ -73,6 +88,8 @@ struct outbound {
     CURLM *multi;
     pthread_t thread;
     bool curl_ready; /* curl_global_init() succeeded */
+    int epfd;        /* curl's sockets and wakefd; -1 until made */
+    int wakefd;      /* an eventfd: senders wake the thread; -1 until made */
 
     pthread_mutex_t lock; /* guards incoming and stopping */
     struct outbound_request *in_head, *in_tail;
@@ -84,6 +101,7 @@ struct outbound {
     struct transfer *transfers; /* max_connections of them */
     struct transfer *free_transfers;
     int in_flight;
+    int64_t timer_at_ms; /* when curl's timeout is due (monotonic); -1: none */
 };
 
 /* ---- configuration ---- */
@@ -719,6 +737,76 @@ static void engine_drain(struct outbound *o)
     fail_list(list, "the engine stopped before sending the request");
 }
 
+/* ---- curl's sockets and timer ---- */
+
+/* Watch fd for what curl asks (CURLMOPT_SOCKETFUNCTION); on the thread. */
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *arg, void *socketp)
+{
+    struct outbound *o = arg;
+    (void)easy;
+    if (what == CURL_POLL_REMOVE) {
+        /* curl may have closed it already, which took it out of the set. */
+        (void)epoll_ctl(o->epfd, EPOLL_CTL_DEL, fd, NULL);
+        return 0;
+    }
+    struct epoll_event ev = {
+        .events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u),
+        .data.fd = fd,
+    };
+    int op = socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(o->epfd, op, fd, &ev) < 0 &&
+        epoll_ctl(o->epfd, op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) < 0) {
+        /* The transfer then ends by its own timeout, which curl's timer keeps. */
+        log_printf(LOG_ERROR, "outbound: cannot watch a socket: %s", strerror(errno));
+        return 0;
+    }
+    if (!socketp)
+        (void)curl_multi_assign(o->multi, fd, o); /* any non-NULL mark: "in the set" */
+    return 0;
+}
+
+/* curl's next timeout (CURLMOPT_TIMERFUNCTION): -1 cancels it. */
+static int on_timer(CURLM *multi, long timeout_ms, void *arg)
+{
+    struct outbound *o = arg;
+    (void)multi;
+    o->timer_at_ms = timeout_ms < 0 ? -1 : time_mono_ms() + timeout_ms;
+    return 0;
+}
+
+/* How long the thread may sleep: until curl's timeout, or the stop deadline. */
+static int wait_ms(const struct outbound *o, int64_t deadline_ms)
+{
+    int64_t now = time_mono_ms();
+    int64_t until = o->timer_at_ms >= 0 ? o->timer_at_ms : now + IDLE_WAIT_MS;
+    if (deadline_ms && deadline_ms < until)
+        until = deadline_ms;
+    return until <= now ? 0 : until - now > INT_MAX ? INT_MAX : (int)(until - now);
+}
+
+/* Hand curl what epoll saw, then its timeout if due. */
+static CURLMcode run_curl(struct outbound *o, const struct epoll_event *evs, int n)
+{
+    CURLMcode mc = CURLM_OK;
+    int running;
+    for (int i = 0; i < n && mc == CURLM_OK; i++) {
+        if (evs[i].data.fd == o->wakefd) {
+            eventfd_t count;
+            (void)eventfd_read(o->wakefd, &count);
+            continue;
+        }
+        int mask = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+                   (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                   (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+        mc = curl_multi_socket_action(o->multi, evs[i].data.fd, mask, &running);
+    }
+    if (mc == CURLM_OK && o->timer_at_ms >= 0 && time_mono_ms() >= o->timer_at_ms) {
+        o->timer_at_ms = -1; /* curl sets the next one as it runs */
+        mc = curl_multi_socket_action(o->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+    return mc;
+}
+
 static void *engine_main(void *arg)
 {
     struct outbound *o = arg;
@@ -735,33 +823,28 @@ static void *engine_main(void *arg)
         }
         if (stopping) {
             fail_list(list, "the engine stopped before sending the request");
+            if (o->in_flight == 0 || time_mono_ms() >= stop_deadline)
+                break;
         } else {
             enqueue(o, list);
-            dispatch(o);
+            dispatch(o); /* a handle added sets curl's timer to 0: it starts below */
         }
 
-        int running;
-        CURLMcode mc = curl_multi_perform(o->multi, &running);
+        struct epoll_event evs[EVENTS_MAX];
+        int n = epoll_wait(o->epfd, evs, EVENTS_MAX, wait_ms(o, stop_deadline));
+        if (n < 0 && errno != EINTR) {
+            log_printf(LOG_ERROR, "outbound: epoll_wait: %s", strerror(errno));
+            break;
+        }
+        CURLMcode mc = run_curl(o, evs, n < 0 ? 0 : n);
         if (mc != CURLM_OK) {
-            log_printf(LOG_ERROR, "outbound: curl_multi_perform: %s", curl_multi_strerror(mc));
+            log_printf(LOG_ERROR, "outbound: curl_multi_socket_action: %s",
+                       curl_multi_strerror(mc));
             break;
         }
         collect_done(o);
         if (!stopping)
             dispatch(o);
-
-        int wait_ms = IDLE_POLL_MS;
-        if (stopping) {
-            int64_t left = stop_deadline - time_mono_ms();
-            if (o->in_flight == 0 || left <= 0)
-                break;
-            wait_ms = left < IDLE_POLL_MS ? (int)left : IDLE_POLL_MS;
-        }
-        mc = curl_multi_poll(o->multi, NULL, 0, wait_ms, NULL);
-        if (mc != CURLM_OK) {
-            log_printf(LOG_ERROR, "outbound: curl_multi_poll: %s", curl_multi_strerror(mc));
-            break;
-        }
     }
     engine_drain(o);
     return NULL;
@@ -778,9 +861,13 @@ static void engine_release(struct outbound *o)
     }
     free(o->transfers);
     if (o->multi)
-        curl_multi_cleanup(o->multi);
+        curl_multi_cleanup(o->multi); /* may still name sockets to on_socket() */
     if (o->curl_ready)
         curl_global_cleanup();
+    if (o->wakefd >= 0)
+        close(o->wakefd);
+    if (o->epfd >= 0)
+        close(o->epfd);
     pthread_mutex_destroy(&o->lock);
     free(o);
 }
@@ -788,9 +875,21 @@ static void engine_release(struct outbound *o)
 static int multi_setup(struct outbound *o)
 {
     bool bad = false;
+    o->epfd = epoll_create1(EPOLL_CLOEXEC);
+    o->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event wake = {.events = EPOLLIN, .data.fd = o->wakefd};
+    if (o->epfd < 0 || o->wakefd < 0 || epoll_ctl(o->epfd, EPOLL_CTL_ADD, o->wakefd, &wake) < 0) {
+        log_printf(LOG_ERROR, "outbound: cannot set up epoll: %s", strerror(errno));
+        return -DRV_EINTERNAL;
+    }
+    o->timer_at_ms = -1;
     o->multi = curl_multi_init();
     if (!o->multi)
         return -DRV_ENOMEM;
+    bad |= curl_multi_setopt(o->multi, CURLMOPT_SOCKETFUNCTION, on_socket) != CURLM_OK;
+    bad |= curl_multi_setopt(o->multi, CURLMOPT_SOCKETDATA, o) != CURLM_OK;
+    bad |= curl_multi_setopt(o->multi, CURLMOPT_TIMERFUNCTION, on_timer) != CURLM_OK;
+    bad |= curl_multi_setopt(o->multi, CURLMOPT_TIMERDATA, o) != CURLM_OK;
     bad |= curl_multi_setopt(o->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
                              (long)o->cfg.max_connections) != CURLM_OK;
     bad |=
@@ -809,6 +908,7 @@ int outbound_new(const struct outbound_config *oc, struct outbound **out)
     if (!o)
         return -DRV_ENOMEM;
     o->cfg = *oc;
+    o->epfd = o->wakefd = -1;
     if (pthread_mutex_init(&o->lock, NULL) != 0) {
         free(o);
         return -DRV_EINTERNAL;
@@ -835,6 +935,7 @@ int outbound_new(const struct outbound_config *oc, struct outbound **out)
         rc = -DRV_EINTERNAL;
         goto fail;
     }
+    pthread_setname_np(o->thread, oc->thread_name ? oc->thread_name : "drover-outbound");
     *out = o;
     return 0;
 fail:
@@ -863,12 +964,12 @@ int outbound_send(struct outbound *o, struct outbound_request *req)
     o->in_tail = req;
     /*
      * An empty list means the thread took everything before: it may be
-     * asleep. Woken under the lock, so outbound_free() cannot free the multi
-     * handle in between. It fails only when its pipe is full, and a full
-     * pipe wakes the thread anyway.
+     * asleep. Woken under the lock, so outbound_free() cannot close the
+     * eventfd in between. A write fails only when the count is at its
+     * maximum, which wakes the thread anyway.
      */
     if (was_empty)
-        (void)curl_multi_wakeup(o->multi);
+        (void)eventfd_write(o->wakefd, 1);
     pthread_mutex_unlock(&o->lock);
     return 0;
 }
@@ -880,7 +981,7 @@ void outbound_free(struct outbound *o)
     pthread_mutex_lock(&o->lock);
     o->stopping = true;
     pthread_mutex_unlock(&o->lock);
-    (void)curl_multi_wakeup(o->multi); /* see outbound_send() */
+    (void)eventfd_write(o->wakefd, 1); /* see outbound_send() */
     pthread_join(o->thread, NULL);
     engine_release(o);
 }

@@ -67,6 +67,7 @@ struct outbound_config {
     size_t excerpt_max;       /* response body bytes kept for the result, 0..OUTBOUND_EXCERPT_MAX */
     int stop_timeout_ms;      /* how long outbound_free() lets transfers in flight finish; >= 0 */
     int nice;                 /* the engine thread's nice value (util.h thread_nice()); 0: as is */
+    const char *thread_name;  /* for top -H and perf, at most 15 bytes; NULL: "drover-outbound" */
 };
 
 /* The defaults: an empty allow-list, 64 / 8 connections, 5 s / 15 s, 1 KiB, 2 s. */

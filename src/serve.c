@@ -330,6 +330,7 @@ static int start_outbound(const struct config *cfg, struct app *app)
         rc = outbound_new(&oc, &app->outbound);
     /* Webhooks are background work: their own engine, at the deliverer's priority. */
     oc.nice = cfg->webhook_nice;
+    oc.thread_name = "drover-webhooks";
     if (rc == 0)
         rc = outbound_new(&oc, &app->webhooks_out);
     struct dispatcher_config dc = {.store = app->store,

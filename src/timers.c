@@ -231,6 +231,7 @@ int timers_start(timer_fire_fn fire, void *ctx, struct timers **out)
         free(t);
         return -DRV_EINTERNAL;
     }
+    pthread_setname_np(t->thread, "drover-timers"); /* for top -H and perf; best effort */
     *out = t;
     return 0;
 }

@@ -966,6 +966,7 @@ static int checkpointer_start(struct sqlite_store *s)
         return rc;
     if (pthread_create(&s->ckpt.thread, NULL, checkpointer_main, s) != 0)
         return -DRV_EINTERNAL;
+    pthread_setname_np(s->ckpt.thread, "drover-ckpt"); /* for top -H and perf; best effort */
     s->ckpt.running = true;
     s->ckpt.next_pages = s->ckpt.pages;
     sqlite3_wal_hook(s->wdb, on_wal_commit, &s->ckpt);
