@@ -20,7 +20,12 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c17 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wvla \
            -D_GNU_SOURCE -Isrc $(PKG_CFLAGS) -MMD -MP
-LDLIBS  += $(PKG_LIBS) -lpthread
+# jemalloc replaces glibc's malloc (docs/adr/0016-jemalloc.md); the
+# sanitizer builds keep the sanitizers' allocator.
+ifeq ($(filter $(BUILD),asan fuzz),)
+ALLOC_LIBS := $(shell pkg-config --libs jemalloc)
+endif
+LDLIBS  += $(PKG_LIBS) $(ALLOC_LIBS) -lpthread
 
 ifeq ($(BUILD),asan)
 CC      := clang

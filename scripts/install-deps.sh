@@ -8,6 +8,7 @@ packages=(
     build-essential pkg-config clang libclang-rt-14-dev clang-format
     # libraries (see docs/adr/0001-dependencies.md)
     libmicrohttpd-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libinih-dev
+    libjemalloc-dev
     # tests and benchmarks
     libcmocka-dev python3 python3-pytest wrk sqlite3 iproute2 curl
 )
