@@ -3,24 +3,29 @@
  * submits, claims and completes (bench/run-e2e.sh drives it).
  *
  * It shares the machine's two cores with the server, so it is kept cheap:
- * one blocking socket and one thread per connection, HTTP/1.1 keep-alive,
- * a hand-written request writer and response reader (status line,
- * Content-Length, body). Only claim replies are parsed on the hot path
- * (jansson, to read each job's id and lease token); every other reply is
- * judged by its status.
+ * HTTP/1.1 keep-alive connections, a hand-written request writer and
+ * response reader (status line, Content-Length, body), and in e2e mode one
+ * thread that drives every connection from one epoll set (a thread per
+ * connection cost the server a third of a core in context switches). Only
+ * claim replies are parsed on the hot path (jansson, for each job's id and
+ * lease token); every other reply is judged by its status.
  *
- *   e2e [-s SUBMITTERS] [-w WORKERS] [-m MAX] [-d SECONDS] e2e URL
+ *   e2e [-s SUBMITTERS] [-w WORKERS] [-c CONCURRENCY] [-m MAX] [-d SECONDS] e2e URL
  *   e2e [-n ROUNDS] wake URL
  *
  * The token is DROVER_TOKEN (an admin token can use every route). URL is
  * http://HOST:PORT. Each mode prints what it measured and one
  * "RESULT key=value ..." line for scripts.
  *
- * e2e: submitters POST /v1/jobs to queue "e2e" back to back; each worker
- * claims up to MAX jobs (wait_s 1) and completes each. Rates are counted
- * over SECONDS after a 1 s warm-up. At the end every thread finishes its
- * request in flight and each worker completes what it claimed; then the
- * jobs still queued in "e2e" are counted through GET /v1/jobs.
+ * e2e: SUBMITTERS connections POST /v1/jobs to queue "e2e" back to back.
+ * Each of the WORKERS is what `drover worker --concurrency CONCURRENCY`
+ * is: it keeps up to CONCURRENCY jobs at once, claims (wait_s 1, at most
+ * MAX and at most its free slots) on a connection of its own whenever a
+ * slot is free, and completes each job it holds on one of CONCURRENCY
+ * connections. Rates are counted over SECONDS after a 1 s warm-up. At the
+ * end the submitters stop, every worker completes what it holds and its
+ * last claim's jobs, and then the jobs still queued in "e2e" are counted
+ * through GET /v1/jobs.
  *
  * wake: one worker long-polls (wait_s 5) on the empty queue "wake"; once its
  * claim has been sent (plus 2 ms, so the server has parked it) the main
@@ -42,6 +47,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
@@ -57,6 +64,8 @@
 #define WARMUP_S        1
 #define WAKE_PARK_NS    2000000 /* after the claim is sent, before the submit */
 #define WAKE_WAIT_S     5
+#define CONCURRENCY_MAX 256 /* per worker */
+#define EVENTS_MAX      256
 
 /* ---- clock ---- */
 
@@ -136,8 +145,8 @@ static int conn_open(struct conn *c)
     return 0;
 }
 
-/* Send a POST with a JSON body, or a GET when body is NULL. 0 or -1 (then the socket is closed). */
-static int conn_send(struct conn *c, const char *path, const char *body)
+/* Write a POST with a JSON body, or a GET when body is NULL, into `out`. Its length, or -1. */
+static int conn_format(struct conn *c, const char *path, const char *body)
 {
     int n;
     if (body)
@@ -149,7 +158,14 @@ static int conn_send(struct conn *c, const char *path, const char *body)
         n = snprintf(c->out, sizeof(c->out),
                      "GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n", path,
                      c->t->host, c->t->token);
-    if (n < 0 || (size_t)n >= sizeof(c->out))
+    return n < 0 || (size_t)n >= sizeof(c->out) ? -1 : n;
+}
+
+/* Send a request, blocking (conn_format()). 0 or -1 (then the socket is closed). */
+static int conn_send(struct conn *c, const char *path, const char *body)
+{
+    int n = conn_format(c, path, body);
+    if (n < 0)
         return -1;
     if (c->fd < 0 && conn_open(c) < 0)
         return -1;
@@ -167,21 +183,13 @@ static int conn_send(struct conn *c, const char *path, const char *body)
     return 0;
 }
 
+static int conn_reserve(struct conn *c, size_t want);
+
 /* Read until `in` holds `want` bytes. 0 or -1. */
 static int conn_fill(struct conn *c, size_t want)
 {
-    if (want > RESPONSE_MAX)
+    if (conn_reserve(c, want) < 0)
         return -1;
-    if (want > c->in_cap) {
-        size_t cap = c->in_cap ? c->in_cap : 65536;
-        while (cap < want)
-            cap *= 2;
-        char *in = realloc(c->in, cap);
-        if (in == NULL)
-            return -1;
-        c->in = in;
-        c->in_cap = cap;
-    }
     while (c->in_len < want) {
         size_t room = c->in_cap - c->in_len;
         ssize_t r = recv(c->fd, c->in + c->in_len, room, 0);
@@ -206,12 +214,32 @@ static const char *header_value(const char *p, const char *end, const char *name
     return p;
 }
 
+/* Make room in `in` for `want` bytes. 0 or -1. */
+static int conn_reserve(struct conn *c, size_t want)
+{
+    if (want > RESPONSE_MAX)
+        return -1;
+    if (want > c->in_cap) {
+        size_t cap = c->in_cap ? c->in_cap : 65536;
+        while (cap < want)
+            cap *= 2;
+        char *in = realloc(c->in, cap);
+        if (in == NULL)
+            return -1;
+        c->in = in;
+        c->in_cap = cap;
+    }
+    return 0;
+}
+
 /*
- * Read one reply: the status line, the headers (Content-Length is required,
- * chunked bodies are not supported), the body. Returns the status, or -1
- * with the connection closed.
+ * Is a whole reply in `in`: the status line, the headers (Content-Length
+ * is required, chunked bodies are not supported), the body? Its status
+ * (then body and in_off are set), 0 when more bytes are needed, or -1 for
+ * a reply this reader cannot take. *need says how many bytes `in` must
+ * hold before it can tell more.
  */
-static int conn_recv(struct conn *c)
+static int conn_parse(struct conn *c, size_t *need)
 {
     /* Bytes past the previous reply (none without pipelining) move to the front. */
     if (c->in_off > 0) {
@@ -219,20 +247,14 @@ static int conn_recv(struct conn *c)
         c->in_len -= c->in_off;
         c->in_off = 0;
     }
-    size_t head = 0;
-    for (;;) {
-        if (c->in_len >= 4) {
-            char *e = memmem(c->in, c->in_len, "\r\n\r\n", 4);
-            if (e) {
-                head = (size_t)(e - c->in) + 4;
-                break;
-            }
-        }
-        if (c->in_len >= RESPONSE_HEAD || conn_fill(c, c->in_len + 1) < 0)
-            goto fail;
+    char *e = c->in_len >= 4 ? memmem(c->in, c->in_len, "\r\n\r\n", 4) : NULL;
+    if (e == NULL) {
+        *need = c->in_len + 1;
+        return c->in_len >= RESPONSE_HEAD ? -1 : 0;
     }
+    size_t head = (size_t)(e - c->in) + 4;
     if (head < 16 || memcmp(c->in, "HTTP/1.", 7) != 0 || c->in[8] != ' ')
-        goto fail;
+        return -1;
     int status = atoi(c->in + 9);
     long long length = -1;
     bool close_after = c->in[7] == '0'; /* HTTP/1.0 */
@@ -248,11 +270,15 @@ static int conn_recv(struct conn *c)
         else if ((v = header_value(p, eol, "Connection")) != NULL)
             close_after = strncasecmp(v, "close", 5) == 0;
         else if (header_value(p, eol, "Transfer-Encoding") != NULL)
-            goto fail;
+            return -1;
         p = eol + 2;
     }
-    if (length < 0 || length > RESPONSE_MAX || conn_fill(c, head + (size_t)length) < 0)
-        goto fail;
+    if (length < 0 || length > RESPONSE_MAX)
+        return -1;
+    if (c->in_len < head + (size_t)length) {
+        *need = head + (size_t)length;
+        return 0;
+    }
     c->status = status;
     c->body = c->in + head;
     c->body_len = (size_t)length;
@@ -263,9 +289,19 @@ static int conn_recv(struct conn *c)
         c->fd = -1;
     }
     return status;
-fail:
-    conn_close(c);
-    return -1;
+}
+
+/* Read one reply, blocking. Returns the status, or -1 with the connection closed. */
+static int conn_recv(struct conn *c)
+{
+    size_t need;
+    int status;
+    while ((status = conn_parse(c, &need)) == 0)
+        if (conn_fill(c, need) < 0)
+            break;
+    if (status <= 0)
+        conn_close(c);
+    return status <= 0 ? -1 : status;
 }
 
 /* One request and its reply: the status, or -1. body NULL: a GET. */
@@ -387,109 +423,231 @@ static void errors_print(struct errors *e)
             fprintf(stderr, "first error: %s\n", e->first[i]);
 }
 
-/* ---- e2e mode ---- */
+/* ---- e2e mode: every connection on one epoll loop ---- */
 
 struct counts {
     uint64_t submitted, claims, claimed, completed;
     uint64_t submit_ns, claim_ns, complete_ns; /* summed over those replies */
 };
 
-struct e2e {
+enum role { ROLE_SUBMIT, ROLE_CLAIM, ROLE_COMPLETE };
+
+struct worker;
+
+/* A connection of the loop and the request it has out (busy). */
+struct lconn {
+    struct conn c;
+    enum role role;
+    struct worker *w; /* NULL for submitters */
+    bool busy;        /* a request is out: its reply is awaited */
+    size_t out_len, out_sent;
+    int64_t sent_ns;
+};
+
+/* A worker: up to `concurrency` jobs held, claimed on `claim`, completed on `completes`. */
+struct worker {
+    int index;
+    struct lconn claim;
+    struct lconn *completes; /* concurrency of them */
+    struct claimed *held;    /* claimed, not yet being completed: a FIFO of concurrency */
+    int held_head, held_n;
+    int completing; /* completes out */
+};
+
+struct loop {
     const struct target *t;
-    int max;
-    atomic_bool stop;
-    atomic_uint_fast64_t submitted; /* 202s */
-    atomic_uint_fast64_t claims;    /* 200s to claim */
-    atomic_uint_fast64_t claimed;   /* jobs in them */
-    atomic_uint_fast64_t completed; /* 200s to complete */
-    atomic_uint_fast64_t submit_ns, claim_ns, complete_ns;
+    int epfd;
+    int concurrency, max;
+    bool stopping; /* no new submits or claims */
+    struct counts n;
     struct errors err;
 };
 
-struct e2e_thread {
-    struct e2e *run;
-    int index;
-    pthread_t thread;
-};
-
-static void e2e_counts(struct e2e *run, struct counts *out)
+static int lconn_watch(struct loop *l, struct lconn *lc, uint32_t events)
 {
-    out->submitted = atomic_load(&run->submitted);
-    out->claims = atomic_load(&run->claims);
-    out->claimed = atomic_load(&run->claimed);
-    out->completed = atomic_load(&run->completed);
-    out->submit_ns = atomic_load(&run->submit_ns);
-    out->claim_ns = atomic_load(&run->claim_ns);
-    out->complete_ns = atomic_load(&run->complete_ns);
+    struct epoll_event ev = {.events = events, .data.ptr = lc};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, lc->c.fd, &ev) == 0)
+        return 0;
+    return epoll_ctl(l->epfd, EPOLL_CTL_ADD, lc->c.fd, &ev);
 }
 
-static void *e2e_submitter(void *arg)
+/* Send what is left of the request; the rest waits for EPOLLOUT. 0 or -1. */
+static int lconn_flush(struct loop *l, struct lconn *lc)
 {
-    struct e2e_thread *self = arg;
-    struct e2e *run = self->run;
-    struct conn c;
-    conn_init(&c, run->t);
-    static const char body[] = "{\"queue\":\"e2e\",\"payload\":{\"customer\":42,\"plan\":\"vm."
-                               "small\",\"region\":\"fra1\"}}";
-    while (!atomic_load_explicit(&run->stop, memory_order_relaxed)) {
-        int64_t start = now_ns();
-        int status = conn_post(&c, "/v1/jobs", body);
-        if (status == 202) {
-            atomic_fetch_add_explicit(&run->submit_ns, (uint64_t)(now_ns() - start),
-                                      memory_order_relaxed);
-            atomic_fetch_add_explicit(&run->submitted, 1, memory_order_relaxed);
-        } else {
-            errors_note(&run->err, status < 0 ? ERR_TRANSPORT : ERR_SUBMIT, &c, status);
-            if (status < 0)
-                sleep_ns(10000000); /* no busy loop against a server that is gone */
-        }
+    while (lc->out_sent < lc->out_len) {
+        ssize_t w =
+            send(lc->c.fd, lc->c.out + lc->out_sent, lc->out_len - lc->out_sent, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return lconn_watch(l, lc, EPOLLIN | EPOLLOUT);
+        if (w <= 0)
+            return -1;
+        lc->out_sent += (size_t)w;
     }
-    conn_release(&c);
-    return NULL;
+    return lconn_watch(l, lc, EPOLLIN);
 }
 
-static void *e2e_worker(void *arg)
+/* Put a request out on lc, opening its socket first if needed. 0 or -1. */
+static int lconn_start(struct loop *l, struct lconn *lc, const char *path, const char *body)
 {
-    struct e2e_thread *self = arg;
-    struct e2e *run = self->run;
-    struct conn c;
-    conn_init(&c, run->t);
-    char body[192];
-    snprintf(body, sizeof(body), "{\"worker\":\"w%d\",\"max\":%d,\"wait_s\":1}", self->index,
-             run->max);
-    struct claimed *jobs = calloc((size_t)run->max, sizeof(*jobs));
-    if (jobs == NULL)
-        abort();
-    /* The stop flag is checked only here, so what was claimed gets completed. */
-    while (!atomic_load_explicit(&run->stop, memory_order_relaxed)) {
-        int64_t start = now_ns();
-        int status = conn_post(&c, "/v1/queues/e2e/claim", body);
-        int64_t end = now_ns();
-        int n = status == 200 ? claim_parse(c.body, c.body_len, jobs, run->max) : -1;
-        if (n < 0) {
-            errors_note(&run->err, status < 0 ? ERR_TRANSPORT : ERR_CLAIM, &c, status);
-            if (status < 0)
-                sleep_ns(10000000);
+    int n = conn_format(&lc->c, path, body);
+    if (n < 0)
+        return -1;
+    if (lc->c.fd < 0) {
+        if (conn_open(&lc->c) < 0)
+            return -1;
+        int flags = 1;
+        if (ioctl(lc->c.fd, FIONBIO, &flags) < 0)
+            return -1;
+    }
+    lc->busy = true;
+    lc->out_len = (size_t)n;
+    lc->out_sent = 0;
+    lc->sent_ns = now_ns();
+    return lconn_flush(l, lc);
+}
+
+/* A transport failure: count it, drop the socket, and go on after a pause for the server. */
+static void lconn_failed(struct loop *l, struct lconn *lc, enum err_kind kind)
+{
+    errors_note(&l->err, kind, &lc->c, -1);
+    if (lc->c.fd >= 0)
+        (void)epoll_ctl(l->epfd, EPOLL_CTL_DEL, lc->c.fd, NULL);
+    conn_close(&lc->c);
+    lc->busy = false;
+    sleep_ns(10000000); /* no busy loop against a server that is gone */
+}
+
+static void worker_claim(struct loop *l, struct worker *w)
+{
+    int free_slots = l->concurrency - w->held_n - w->completing;
+    if (l->stopping || w->claim.busy || free_slots <= 0)
+        return;
+    char body[128];
+    snprintf(body, sizeof(body), "{\"worker\":\"w%d\",\"max\":%d,\"wait_s\":1}", w->index,
+             free_slots < l->max ? free_slots : l->max);
+    if (lconn_start(l, &w->claim, "/v1/queues/e2e/claim", body) < 0)
+        lconn_failed(l, &w->claim, ERR_TRANSPORT);
+}
+
+/* Give held jobs to idle complete connections. */
+static void worker_complete(struct loop *l, struct worker *w)
+{
+    for (int i = 0; i < l->concurrency && w->held_n > 0; i++) {
+        struct lconn *lc = &w->completes[i];
+        if (lc->busy)
+            continue;
+        struct claimed *job = &w->held[w->held_head];
+        char path[128], body[LEASE_TOKEN_MAX + 32];
+        snprintf(path, sizeof(path), "/v1/jobs/%s/complete", job->id);
+        snprintf(body, sizeof(body), "{\"lease\":\"%s\"}", job->token);
+        w->held_head = (w->held_head + 1) % l->concurrency;
+        w->held_n--;
+        if (lconn_start(l, lc, path, body) < 0) {
+            lconn_failed(l, lc, ERR_TRANSPORT);
             continue;
         }
-        atomic_fetch_add_explicit(&run->claim_ns, (uint64_t)(end - start), memory_order_relaxed);
-        atomic_fetch_add_explicit(&run->claims, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&run->claimed, (uint64_t)n, memory_order_relaxed);
-        for (int i = 0; i < n; i++) {
-            start = now_ns();
-            status = complete(&c, &jobs[i]);
-            if (status == 200) {
-                atomic_fetch_add_explicit(&run->complete_ns, (uint64_t)(now_ns() - start),
-                                          memory_order_relaxed);
-                atomic_fetch_add_explicit(&run->completed, 1, memory_order_relaxed);
-            } else {
-                errors_note(&run->err, status < 0 ? ERR_TRANSPORT : ERR_COMPLETE, &c, status);
-            }
-        }
+        w->completing++;
     }
-    free(jobs);
-    conn_release(&c);
-    return NULL;
+}
+
+static const char submit_body[] = "{\"queue\":\"e2e\",\"payload\":{\"customer\":42,\"plan\":\"vm."
+                                  "small\",\"region\":\"fra1\"}}";
+
+/* A whole reply arrived on lc: count it and put the next request out. */
+static void on_reply(struct loop *l, struct lconn *lc, int status)
+{
+    int64_t ns = now_ns() - lc->sent_ns;
+    struct worker *w = lc->w;
+    lc->busy = false;
+    switch (lc->role) {
+    case ROLE_SUBMIT:
+        if (status == 202) {
+            l->n.submitted++;
+            l->n.submit_ns += (uint64_t)ns;
+        } else {
+            errors_note(&l->err, ERR_SUBMIT, &lc->c, status);
+        }
+        if (!l->stopping && lconn_start(l, lc, "/v1/jobs", submit_body) < 0)
+            lconn_failed(l, lc, ERR_TRANSPORT);
+        return;
+    case ROLE_CLAIM: {
+        struct claimed got[CLAIM_MAX];
+        int room = l->concurrency - w->held_n - w->completing;
+        int n = status == 200 ? claim_parse(lc->c.body, lc->c.body_len, got,
+                                            room < CLAIM_MAX ? room : CLAIM_MAX)
+                              : -1;
+        if (n < 0) {
+            errors_note(&l->err, ERR_CLAIM, &lc->c, status);
+        } else {
+            l->n.claims++;
+            l->n.claimed += (uint64_t)n;
+            l->n.claim_ns += (uint64_t)ns;
+            for (int i = 0; i < n; i++)
+                w->held[(w->held_head + w->held_n++) % l->concurrency] = got[i];
+        }
+        worker_complete(l, w);
+        worker_claim(l, w);
+        return;
+    }
+    case ROLE_COMPLETE:
+        w->completing--;
+        if (status == 200) {
+            l->n.completed++;
+            l->n.complete_ns += (uint64_t)ns;
+        } else {
+            errors_note(&l->err, ERR_COMPLETE, &lc->c, status);
+        }
+        worker_complete(l, w);
+        worker_claim(l, w);
+        return;
+    }
+}
+
+/* Read what lc's socket has; on a whole reply, go on. */
+static void on_readable(struct loop *l, struct lconn *lc)
+{
+    for (;;) {
+        size_t need;
+        int status = conn_parse(&lc->c, &need);
+        if (status > 0) {
+            on_reply(l, lc, status);
+            return;
+        }
+        if (status < 0 ||
+            conn_reserve(&lc->c, need > lc->c.in_len + 4096 ? need : lc->c.in_len + 4096) < 0)
+            break;
+        ssize_t r = recv(lc->c.fd, lc->c.in + lc->c.in_len, lc->c.in_cap - lc->c.in_len, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (r <= 0)
+            break;
+        lc->c.in_len += (size_t)r;
+    }
+    bool was_complete = lc->role == ROLE_COMPLETE;
+    lconn_failed(l, lc, ERR_TRANSPORT);
+    if (was_complete) /* the job's lease runs out; the server retries it or fails it */
+        lc->w->completing--;
+    if (lc->role == ROLE_SUBMIT && !l->stopping && lconn_start(l, lc, "/v1/jobs", submit_body) < 0)
+        lconn_failed(l, lc, ERR_TRANSPORT);
+    if (lc->w) {
+        worker_complete(l, lc->w);
+        worker_claim(l, lc->w);
+    }
+}
+
+static bool all_idle(const struct lconn *subs, int submitters, const struct worker *ws, int workers)
+{
+    for (int i = 0; i < submitters; i++)
+        if (subs[i].busy)
+            return false;
+    for (int i = 0; i < workers; i++)
+        if (ws[i].claim.busy || ws[i].completing > 0 || ws[i].held_n > 0)
+            return false;
+    return true;
 }
 
 static double mean_ms(uint64_t ns, uint64_t n)
@@ -497,41 +655,88 @@ static double mean_ms(uint64_t ns, uint64_t n)
     return n ? (double)ns / (double)n / 1e6 : 0;
 }
 
-static int run_e2e(const struct target *t, int submitters, int workers, int max, int seconds)
+static int run_e2e(const struct target *t, int submitters, int workers, int concurrency, int max,
+                   int seconds)
 {
-    struct e2e run = {.t = t, .max = max, .err = {.mu = PTHREAD_MUTEX_INITIALIZER}};
-    int n = submitters + workers;
-    struct e2e_thread *threads = calloc((size_t)n, sizeof(*threads));
-    if (threads == NULL)
+    struct loop l = {.t = t,
+                     .concurrency = concurrency,
+                     .max = max,
+                     .err = {.mu = PTHREAD_MUTEX_INITIALIZER},
+                     .epfd = epoll_create1(EPOLL_CLOEXEC)};
+    struct lconn *subs = calloc((size_t)submitters + 1, sizeof(*subs));
+    struct worker *ws = calloc((size_t)workers + 1, sizeof(*ws));
+    if (l.epfd < 0 || !subs || !ws)
         return 1;
-    int started = 0;
-    for (int i = 0; i < n; i++) {
-        threads[i].run = &run;
-        threads[i].index = i < submitters ? i : i - submitters;
-        if (pthread_create(&threads[i].thread, NULL, i < submitters ? e2e_submitter : e2e_worker,
-                           &threads[i]) != 0)
+    for (int i = 0; i < submitters; i++) {
+        conn_init(&subs[i].c, t);
+        subs[i].role = ROLE_SUBMIT;
+        if (lconn_start(&l, &subs[i], "/v1/jobs", submit_body) < 0)
+            lconn_failed(&l, &subs[i], ERR_TRANSPORT);
+    }
+    for (int i = 0; i < workers; i++) {
+        struct worker *w = &ws[i];
+        w->index = i;
+        w->completes = calloc((size_t)concurrency, sizeof(*w->completes));
+        w->held = calloc((size_t)concurrency, sizeof(*w->held));
+        if (!w->completes || !w->held)
+            return 1;
+        conn_init(&w->claim.c, t);
+        w->claim.role = ROLE_CLAIM;
+        w->claim.w = w;
+        for (int k = 0; k < concurrency; k++) {
+            conn_init(&w->completes[k].c, t);
+            w->completes[k].role = ROLE_COMPLETE;
+            w->completes[k].w = w;
+        }
+        worker_claim(&l, w);
+    }
+
+    struct counts c0 = {0}, c1 = {0};
+    int64_t start = now_ns(), t0 = 0, t1 = 0;
+    int64_t warm_end = start + (int64_t)WARMUP_S * 1000000000;
+    int64_t run_end = warm_end + (int64_t)seconds * 1000000000;
+    int64_t give_up = run_end + (int64_t)RECV_TIMEOUT_S * 1000000000;
+    struct epoll_event evs[EVENTS_MAX];
+    for (;;) {
+        int64_t now = now_ns();
+        if (t0 == 0 && now >= warm_end) {
+            t0 = now;
+            c0 = l.n;
+        }
+        if (t1 == 0 && now >= run_end) {
+            t1 = now;
+            c1 = l.n;
+            l.stopping = true; /* what is out finishes; the held jobs get completed */
+        }
+        if (l.stopping && (all_idle(subs, submitters, ws, workers) || now >= give_up))
             break;
-        started++;
+        int64_t until = t0 == 0 ? warm_end : t1 == 0 ? run_end : give_up;
+        int wait = until > now ? (int)((until - now) / 1000000) + 1 : 0;
+        int n = epoll_wait(l.epfd, evs, EVENTS_MAX, wait);
+        for (int i = 0; i < n; i++) {
+            struct lconn *lc = evs[i].data.ptr;
+            if (evs[i].events & EPOLLOUT && lc->out_sent < lc->out_len) {
+                if (lconn_flush(&l, lc) < 0) {
+                    evs[i].events = EPOLLERR; /* read below, which ends it */
+                }
+            }
+            if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+                on_readable(&l, lc);
+        }
     }
-    struct counts c0, c1, end;
-    int64_t t0 = 0, t1 = 0;
-    if (started == n) {
-        sleep_ns((int64_t)WARMUP_S * 1000000000);
-        t0 = now_ns();
-        e2e_counts(&run, &c0);
-        sleep_ns((int64_t)seconds * 1000000000);
-        t1 = now_ns();
-        e2e_counts(&run, &c1);
+    struct counts end = l.n;
+    for (int i = 0; i < submitters; i++)
+        conn_release(&subs[i].c);
+    for (int i = 0; i < workers; i++) {
+        conn_release(&ws[i].claim.c);
+        for (int k = 0; k < concurrency; k++)
+            conn_release(&ws[i].completes[k].c);
+        free(ws[i].completes);
+        free(ws[i].held);
     }
-    atomic_store(&run.stop, true);
-    for (int i = 0; i < started; i++)
-        pthread_join(threads[i].thread, NULL);
-    free(threads);
-    if (started != n) {
-        fprintf(stderr, "e2e: cannot start %d threads\n", n);
-        return 1;
-    }
-    e2e_counts(&run, &end);
+    free(subs);
+    free(ws);
+    close(l.epfd);
 
     double secs = (double)(t1 - t0) / 1e9;
     double completes_s = (double)(c1.completed - c0.completed) / secs;
@@ -540,14 +745,15 @@ static int run_e2e(const struct target *t, int submitters, int workers, int max,
     double per_claim = c1.claims > c0.claims
                            ? (double)(c1.claimed - c0.claimed) / (double)(c1.claims - c0.claims)
                            : 0;
-    /* Mean time per call in the window: a closed loop's rate is its threads / this. */
+    /* Mean time per call in the window: a closed loop's rate is its connections / this. */
     double submit_ms = mean_ms(c1.submit_ns - c0.submit_ns, c1.submitted - c0.submitted);
     double claim_ms = mean_ms(c1.claim_ns - c0.claim_ns, c1.claims - c0.claims);
     double complete_ms = mean_ms(c1.complete_ns - c0.complete_ns, c1.completed - c0.completed);
     long long queued = count_queued(t, "e2e");
-    uint64_t errors = atomic_load(&run.err.n);
-    printf("e2e: %d submitters, %d workers (max %d), %.2f s measured after %d s warm-up\n",
-           submitters, workers, max, secs, WARMUP_S);
+    uint64_t errors = atomic_load(&l.err.n);
+    printf("e2e: %d submitters, %d workers x %d (max %d per claim), %.2f s measured after %d s "
+           "warm-up\n",
+           submitters, workers, concurrency, max, secs, WARMUP_S);
     printf("  completed   %10.0f jobs/s (end to end), %.2f ms per complete call\n", completes_s,
            complete_ms);
     printf("  submitted   %10.0f jobs/s, %.2f ms per submit\n", submits_s, submit_ms);
@@ -557,16 +763,16 @@ static int run_e2e(const struct target *t, int submitters, int workers, int max,
            (unsigned long long)end.submitted, (unsigned long long)end.claimed,
            (unsigned long long)end.completed, (unsigned long long)errors);
     printf("  queued in \"e2e\" at the end: %lld (-1: cannot list)\n", queued);
-    errors_print(&run.err);
-    printf("RESULT mode=e2e submitters=%d workers=%d max=%d seconds=%.2f completes_s=%.0f "
-           "submits_s=%.0f claims_s=%.0f jobs_per_claim=%.2f submit_ms=%.3f claim_ms=%.3f "
-           "complete_ms=%.3f submitted=%llu claimed=%llu completed=%llu queued_end=%lld "
-           "errors=%llu\n",
-           submitters, workers, max, secs, completes_s, submits_s, claims_s, per_claim, submit_ms,
-           claim_ms, complete_ms, (unsigned long long)end.submitted,
+    errors_print(&l.err);
+    printf("RESULT mode=e2e submitters=%d workers=%d concurrency=%d max=%d seconds=%.2f "
+           "completes_s=%.0f submits_s=%.0f claims_s=%.0f jobs_per_claim=%.2f submit_ms=%.3f "
+           "claim_ms=%.3f complete_ms=%.3f submitted=%llu claimed=%llu completed=%llu "
+           "queued_end=%lld errors=%llu\n",
+           submitters, workers, concurrency, max, secs, completes_s, submits_s, claims_s, per_claim,
+           submit_ms, claim_ms, complete_ms, (unsigned long long)end.submitted,
            (unsigned long long)end.claimed, (unsigned long long)end.completed, queued,
            (unsigned long long)errors);
-    return errors || queued < 0 ? 1 : 0;
+    return errors || queued < 0 || end.claimed != end.completed ? 1 : 0;
 }
 
 /* ---- wake mode ---- */
@@ -786,7 +992,8 @@ static int target_init(struct target *t, const char *url, const char *token)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: e2e [-s SUBMITTERS] [-w WORKERS] [-m MAX] [-d SECONDS] e2e URL\n"
+    fprintf(stderr, "usage: e2e [-s SUBMITTERS] [-w WORKERS] [-c CONCURRENCY] [-m MAX] "
+                    "[-d SECONDS] e2e URL\n"
                     "       e2e [-n ROUNDS] wake URL\n"
                     "DROVER_TOKEN holds the bearer token; URL is http://HOST:PORT\n");
 }
@@ -803,13 +1010,14 @@ static bool int_arg(const char *s, int min, int max, int *out)
 
 int main(int argc, char **argv)
 {
-    int submitters = 4, workers = 16, max = 8, seconds = 10, rounds = 1000;
+    int submitters = 64, workers = 16, concurrency = 8, max = 8, seconds = 10, rounds = 1000;
     int opt;
-    while ((opt = getopt(argc, argv, "s:w:m:d:n:h")) != -1) {
+    while ((opt = getopt(argc, argv, "s:w:c:m:d:n:h")) != -1) {
         bool ok = true;
         switch (opt) {
         case 's': ok = int_arg(optarg, 0, 1024, &submitters); break;
         case 'w': ok = int_arg(optarg, 0, 1024, &workers); break;
+        case 'c': ok = int_arg(optarg, 1, CONCURRENCY_MAX, &concurrency); break;
         case 'm': ok = int_arg(optarg, 1, CLAIM_MAX, &max); break;
         case 'd': ok = int_arg(optarg, 1, 3600, &seconds); break;
         case 'n': ok = int_arg(optarg, 1, 10000000, &rounds); break;
@@ -837,7 +1045,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (strcmp(mode, "e2e") == 0)
-        return run_e2e(&t, submitters, workers, max, seconds);
+        return run_e2e(&t, submitters, workers, concurrency, max, seconds);
     if (strcmp(mode, "wake") == 0)
         return run_wake(&t, rounds);
     usage();

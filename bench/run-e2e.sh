@@ -3,11 +3,13 @@
 # then jobs per second through submit -> claim -> complete with submitter
 # and worker threads (e2e). Every step is a durable write. Starts its own
 # server on a free loopback port with a fresh data directory; the load
-# generator is bench/e2e.c (blocking keep-alive sockets, one thread each).
+# generator is bench/e2e.c (keep-alive connections on one epoll loop).
 #
 #   bench/run-e2e.sh [SECONDS] [WAKE_ROUNDS]    (defaults 10 and 1000)
 #
-# SUBMITTERS, WORKERS and MAX (jobs per claim) override 4, 16 and 8.
+# SUBMITTERS, WORKERS, CONCURRENCY (jobs a worker holds at once, each
+# completed on a connection of its own) and MAX (jobs per claim) override
+# 64, 16, 16 and 16.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -30,8 +32,8 @@ out=$(timeout $((60 + rounds / 20)) "$e2e" -n "$rounds" wake "$url") || status=1
 echo "$out" | grep -v '^RESULT'
 wake=$(grep '^RESULT' <<<"$out" || true)
 
-out=$(timeout $((secs + 60)) "$e2e" -s "${SUBMITTERS:-4}" -w "${WORKERS:-16}" -m "${MAX:-8}" \
-    -d "$secs" e2e "$url") || status=1
+out=$(timeout $((secs + 60)) "$e2e" -s "${SUBMITTERS:-64}" -w "${WORKERS:-16}" \
+    -c "${CONCURRENCY:-16}" -m "${MAX:-16}" -d "$secs" e2e "$url") || status=1
 echo "$out" | grep -v '^RESULT'
 e2e_line=$(grep '^RESULT' <<<"$out" || true)
 queued_db=$(sqlite3 "$work/data/drover.db" \
@@ -47,10 +49,11 @@ if [ -n "$wake" ]; then
 fi
 if [ -n "$e2e_line" ]; then
     f() { field "$1" "$e2e_line"; }
-    printf '\n%-4s %-4s %-4s %12s %10s %9s %10s %10s %12s %10s %6s\n' S W max "completed/s" \
-        "submits/s" "claims/s" "jobs/claim" "submit ms" "complete ms" "queued end" errors
-    printf '%-4s %-4s %-4s %12s %10s %9s %10s %10s %12s %10s %6s\n' "$(f submitters)" "$(f workers)" \
-        "$(f max)" "$(f completes_s)" "$(f submits_s)" "$(f claims_s)" "$(f jobs_per_claim)" \
+    printf '\n%-4s %-4s %-4s %-4s %12s %10s %9s %10s %10s %12s %10s %6s\n' S W C max \
+        "completed/s" "submits/s" "claims/s" "jobs/claim" "submit ms" "complete ms" "queued end" \
+        errors
+    printf '%-4s %-4s %-4s %-4s %12s %10s %9s %10s %10s %12s %10s %6s\n' "$(f submitters)" \
+        "$(f workers)" "$(f concurrency)" "$(f max)" "$(f completes_s)" "$(f submits_s)" "$(f claims_s)" "$(f jobs_per_claim)" \
         "$(f submit_ms)" "$(f complete_ms)" "$(f queued_end)" "$(f errors)"
     echo "queued in the store (sqlite3): $queued_db"
 fi
