@@ -972,14 +972,15 @@ static bool dispatch_event(struct deliverer *d, struct outbox_event *e, const ou
  * The pace: while the job path is busy (it committed within BUSY_WINDOW_MS),
  * at most rate_under_load sends per second start, so webhooks — background
  * work — cannot take the CPU the job path needs; when it is idle they go at
- * full speed. A token bucket holding 20 ms of sends. May n sends start now?
- * If not, *until says when.
+ * full speed. A token bucket holding 20 ms of sends. May n sends start now,
+ * busy telling whether the job path is (job_path_busy())? If not, *until
+ * says when.
  */
-static bool pace(struct deliverer *d, int n, int64_t *until)
+static bool pace(struct deliverer *d, bool busy, int n, int64_t *until)
 {
     double rate = d->cfg.rate_under_load, burst = rate / 50 > 1 ? rate / 50 : 1;
     int64_t now = time_now_ms();
-    if (rate <= 0 || now - writer_foreground_at(d->cfg.writer) > BUSY_WINDOW_MS) {
+    if (rate <= 0 || !busy) {
         d->tokens = burst;
         d->tokens_at = now;
         return true;
@@ -995,6 +996,12 @@ static bool pace(struct deliverer *d, int n, int64_t *until)
     }
     *until = now + 1 + (int64_t)((need - d->tokens) * 1000 / rate);
     return false;
+}
+
+/* Did the job path commit within BUSY_WINDOW_MS? Asked once per batch of events read. */
+static bool job_path_busy(struct deliverer *d)
+{
+    return time_now_ms() - writer_foreground_at(d->cfg.writer) <= BUSY_WINDOW_MS;
 }
 
 /* The event path waits until at (with d->lock held). */
@@ -1026,11 +1033,11 @@ static void pump_events(struct deliverer *d)
         }
         int i = 0;
         int64_t until = 0;
-        bool ok = true;
+        bool ok = true, busy = d->cfg.rate_under_load > 0 && n > 0 && job_path_busy(d);
         for (; i < n; i++) {
             int n_dests =
                 evs[i].found ? outbox_destinations(d->cfg.subs, &evs[i].job, &evs[i].ev, dests) : 0;
-            if (!pace(d, n_dests, &until))
+            if (!pace(d, busy, n_dests, &until))
                 break; /* read again when the pace allows */
             if (!(ok = dispatch_event(d, &evs[i], dests, n_dests)))
                 break;
