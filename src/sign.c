@@ -9,6 +9,7 @@
  */
 #include "sign.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -39,20 +40,41 @@ struct sign_names {
     const char *signature;
 };
 
-/* HMAC-SHA256 of the parts under key. Returns 0 or -DRV_EINTERNAL. */
-static int sign_hmac(EVP_MAC *mac, const void *key, size_t key_len, const struct sign_part *parts,
-                     size_t n_parts, unsigned char out[SIGN_MAC_LEN])
+/*
+ * HMAC with SHA-256 chosen and no key yet, made once: each signature
+ * duplicates it and sets its key. Fetching the MAC and its digest by name
+ * on every call cost more than the hashing of a webhook's body.
+ */
+static EVP_MAC_CTX *hmac_template;
+
+static void hmac_template_make(void)
 {
-    int rc = -DRV_EINTERNAL;
-    size_t out_len = 0;
     char digest[] = "SHA256";
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
         OSSL_PARAM_construct_end(),
     };
-    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac);
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL; /* holds its own reference */
+    EVP_MAC_free(mac);
+    if (ctx && EVP_MAC_CTX_set_params(ctx, params) != 1) {
+        EVP_MAC_CTX_free(ctx);
+        ctx = NULL;
+    }
+    hmac_template = ctx;
+}
 
-    if (!ctx || EVP_MAC_init(ctx, key, key_len, params) != 1)
+/* HMAC-SHA256 of the parts under key. Returns 0 or -DRV_EINTERNAL. */
+static int sign_hmac(const void *key, size_t key_len, const struct sign_part *parts, size_t n_parts,
+                     unsigned char out[SIGN_MAC_LEN])
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, hmac_template_make);
+    int rc = -DRV_EINTERNAL;
+    size_t out_len = 0;
+    EVP_MAC_CTX *ctx = hmac_template ? EVP_MAC_CTX_dup(hmac_template) : NULL;
+
+    if (!ctx || EVP_MAC_init(ctx, key, key_len, NULL) != 1)
         goto out;
     for (size_t i = 0; i < n_parts; i++)
         if (parts[i].len > 0 && EVP_MAC_update(ctx, parts[i].data, parts[i].len) != 1)
@@ -63,11 +85,6 @@ static int sign_hmac(EVP_MAC *mac, const void *key, size_t key_len, const struct
 out:
     EVP_MAC_CTX_free(ctx);
     return rc;
-}
-
-static EVP_MAC *sign_mac_fetch(void)
-{
-    return EVP_MAC_fetch(NULL, "HMAC", NULL);
 }
 
 static bool sign_b64_char(char c)
@@ -152,9 +169,7 @@ int sign_secret_derive(const struct sign_key *key, const char *context, char *ou
 {
     unsigned char mac_out[SIGN_MAC_LEN];
     struct sign_part part = {context, strlen(context)};
-    EVP_MAC *mac = sign_mac_fetch();
-    int rc = mac ? sign_hmac(mac, key->bytes, key->len, &part, 1, mac_out) : -DRV_EINTERNAL;
-    EVP_MAC_free(mac);
+    int rc = sign_hmac(key->bytes, key->len, &part, 1, mac_out);
     if (rc < 0)
         return rc;
     memcpy(out, SIGN_SECRET_PREFIX, SIGN_PREFIX_LEN);
@@ -182,10 +197,7 @@ int sign_webhook(const struct sign_key *key, const char *msg_id, int64_t timesta
     struct sign_part parts[] = {
         {msg_id, strlen(msg_id)}, {".", 1}, {ts, ts_len}, {".", 1}, {body, body_len},
     };
-    EVP_MAC *mac = sign_mac_fetch();
-    int rc = mac ? sign_hmac(mac, key->bytes, key->len, parts, ARRAY_SIZE(parts), mac_out)
-                 : -DRV_EINTERNAL;
-    EVP_MAC_free(mac);
+    int rc = sign_hmac(key->bytes, key->len, parts, ARRAY_SIZE(parts), mac_out);
     if (rc < 0)
         return rc;
     memcpy(out, "v1,", 3);
@@ -203,10 +215,7 @@ int sign_drover(const char *secret, int64_t timestamp, const void *body, size_t 
         return -DRV_EBAD_REQUEST;
     size_t ts_len = sign_format_timestamp(timestamp, ts, sizeof(ts));
     struct sign_part parts[] = {{ts, ts_len}, {".", 1}, {body, body_len}};
-    EVP_MAC *mac = sign_mac_fetch();
-    int rc = mac ? sign_hmac(mac, secret, strlen(secret), parts, ARRAY_SIZE(parts), mac_out)
-                 : -DRV_EINTERNAL;
-    EVP_MAC_free(mac);
+    int rc = sign_hmac(secret, strlen(secret), parts, ARRAY_SIZE(parts), mac_out);
     if (rc < 0)
         return rc;
     size_t o = sizeof(SIGN_DROVER_PREFIX) - 1;
@@ -333,7 +342,6 @@ int sign_webhook_verify(const struct sign_key *keys, size_t n_keys, const char *
     struct sign_offer offers[SIGN_MAX_SIGNATURES];
     unsigned char expected[SIGN_MAX_KEYS][SIGN_MAC_LEN];
     size_t n_offers = 0, ts_len = 0;
-    EVP_MAC *mac = NULL;
     int rc;
 
     if ((rc = sign_check_common(n_keys, &names, signature, tolerance_s, err)) < 0)
@@ -352,12 +360,8 @@ int sign_webhook_verify(const struct sign_key *keys, size_t n_keys, const char *
     struct sign_part parts[] = {
         {msg_id, id_len}, {".", 1}, {timestamp, ts_len}, {".", 1}, {body, body_len},
     };
-    if (!(mac = sign_mac_fetch())) {
-        rc = errmsg_set(err, -DRV_EINTERNAL, "cannot compute HMAC-SHA256");
-        goto out;
-    }
     for (size_t k = 0; k < n_keys; k++) {
-        if (sign_hmac(mac, keys[k].bytes, keys[k].len, parts, ARRAY_SIZE(parts), expected[k]) < 0) {
+        if (sign_hmac(keys[k].bytes, keys[k].len, parts, ARRAY_SIZE(parts), expected[k]) < 0) {
             rc = errmsg_set(err, -DRV_EINTERNAL, "cannot compute HMAC-SHA256");
             goto out;
         }
@@ -365,7 +369,6 @@ int sign_webhook_verify(const struct sign_key *keys, size_t n_keys, const char *
     if (!sign_any_match((const unsigned char(*)[SIGN_MAC_LEN])expected, n_keys, offers, n_offers))
         rc = errmsg_set(err, -DRV_EBAD_SIGNATURE, "no signature matched");
 out:
-    EVP_MAC_free(mac);
     OPENSSL_cleanse(expected, sizeof(expected));
     return rc;
 }
@@ -412,7 +415,6 @@ int sign_drover_verify(const char *const *secrets, size_t n_secrets, const char 
     struct sign_offer offer = {0};
     unsigned char expected[SIGN_MAX_KEYS][SIGN_MAC_LEN];
     size_t ts_len = 0;
-    EVP_MAC *mac = NULL;
     int rc;
 
     if ((rc = sign_check_common(n_secrets, &names, signature, tolerance_s, err)) < 0)
@@ -423,14 +425,10 @@ int sign_drover_verify(const char *const *secrets, size_t n_secrets, const char 
         return rc;
 
     struct sign_part parts[] = {{timestamp, ts_len}, {".", 1}, {body, body_len}};
-    if (!(mac = sign_mac_fetch())) {
-        rc = errmsg_set(err, -DRV_EINTERNAL, "cannot compute HMAC-SHA256");
-        goto out;
-    }
     for (size_t k = 0; k < n_secrets; k++) {
         size_t key_len = secrets[k] ? strlen(secrets[k]) : 0;
         if (key_len == 0 ||
-            sign_hmac(mac, secrets[k], key_len, parts, ARRAY_SIZE(parts), expected[k]) < 0) {
+            sign_hmac(secrets[k], key_len, parts, ARRAY_SIZE(parts), expected[k]) < 0) {
             rc = errmsg_set(err, -DRV_EINTERNAL, "cannot compute HMAC-SHA256");
             goto out;
         }
@@ -438,7 +436,6 @@ int sign_drover_verify(const char *const *secrets, size_t n_secrets, const char 
     if (!sign_any_match((const unsigned char(*)[SIGN_MAC_LEN])expected, n_secrets, &offer, 1))
         rc = errmsg_set(err, -DRV_EBAD_SIGNATURE, "no signature matched");
 out:
-    EVP_MAC_free(mac);
     OPENSSL_cleanse(expected, sizeof(expected));
     return rc;
 }
