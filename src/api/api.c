@@ -124,10 +124,29 @@ void api_reply_write(struct http_request *req, struct write_op *op, const struct
     http_reply_text(req, r.status, r.body);
 }
 
+/*
+ * body as compact text, malloc'ed. json_dumps() grows its buffer from 16
+ * bytes by doubling; a reply (a job is about 1 KB) is written into a stack
+ * buffer first and copied once, and only a larger one takes that path.
+ */
+static char *render_text(const json_t *body)
+{
+    char stack[4096];
+    size_t n = json_dumpb(body, stack, sizeof(stack), JSON_COMPACT);
+    if (n == 0 || n > sizeof(stack))
+        return n ? json_dumps(body, JSON_COMPACT) : NULL;
+    char *text = malloc(n + 1);
+    if (text) {
+        memcpy(text, stack, n);
+        text[n] = '\0';
+    }
+    return text;
+}
+
 int api_render_json(struct write_reply *out, int status, json_t *body)
 {
     out->status = status;
-    out->body = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    out->body = body ? render_text(body) : NULL;
     json_decref(body);
     return out->body ? 0 : -DRV_ENOMEM;
 }
