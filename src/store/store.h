@@ -190,6 +190,9 @@ struct store_engine {
     void (*tx_rollback)(struct store *st);
 
     int (*job_insert)(struct store *st, const struct job *job);
+    /* Writes what a transition can change. The submit-time fields (queue,
+     * payload, dedup_key, concurrency_key, lock_keys, webhook_url,
+     * concurrency_limit, created_at) are written once, by job_insert. */
     int (*job_update)(struct store *st, const struct job *job);
     /* Load a job inside the transaction (for update). -DRV_ENOT_FOUND if absent. */
     int (*job_load)(struct store *st, const char *id, struct job *out);

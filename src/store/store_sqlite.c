@@ -317,12 +317,14 @@ static const char *const writer_sql[W__COUNT] = {
     [W_JOB_INSERT] = "INSERT INTO jobs (" JOB_COLUMNS ") VALUES "
                      "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
                      "?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
-    [W_JOB_UPDATE] = "UPDATE jobs SET state = ?3, step = ?4, attempt = ?5, payload = ?6, "
-                     "dedup_key = ?7, concurrency_key = ?8, lock_keys = ?9, webhook_url = ?10, "
-                     "run_at = ?11, cancel_requested = ?12, result = ?13, error = ?14, "
-                     "checkpoints = ?15, updated_at = ?17, seq = ?18, lease_token = ?19, "
-                     "worker = ?20, lease_expires_at = ?21, started_at = ?22, due_at = ?23, "
-                     "concurrency_limit = ?24, waiting_for = ?25, run_id = ?26 WHERE id = ?1",
+    /* The columns a transition can change (bind_job_changes()). Leaving the
+     * submit-time ones out spares their indexes (jobs_by_queue, jobs_dedup)
+     * and the payload's encoding on every transition. */
+    [W_JOB_UPDATE] = "UPDATE jobs SET state = ?3, step = ?4, attempt = ?5, run_at = ?11, "
+                     "cancel_requested = ?12, result = ?13, error = ?14, checkpoints = ?15, "
+                     "updated_at = ?17, seq = ?18, lease_token = ?19, worker = ?20, "
+                     "lease_expires_at = ?21, started_at = ?22, due_at = ?23, "
+                     "waiting_for = ?25, run_id = ?26 WHERE id = ?1",
     [W_JOB_LOAD] = "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?1",
     [W_EVENT_INSERT] = "INSERT INTO job_events (" EVENT_COLUMNS ") VALUES "
                        "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -595,25 +597,19 @@ static enum job_state column_state(sqlite3_stmt *s, int i)
     return t ? job_state_parse(t) : JOB_NONE;
 }
 
-static int bind_job(sqlite3_stmt *s, const struct job *job)
+/* The columns a transition can change, at their JOB_COLUMNS positions (W_JOB_UPDATE). */
+static int bind_job_changes(sqlite3_stmt *s, const struct job *job)
 {
     int rc = 0;
     bind_text(s, 1, job->id);
-    bind_text(s, 2, job->queue);
     bind_text(s, 3, job_state_name(job->state));
     bind_text(s, 4, job->step);
     sqlite3_bind_int(s, 5, job->attempt);
-    rc = rc ? rc : bind_json(s, 6, job->payload);
-    bind_text(s, 7, job->dedup_key);
-    bind_text(s, 8, job->concurrency_key);
-    rc = rc ? rc : bind_json(s, 9, job->lock_keys);
-    bind_text(s, 10, job->webhook_url);
     bind_ms(s, 11, job->run_at_ms);
     sqlite3_bind_int(s, 12, job->cancel_requested);
     rc = rc ? rc : bind_json(s, 13, job->result);
     rc = rc ? rc : bind_json(s, 14, job->error);
     rc = rc ? rc : bind_json(s, 15, job->checkpoints);
-    sqlite3_bind_int64(s, 16, job->created_at_ms);
     sqlite3_bind_int64(s, 17, job->updated_at_ms);
     sqlite3_bind_int64(s, 18, job->seq);
     bind_text(s, 19, job->lease_token);
@@ -621,12 +617,26 @@ static int bind_job(sqlite3_stmt *s, const struct job *job)
     bind_ms(s, 21, job->lease_expires_ms);
     bind_ms(s, 22, job->started_at_ms);
     bind_ms(s, 23, job->due_at_ms);
+    bind_text(s, 25, job->waiting_for);
+    bind_text(s, 26, job->run_id);
+    return rc;
+}
+
+/* Every column of JOB_COLUMNS (W_JOB_INSERT). */
+static int bind_job(sqlite3_stmt *s, const struct job *job)
+{
+    int rc = bind_job_changes(s, job);
+    bind_text(s, 2, job->queue);
+    rc = rc ? rc : bind_json(s, 6, job->payload);
+    bind_text(s, 7, job->dedup_key);
+    bind_text(s, 8, job->concurrency_key);
+    rc = rc ? rc : bind_json(s, 9, job->lock_keys);
+    bind_text(s, 10, job->webhook_url);
+    sqlite3_bind_int64(s, 16, job->created_at_ms);
     if (job->concurrency_limit)
         sqlite3_bind_int(s, 24, job->concurrency_limit);
     else
         sqlite3_bind_null(s, 24);
-    bind_text(s, 25, job->waiting_for);
-    bind_text(s, 26, job->run_id);
     return rc;
 }
 
@@ -1036,7 +1046,7 @@ static int sqlite_job_update(struct store *st, const struct job *job)
 {
     struct sqlite_store *s = sqlite_store(st);
     sqlite3_stmt *stmt = s->wstmt[W_JOB_UPDATE];
-    int rc = bind_job(stmt, job);
+    int rc = bind_job_changes(stmt, job);
     if (rc < 0) {
         sqlite3_clear_bindings(stmt);
         return rc;
