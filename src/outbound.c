@@ -14,10 +14,9 @@
  * The thread drives curl with its "multi_socket" API: curl names the
  * sockets to watch (on_socket) and when its next timeout is due (on_timer),
  * the thread sleeps in epoll_wait() on them and the eventfd, and tells curl
- * which socket is ready. curl then touches only that transfer, and does not
- * poll() every socket once more to learn what epoll already said: with
- * curl_multi_perform() and curl_multi_poll() that cost three poll()s per
- * webhook sent (bench/README.md, "Webhooks").
+ * which socket is ready. curl then touches only that transfer: with
+ * curl_multi_perform() and curl_multi_poll() it made three poll() calls per
+ * webhook sent, and makes two this way (docs/adr/0010-outbound-engine.md).
  *
  * The SSRF guard sits in CURLOPT_OPENSOCKETFUNCTION: curl asks for a socket
  * for each resolved address it tries, and gets CURL_SOCKET_BAD for a refused
