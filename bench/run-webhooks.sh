@@ -11,7 +11,10 @@
 # that is not waited for (at 100 subscriptions it is minutes of work);
 # tests/integration checks that everything arrives. Cases with K = 0 run
 # between the others (CASES, default "0 1 0 10 0 100 0") so each ratio can
-# use the baselines beside it: the VM's speed drifts over minutes.
+# use the baselines beside it: the VM's speed drifts over minutes. ROUNDS
+# (default 1) repeats the whole sequence; the summary at the end gives, per
+# subscription count, the job path's share against the mean of the two
+# baselines beside each case, every round's and their median.
 #
 #   bench/run-webhooks.sh [SECONDS]      (default 10)
 set -euo pipefail
@@ -71,6 +74,31 @@ one_case() { # K
 drain=${DRAIN:-5}
 printf '%-6s %12s %10s %12s %14s %14s\n' subs "submits/s" jobs "to deliver" "deliv/s (load)" \
     "deliv/s (drain)"
-for k in ${CASES:-0 1 0 10 0 100 0}; do
-    ( one_case "$k" )
+results=$(mktemp)
+for _ in $(seq "${ROUNDS:-1}"); do
+    for k in ${CASES:-0 1 0 10 0 100 0}; do
+        ( one_case "$k" ) | tee -a "$results"
+    done
 done
+
+# Each case against the mean of the baselines (K = 0) before and after it.
+echo
+echo "job path with subscribers, as a share of the baselines beside each case:"
+awk '
+    { k[NR] = $1; rps[NR] = $2 }
+    END {
+        for (i = 1; i <= NR; i++) {
+            if (k[i] == 0) continue
+            b = 0; n = 0
+            for (j = i - 1; j >= 1; j--) if (k[j] == 0) { b += rps[j]; n++; break }
+            for (j = i + 1; j <= NR; j++) if (k[j] == 0) { b += rps[j]; n++; break }
+            if (n) share[k[i]] = share[k[i]] " " int(100 * rps[i] / (b / n) + 0.5)
+        }
+        for (s in share) {
+            m = split(substr(share[s], 2), v, " ")
+            for (a = 1; a <= m; a++) for (c = a + 1; c <= m; c++) if (v[c] < v[a]) { t = v[a]; v[a] = v[c]; v[c] = t }
+            med = m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
+            printf "  %4s subscriptions: %s (median %s), in %%\n", s, substr(share[s], 2), med
+        }
+    }' "$results"
+rm -f "$results"
