@@ -503,11 +503,12 @@ from webhook_receiver import Receiver as _Receiver
 
 @pytest.fixture
 def make_receiver():
-    """Factory: make_receiver(default=200) -> a started Receiver, stopped after the test."""
+    """Factory: make_receiver(default=200) -> a started Receiver, stopped after the test.
+    cls: a subclass of Receiver to make instead."""
     made = []
 
-    def make(**kw):
-        r = _Receiver(**kw)
+    def make(cls=_Receiver, **kw):
+        r = cls(**kw)
         made.append(r)
         return r
 

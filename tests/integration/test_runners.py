@@ -2,11 +2,11 @@
 dispatch and callbacks (http mode)", "Dispatch templates", the error table;
 DESIGN.md §1 "External runner" and "Callbacks").
 
-An in-test runner (http.server on 127.0.0.1, port 0, in a daemon thread)
+An in-test runner (the shared loopback receiver of webhook_receiver.py)
 receives drover's dispatches, records each one (headers and raw body) and
-checks its Standard Webhooks signature on its own with hmac/hashlib/base64;
-it answers from a script (202, 503, 302, or holds the request open until the
-test releases it). The test then plays the runner's side: it signs callbacks
+checks its Standard Webhooks signature on its own with webhook_sig.py; it
+answers from a script (202, 503, 302, or holds requests open until the test
+releases them). The test then plays the runner's side: it signs callbacks
 itself (Standard Webhooks or X-Drover, with the queue's callback_secret or the
 attempt's callback.token from the dispatch body) and sends them with
 http.client. The signing helpers are first checked against the published
@@ -29,13 +29,11 @@ import hmac
 import json
 import os
 import socket
-import threading
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from webhook_receiver import Receiver
 from webhook_sig import drover_signature, new_secret, sw_key, sw_signature, sw_verify
 from conftest import (
     ROOT,
@@ -78,135 +76,29 @@ def test_signing_helpers_match_published_vectors():
 # ------------------------------------------------------------------ the runner
 
 
-class Runner:
-    """A runner on 127.0.0.1: records every request (method, path, headers,
-    raw body, whether the Standard Webhooks signature verifies with `secret`)
-    and answers from `script`, then with `default`. A script item is a status,
-    (status, headers, body), or ("hold", Event, status): the request is
-    recorded at once but answered only when the Event is set."""
+class Runner(Receiver):
+    """The shared receiver as a runner: answers 202 unless told otherwise.
+    Dispatches go to /run/{job id} (template()), so a record's job_id is the
+    one in its path; its "valid" says whether its Standard Webhooks
+    signature verifies with `secret`, the queues' callback_secret."""
 
     def __init__(self, secret=None, default=202):
         self.secret = secret or new_secret()
-        self.default = default
-        self.script = []
-        self.requests = []
-        self.holds = []
-        self.cond = threading.Condition()
-        runner = self
+        super().__init__(default=default)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _read_body(self):
-                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                    body = b""
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                        if size == 0:
-                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                                pass
-                            return body
-                        body += self.rfile.read(size)
-                        self.rfile.readline()
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def _handle(self):
-                body = self._read_body()
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                path = urllib.parse.urlsplit(self.path).path
-                rec = {
-                    "method": self.command,
-                    "path": self.path,
-                    "job_id": path.rsplit("/", 1)[-1] if path.startswith("/run/") else None,
-                    "headers": headers,
-                    "body": body,
-                    "valid": sw_verify(runner.secret, headers.get("webhook-id"),
-                                       headers.get("webhook-timestamp"), body,
-                                       headers.get("webhook-signature")),
-                    "at": time.monotonic(),
-                    "answered": threading.Event(),
-                }
-                try:
-                    rec["json"] = json.loads(body)
-                except ValueError:
-                    rec["json"] = None
-                with runner.cond:
-                    runner.requests.append(rec)
-                    item = runner.script.pop(0) if runner.script else runner.default
-                    runner.cond.notify_all()
-                try:
-                    if isinstance(item, tuple) and item[0] == "hold":
-                        item[1].wait(60)
-                        item = item[2]
-                    if isinstance(item, int):
-                        item = (item, {}, json.dumps({"status": item}).encode())
-                    status, extra, reply = item
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(reply)))
-                    self.send_header("Connection", "close")
-                    for k, v in extra.items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(reply)
-                    self.wfile.flush()
-                except OSError:
-                    pass  # drover went away (kill -9) while we held the request
-                finally:
-                    self.close_connection = True
-                    rec["answered"].set()
-
-            do_POST = do_PUT = do_PATCH = do_GET = _handle
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def answer(self, *items):
-        with self.cond:
-            self.script.extend(items)
-
-    def hold(self, status=202):
-        """The next request is held open until the returned Event is set."""
-        ev = threading.Event()
-        with self.cond:
-            self.holds.append(ev)
-            self.script.append(("hold", ev, status))
-        return ev
-
-    def wait(self, n, timeout=10, job_id=None):
-        """Wait until n requests (for job_id, when given) came; return them."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                got = [r for r in self.requests if job_id is None or r["job_id"] == job_id]
-                if len(got) >= n:
-                    return got
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"runner got {len(got)} requests, wanted {n}: "
-                                         f"{[r['path'] for r in got]}")
-                self.cond.wait(left)
+    def describe(self, rec):
+        path = rec["path"]
+        return {
+            "job_id": path.rsplit("/", 1)[-1] if path.startswith("/run/") else None,
+            "valid": sw_verify(self.secret, rec["id"], rec["ts"], rec["body"], rec["sig"]),
+        }
 
     def count(self, job_id=None):
-        with self.cond:
-            return len([r for r in self.requests if job_id is None or r["job_id"] == job_id])
+        return len(self.got(job_id=job_id))
 
-    def close(self):
-        for ev in self.holds:
-            ev.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def wait_answered(self, rec, timeout=10):
+        """Wait until rec is answered (a held one: after release())."""
+        self.wait_for(lambda _: rec["answered_at"] is not None, timeout, "the runner's answer")
 
 
 @pytest.fixture
@@ -215,17 +107,10 @@ def srv(make_server):
 
 
 @pytest.fixture
-def make_runner():
-    made = []
-
-    def make(**kw):
-        r = Runner(**kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
+def make_runner(make_receiver):
+    """Factory: make_runner(secret=None, default=202) -> a started Runner,
+    stopped after the test."""
+    return lambda **kw: make_receiver(cls=Runner, **kw)
 
 
 @pytest.fixture
@@ -283,8 +168,8 @@ def token_of(dispatch):
 
 def dispatched(srv, runner, job_id, n=1, timeout=10):
     """Wait for the job's n-th dispatch and for drover to record its 2xx."""
-    d = runner.wait(n, timeout, job_id=job_id)[n - 1]
-    assert d["answered"].wait(timeout), "runner did not answer"
+    d = runner.wait(n, job_id=job_id, timeout=timeout)[n - 1]
+    runner.wait_answered(d, timeout)
     poll_job(srv, job_id, lambda j: j["waiting_for"] is None, timeout=5,
              what="waiting_for cleared after the runner's 2xx")
     return d
@@ -418,7 +303,7 @@ def test_claim_on_http_queue_is_conflict(srv, runner):
 
 def test_full_path_dispatch_steps_succeeded(srv, runner):
     http_queue(srv, runner, "provision")
-    release = runner.hold(202)
+    runner.hold()
     t_submit = time.time()
     job = submit(srv, "provision", vm="vm-42")
     jid = job["id"]
@@ -436,7 +321,7 @@ def test_full_path_dispatch_steps_succeeded(srv, runner):
 
     # The request: rendered template, JSON, signed with the queue's secret.
     assert d["method"] == "POST"
-    assert d["path"] == f"/run/{jid}?attempt=1", d["path"]
+    assert d["target"] == f"/run/{jid}?attempt=1", d["target"]
     h = d["headers"]
     assert h.get("content-type", "").split(";")[0].strip() == "application/json", h
     assert h.get("x-runner-test") == "drover-1", h
@@ -453,8 +338,8 @@ def test_full_path_dispatch_steps_succeeded(srv, runner):
     assert token.startswith("whsec_") and token != runner.secret, token
     assert len(sw_key(token)) >= 16, token
 
-    release.set()
-    assert d["answered"].wait(10)
+    runner.release()
+    runner.wait_answered(d)
     job = poll_job(srv, jid, lambda j: j["waiting_for"] is None, timeout=5,
                    what="waiting_for cleared after 202")
     assert job["state"] == "running" and job["attempt"] == 1, job
@@ -835,7 +720,7 @@ def test_callback_for_an_old_attempt_is_stale(srv, runner):
 
 def test_callback_while_dispatch_request_is_open(srv, runner):
     http_queue(srv, runner, "race")
-    release = runner.hold(202)
+    runner.hold()
     job = submit(srv, "race")
     jid = job["id"]
     d = runner.wait(1, job_id=jid)[0]
@@ -847,10 +732,10 @@ def test_callback_while_dispatch_request_is_open(srv, runner):
     assert j["waiting_for"] is None, j
     assert j["state"] == "running" and j["step"] == "vm_created", j
     assert srv.get_job(jid)["waiting_for"] is None
-    assert not d["answered"].is_set()
+    assert d["answered_at"] is None
 
-    release.set()
-    assert d["answered"].wait(10)
+    runner.release()
+    runner.wait_answered(d)
     deadline = time.monotonic() + 5
     while "job.dispatched" not in types(job_events(srv, jid)):
         assert time.monotonic() < deadline, "the 202 was not recorded as job.dispatched"
@@ -865,14 +750,14 @@ def test_callback_while_dispatch_request_is_open(srv, runner):
 
     # The runner finishes before the dispatch's answer arrives: the late 202
     # changes nothing and nothing is sent again.
-    release2 = runner.hold(202)
+    runner.hold()
     job2 = submit(srv, "race", vm="vm-2")
     d2 = runner.wait(1, job_id=job2["id"])[0]
     j = applied(send_callback(srv, job2["id"], cb(1, "succeeded", result={"fast": True}),
                               token_of(d2)), job2["id"])
     assert j["state"] == "succeeded" and j["waiting_for"] is None, j
-    release2.set()
-    assert d2["answered"].wait(10)
+    runner.release()
+    runner.wait_answered(d2)
     time.sleep(0.5)  # let drover take the late answer in
     final = srv.get_job(job2["id"], token="admin")
     assert final["state"] == "succeeded" and final["result"] == {"fast": True}, final
@@ -898,7 +783,7 @@ def test_dispatch_target_down_fails_with_dispatch_failed(srv, make_runner):
     http_queue(srv, redir, "redir", max_attempts=1)
     # With max_attempts 2 the retry policy starts attempt 2, dispatched anew.
     recovers = make_runner()
-    recovers.answer(*[503] * 5)
+    recovers.answer(None, *[503] * 5)
     http_queue(srv, recovers, "recovers", max_attempts=2,
                backoff={"initial_s": 0, "factor": 1, "max_s": 0, "jitter": 0})
     t0 = time.monotonic()
@@ -962,7 +847,7 @@ def test_dispatch_target_down_fails_with_dispatch_failed(srv, make_runner):
 def test_dispatch_retried_until_accepted(srv, runner):
     """503 with Retry-After: 3, 503, then 202: the job is dispatched on the
     third try; Retry-After replaces the first 1 s wait."""
-    runner.answer((503, {"Retry-After": "3"}, b'{"busy": true}'), 503)
+    runner.answer(None, (503, {"Retry-After": "3"}, b'{"busy": true}'), 503)
     http_queue(srv, runner, "flaky")
     job = submit(srv, "flaky")
     jid = job["id"]
@@ -1140,13 +1025,13 @@ def test_kill_9_between_dispatch_and_callback(srv, runner):
 
 def test_kill_9_while_dispatch_is_open_dispatches_again(srv, runner):
     http_queue(srv, runner, "crash2")
-    release = runner.hold(202)
+    runner.hold()
     job = submit(srv, "crash2")
     jid = job["id"]
     d1 = runner.wait(1, job_id=jid)[0]
     assert srv.get_job(jid)["waiting_for"] == "dispatch"
     crash_and_restart(srv)
-    release.set()  # its connection is gone; the answer goes nowhere
+    runner.release()  # its connection is gone; the answer goes nowhere
 
     d2 = dispatched(srv, runner, jid, n=2, timeout=10)
     assert d2["valid"]

@@ -7,8 +7,9 @@ the webhook headers, arrival times — and answers from a per-path script
 (500, 429 with Retry-After, 410, ...) or a per-path default, optionally
 after a per-path delay or only once a held path is released. The
 `receiver` and `make_receiver` fixtures (conftest.py) make them and stop
-them after the test. Signatures are checked with webhook_sig.py, never with
-drover's code.
+them after the test; test_runners.py's runner is a subclass that adds
+fields of its own to each record (describe()). Signatures are checked with
+webhook_sig.py, never with drover's code.
 
 Below the receiver: helpers shared by the tests that follow deliveries
 (test_webhooks, test_delivery_order) — the server they run, the delivery
@@ -28,10 +29,12 @@ MAX_HOLD_S = 30  # a held request is answered after this anyway (no thread outli
 
 class Receiver:
     """A webhook receiver on 127.0.0.1. Records every request (method, path,
-    lower-case headers, raw body, parsed JSON, monotonic and wall arrival
-    times) and answers from the path's script, then the path's default, then
-    `default`. An answer is a status or (status, headers, body). stop() and
-    start() take it down and bring it back on the same port.
+    "target" (the path with its query), lower-case headers, raw body, parsed
+    JSON, monotonic and wall arrival times, and what describe() adds) and
+    answers from the path's script, then the every-path script (path None),
+    then the path's default, then `default`. An answer is a status or
+    (status, headers, body). stop() and start() take it down and bring it
+    back on the same port.
 
     set_delay(path, s) answers that path's requests s seconds after they
     arrive; hold(path) keeps them unanswered until release(path) (each
@@ -84,6 +87,7 @@ class Receiver:
                 rec = {
                     "method": self.command,
                     "path": path,
+                    "target": self.path,
                     "headers": headers,
                     "body": body,
                     "json": doc,
@@ -97,8 +101,9 @@ class Receiver:
                     "wall": time.time(),
                     "answered_at": None,
                 }
+                rec.update(receiver.describe(rec))
                 with receiver.cond:
-                    script = receiver.scripts.get(path)
+                    script = receiver.scripts.get(path) or receiver.scripts.get(None)
                     if script:
                         item = script.pop(0)
                     else:
@@ -171,8 +176,14 @@ class Receiver:
     def url(self):
         return f"http://127.0.0.1:{self.port}"
 
+    def describe(self, rec):
+        """Fields of a subclass's own for a request's record (rec holds the
+        common ones), added before it is recorded; on the request's thread."""
+        return {}
+
     def answer(self, path, *items):
-        """The next requests to path get these answers, in turn."""
+        """The next requests to path (None: to any path without a script of
+        its own) get these answers, in turn."""
         with self.cond:
             self.scripts.setdefault(path, []).extend(items)
 

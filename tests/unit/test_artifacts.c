@@ -164,35 +164,9 @@ static void test_write_read_remove(void **state)
 #define EV_JOB  "01JD6Y9Q3C8W0ZB1N4T6R2M5XA"
 #define EV_BASE "https://drover.example.com"
 
-struct event_fixture {
-    char dir[64];
-    struct store *store;
-    struct writer *writer;
-};
-
 static int event_setup(void **state)
 {
-    struct event_fixture *f = calloc(1, sizeof(*f));
-    assert_non_null(f);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/drover-test-artifact-event-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    struct store_options opt = {.data_dir = f->dir, .readers = 2};
-    assert_int_equal(store_open(&store_sqlite_engine, &opt, &f->store), 0);
-    assert_int_equal(writer_start(f->store, 16, NULL, &f->writer), 0);
-    *state = f;
-    return 0;
-}
-
-static int event_teardown(void **state)
-{
-    struct event_fixture *f = *state;
-    writer_stop(f->writer);
-    store_close(f->store);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
-    free(f);
-    return 0;
+    return tu_store_setup(state, "artifact-event", 2);
 }
 
 /* The row of an upload, committed as artifact_put_op would once it let the uploader in. */
@@ -210,7 +184,7 @@ static int row_apply(struct write_ctx *ctx, struct write_op *op)
 }
 
 /* Upload len bytes of data as job's artifact name: the file, then its row. Its row into out. */
-static void upload(struct event_fixture *f, const char *job, const char *name, const char *type,
+static void upload(struct tu_store *f, const char *job, const char *name, const char *type,
                    const void *data, size_t len, struct artifact *out)
 {
     struct errmsg err = {0};
@@ -224,7 +198,7 @@ static void upload(struct event_fixture *f, const char *job, const char *name, c
         *out = r.artifact;
 }
 
-static json_t *event_json(struct event_fixture *f, const char *job, int64_t inline_max)
+static json_t *event_json(struct tu_store *f, const char *job, int64_t inline_max)
 {
     json_t *out = (json_t *)1;
     assert_int_equal(artifacts_event_json(f->store, f->dir, EV_BASE, job, inline_max, &out), 0);
@@ -294,7 +268,7 @@ static void assert_by_url(json_t *item, const struct artifact *a)
 
 static void test_event_inline_up_to_the_threshold_then_by_url(void **state)
 {
-    struct event_fixture *f = *state;
+    struct tu_store *f = *state;
     char bytes[100];
     memset(bytes, 'x', sizeof(bytes));
     struct artifact a;
@@ -319,7 +293,7 @@ static void test_event_inline_up_to_the_threshold_then_by_url(void **state)
 
 static void test_event_inline_max_0_sends_everything_by_url(void **state)
 {
-    struct event_fixture *f = *state;
+    struct tu_store *f = *state;
     struct artifact empty, one;
     upload(f, EV_JOB, "empty", ARTIFACT_DEFAULT_TYPE, "", 0, &empty);
     upload(f, EV_JOB, "one", ARTIFACT_DEFAULT_TYPE, "1", 1, &one);
@@ -342,7 +316,7 @@ static void test_event_inline_max_0_sends_everything_by_url(void **state)
 
 static void test_event_base64_round_trips_every_byte(void **state)
 {
-    struct event_fixture *f = *state;
+    struct tu_store *f = *state;
     /* Known answers (RFC 4648 alphabet, padded) for every padding case. */
     static const struct {
         const char *name, *bytes;
@@ -379,7 +353,7 @@ static void test_event_base64_round_trips_every_byte(void **state)
 
 static void test_event_inline_bytes_share_one_budget(void **state)
 {
-    struct event_fixture *f = *state;
+    struct tu_store *f = *state;
     char a60[60], b50[50], c40[40];
     memset(a60, 'a', sizeof(a60));
     memset(b50, 'b', sizeof(b50));
@@ -424,7 +398,7 @@ static void test_event_inline_bytes_share_one_budget(void **state)
 
 static void test_event_replaced_artifact_carries_the_newest_bytes(void **state)
 {
-    struct event_fixture *f = *state;
+    struct tu_store *f = *state;
     struct artifact first, second;
     upload(f, EV_JOB, "completion", "text/plain", "first", 5, &first);
     upload(f, EV_JOB, "completion", "application/json", "{\"v\": 2}", 8, &second);
@@ -444,7 +418,7 @@ static void test_event_replaced_artifact_carries_the_newest_bytes(void **state)
  */
 #define RACE_NAME "completion"
 static struct {
-    struct event_fixture *f;
+    struct tu_store *f;
     struct store_engine engine; /* store_sqlite_engine with racing_artifact_list */
     int left, reads, version;
     struct artifact seen; /* RACE_NAME as the last read listed it */
@@ -467,7 +441,7 @@ static int racing_artifact_list(struct store *st, const char *job_id, struct art
 
 static void test_event_reads_the_list_again_once_when_a_file_was_replaced(void **state)
 {
-    struct event_fixture *f = *state;
+    struct tu_store *f = *state;
     upload(f, EV_JOB, RACE_NAME, "text/plain", "version 1", 9, NULL);
     race.f = f;
     race.version = 1;
@@ -500,7 +474,7 @@ static void test_event_reads_the_list_again_once_when_a_file_was_replaced(void *
 
 static void test_event_gone_file_goes_by_url_and_short_file_fails(void **state)
 {
-    struct event_fixture *f = *state;
+    struct tu_store *f = *state;
     struct artifact gone, kept;
     upload(f, EV_JOB, "gone", ARTIFACT_DEFAULT_TYPE, "bytes", 5, &gone);
     upload(f, EV_JOB, "kept", ARTIFACT_DEFAULT_TYPE, "kept", 4, &kept);
@@ -527,7 +501,7 @@ static void test_event_gone_file_goes_by_url_and_short_file_fails(void **state)
 
 static void test_event_without_artifacts_is_an_empty_array(void **state)
 {
-    struct event_fixture *f = *state;
+    struct tu_store *f = *state;
     upload(f, EV_JOB, "other-job", ARTIFACT_DEFAULT_TYPE, "x", 1, NULL);
     json_t *items = event_json(f, JOB, 1024);
     assert_int_equal(json_array_size(items), 0);
@@ -542,22 +516,22 @@ int main(void)
         cmocka_unit_test(test_path_too_long),
         cmocka_unit_test(test_write_read_remove),
         cmocka_unit_test_setup_teardown(test_event_inline_up_to_the_threshold_then_by_url,
-                                        event_setup, event_teardown),
+                                        event_setup, tu_store_teardown),
         cmocka_unit_test_setup_teardown(test_event_inline_max_0_sends_everything_by_url,
-                                        event_setup, event_teardown),
+                                        event_setup, tu_store_teardown),
         cmocka_unit_test_setup_teardown(test_event_base64_round_trips_every_byte, event_setup,
-                                        event_teardown),
+                                        tu_store_teardown),
         cmocka_unit_test_setup_teardown(test_event_inline_bytes_share_one_budget, event_setup,
-                                        event_teardown),
+                                        tu_store_teardown),
         cmocka_unit_test_setup_teardown(test_event_replaced_artifact_carries_the_newest_bytes,
-                                        event_setup, event_teardown),
+                                        event_setup, tu_store_teardown),
         cmocka_unit_test_setup_teardown(
             test_event_reads_the_list_again_once_when_a_file_was_replaced, event_setup,
-            event_teardown),
+            tu_store_teardown),
         cmocka_unit_test_setup_teardown(test_event_gone_file_goes_by_url_and_short_file_fails,
-                                        event_setup, event_teardown),
+                                        event_setup, tu_store_teardown),
         cmocka_unit_test_setup_teardown(test_event_without_artifacts_is_an_empty_array, event_setup,
-                                        event_teardown),
+                                        tu_store_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -22,9 +22,7 @@
 #include "test_writer.h"
 
 struct fixture {
-    char dir[64];
-    struct store *store;
-    struct writer *writer;
+    struct tu_store ts;
     struct sub_cache *cache;
 };
 
@@ -32,11 +30,7 @@ static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     assert_non_null(f);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/drover-test-sub-ops-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    struct store_options opt = {.data_dir = f->dir, .readers = 1};
-    assert_int_equal(store_open(&store_sqlite_engine, &opt, &f->store), 0);
-    assert_int_equal(writer_start(f->store, 16, NULL, &f->writer), 0);
+    tu_store_open(&f->ts, "sub-ops", 1);
     assert_int_equal(sub_cache_new(&f->cache), 0);
     *state = f;
     return 0;
@@ -45,12 +39,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    writer_stop(f->writer);
-    store_close(f->store);
+    tu_store_close(&f->ts);
     sub_cache_free(f->cache);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
     free(f);
     return 0;
 }
@@ -64,7 +54,7 @@ static void create(struct fixture *f, const char *body_text, char *id)
     json_t *body = tu_json(body_text);
     assert_int_equal(sub_from_json(body, &p.sub, &err), 0);
     json_decref(body);
-    assert_int_equal(tu_run_op(f->writer, &p.op), 0);
+    assert_int_equal(tu_run_op(f->ts.writer, &p.op), 0);
     assert_true(p.secret_changed);
     assert_int_equal(strlen(p.sub.id), SUB_ID_LEN);
     assert_true(p.sub.created_at_ms > 0 && p.sub.created_at_ms == p.sub.updated_at_ms);
@@ -81,7 +71,7 @@ static int patch(struct fixture *f, const char *id, const char *body_text, struc
     json_t *body = tu_json(body_text);
     assert_int_equal(sub_patch_from_json(body, &p.patch, &err), 0);
     json_decref(body);
-    int rc = tu_run_op(f->writer, &p.op);
+    int rc = tu_run_op(f->ts.writer, &p.op);
     if (rc == 0 && out)
         assert_int_equal(sub_copy(out, &p.sub), 0);
     if (rc == -DRV_ENOT_FOUND)
@@ -94,7 +84,7 @@ static int patch(struct fixture *f, const char *id, const char *body_text, struc
 static int stored(struct fixture *f, const char *id, struct sub *out)
 {
     struct sub_list list;
-    assert_int_equal(store_sub_list(f->store, &list), 0);
+    assert_int_equal(store_sub_list(f->ts.store, &list), 0);
     int rc = -DRV_ENOT_FOUND;
     for (int i = 0; i < list.n; i++) {
         if (strcmp(list.subs[i].id, id) == 0) {
@@ -162,13 +152,13 @@ static void test_create_patch_delete(void **state)
     struct sub_delete_op d;
     sub_delete_op_init(&d, f->cache, tu_op_done);
     memcpy(d.id, id, sizeof(d.id));
-    assert_int_equal(tu_run_op(f->writer, &d.op), 0);
+    assert_int_equal(tu_run_op(f->ts.writer, &d.op), 0);
     assert_int_equal(sub_cache_get(f->cache, id, &s), -DRV_ENOT_FOUND);
     assert_mirrored(f, id);
     assert_false(sub_cache_any(f->cache)); /* the one left is disabled */
     sub_delete_op_init(&d, f->cache, tu_op_done);
     memcpy(d.id, id, sizeof(d.id));
-    assert_int_equal(tu_run_op(f->writer, &d.op), -DRV_ENOT_FOUND);
+    assert_int_equal(tu_run_op(f->ts.writer, &d.op), -DRV_ENOT_FOUND);
     assert_true(d.err.text[0] != '\0');
     assert_int_equal(sub_cache_count(f->cache), 1);
 }
@@ -182,7 +172,7 @@ static void test_disable_op(void **state)
     struct sub_disable_op d;
     assert_int_equal(
         sub_disable_op_init(&d, f->cache, id, "410 Gone from https://e.com/gone", tu_op_done), 0);
-    assert_int_equal(tu_run_op(f->writer, &d.op), 0);
+    assert_int_equal(tu_run_op(f->ts.writer, &d.op), 0);
     sub_disable_op_release(&d);
     struct sub s;
     assert_int_equal(sub_cache_get(f->cache, id, &s), 0);
@@ -194,7 +184,7 @@ static void test_disable_op(void **state)
 
     /* Disabled already: the first reason stays. */
     assert_int_equal(sub_disable_op_init(&d, f->cache, id, "another reason", tu_op_done), 0);
-    assert_int_equal(tu_run_op(f->writer, &d.op), 0);
+    assert_int_equal(tu_run_op(f->ts.writer, &d.op), 0);
     sub_disable_op_release(&d);
     assert_int_equal(sub_cache_get(f->cache, id, &s), 0);
     assert_string_equal(s.disabled_reason, "410 Gone from https://e.com/gone");
@@ -211,7 +201,7 @@ static void test_disable_op(void **state)
     /* Gone: -DRV_ENOT_FOUND, nothing in the cache. */
     assert_int_equal(
         sub_disable_op_init(&d, f->cache, "01ARZ3NDEKTSV4RRFFQ69G5FAV", NULL, tu_op_done), 0);
-    assert_int_equal(tu_run_op(f->writer, &d.op), -DRV_ENOT_FOUND);
+    assert_int_equal(tu_run_op(f->ts.writer, &d.op), -DRV_ENOT_FOUND);
     sub_disable_op_release(&d);
     assert_int_equal(sub_cache_count(f->cache), 1);
 }
@@ -261,7 +251,7 @@ static void test_disable_from_another_apply(void **state)
         .op = {.apply = gone_apply, .done = gone_done}, .cache = f->cache, .reason = reason};
     memcpy(g.id, id, sizeof(g.id));
     sub_init(&g.sub);
-    assert_int_equal(tu_run_op(f->writer, &g.op), 0);
+    assert_int_equal(tu_run_op(f->ts.writer, &g.op), 0);
     assert_int_equal(g.put_rc, 0);
     assert_true(g.cache_before_commit); /* sub_ops_disable leaves the cache alone */
     assert_false(g.sub.enabled);
@@ -284,7 +274,7 @@ static void test_disable_from_another_apply(void **state)
                          .reason = "410 Gone: \xff\xfe body"};
     memcpy(g2.id, id, sizeof(g2.id));
     sub_init(&g2.sub);
-    assert_int_equal(tu_run_op(f->writer, &g2.op), 0);
+    assert_int_equal(tu_run_op(f->ts.writer, &g2.op), 0);
     assert_int_equal(g2.put_rc, 0);
     assert_string_equal(g2.sub.disabled_reason, "410 Gone: ?? body");
     sub_release(&g2.sub);
@@ -315,12 +305,12 @@ static void test_count_max(void **state)
     json_t *body = tu_json("{\"url\": \"https://e.com/one-too-many\"}");
     assert_int_equal(sub_from_json(body, &p.sub, &err), 0);
     json_decref(body);
-    assert_int_equal(tu_run_op(f->writer, &p.op), -DRV_ECONFLICT);
+    assert_int_equal(tu_run_op(f->ts.writer, &p.op), -DRV_ECONFLICT);
     assert_non_null(strstr(p.err.text, "1000"));
     sub_put_op_release(&p);
     assert_int_equal(sub_cache_count(f->cache), SUB_COUNT_MAX);
     struct sub_list list;
-    assert_int_equal(store_sub_list(f->store, &list), 0);
+    assert_int_equal(store_sub_list(f->ts.store, &list), 0);
     assert_int_equal(list.n, 1); /* only the one created through the store */
     sub_list_release(&list);
 }
@@ -336,7 +326,7 @@ static void test_fill(void **state)
 
     struct sub_cache *fresh;
     assert_int_equal(sub_cache_new(&fresh), 0);
-    assert_int_equal(sub_cache_fill(fresh, f->store), 0);
+    assert_int_equal(sub_cache_fill(fresh, f->ts.store), 0);
     assert_int_equal(sub_cache_count(fresh), 2);
     const char *ids[] = {a, b};
     for (int i = 0; i < 2; i++) {

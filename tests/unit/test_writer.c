@@ -20,39 +20,13 @@
 #include "store/writer.h"
 #include "strmap.h"
 #include "test_util.h"
+#include "test_writer.h"
 #include "util.h"
 #include "timeutil.h"
 
-struct fixture {
-    char dir[64];
-    struct store *store;
-    struct writer *writer;
-};
-
 static int setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-    assert_non_null(f);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/drover-test-writer-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    struct store_options opt = {.data_dir = f->dir, .readers = 1};
-    assert_int_equal(store_open(&store_sqlite_engine, &opt, &f->store), 0);
-    assert_int_equal(writer_start(f->store, 16, NULL, &f->writer), 0);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-    if (f->writer)
-        writer_stop(f->writer);
-    store_close(f->store);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
-    free(f);
-    return 0;
+    return tu_store_setup(state, "writer", 1);
 }
 
 /* An op that notes when it was applied and done. */
@@ -105,7 +79,7 @@ static void note_release(struct note_op *n)
 /* Background ops go in a batch of their own, after their delay, together. */
 static void test_background_ops_wait_and_go_alone(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_store *f = *state;
     struct note_op bg[3], fg;
     int64_t t0 = time_now_ms();
     for (int i = 0; i < 3; i++) {
@@ -133,7 +107,7 @@ static void test_background_ops_wait_and_go_alone(void **state)
 /* Stopping the writer commits the background ops still waiting. */
 static void test_stop_commits_background_ops(void **state)
 {
-    struct fixture *f = *state;
+    struct tu_store *f = *state;
     struct note_op bg;
     note_init(&bg);
     assert_int_equal(writer_submit_background(f->writer, &bg.op), 0);
@@ -181,8 +155,9 @@ static void test_strmap_put_get_remove(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_background_ops_wait_and_go_alone, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stop_commits_background_ops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_background_ops_wait_and_go_alone, setup,
+                                        tu_store_teardown),
+        cmocka_unit_test_setup_teardown(test_stop_commits_background_ops, setup, tu_store_teardown),
         cmocka_unit_test(test_strmap_put_get_remove),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
