@@ -1,5 +1,11 @@
 /*
- * store_sqlite.c - the embedded SQLite engine.
+ * store_sqlite.c - the embedded SQLite engine, its core: the schema and its
+ * migrations, opening and closing, the checkpointer, the reader pool, jobs
+ * and their events (write and read side), queue policies, idempotency
+ * records, runner callbacks' webhook-ids, locks, and the engine's vtable.
+ * The outbox, webhook subscriptions, and artifacts with retention have
+ * files of their own; store_sqlite_internal.h lists them and holds what
+ * they share with this one.
  *
  * One database file (DATA_DIR/drover.db) in WAL mode with synchronous=FULL:
  * a COMMIT returns only after the WAL is fsync'ed, so whatever the writer
@@ -22,7 +28,7 @@
  * The schema is versioned with PRAGMA user_version and migrated forward at
  * open, each migration in its own transaction.
  */
-#include "store/store.h"
+#include "store/store_sqlite_internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -34,11 +40,7 @@
 #include <sqlite3.h>
 
 #include "log.h"
-#include "subscriptions.h"
-
-/* A terminal job: the WHERE of the jobs_ended index and of the queries that
- * use it (ORs, not an IN list: see migration 12). */
-#define JOB_ENDED "state = 'succeeded' OR state = 'failed' OR state = 'canceled'"
+#include "util.h"
 
 /* Each entry moves the schema from version i to i + 1. Never edit a shipped one. */
 static const char *const migrations[] = {
@@ -241,75 +243,14 @@ static const char *const migrations[] = {
     "updated_at, seq, lease_token, worker, lease_expires_at, started_at, due_at, "                 \
     "concurrency_limit, waiting_for, run_id"
 
-#define SUB_COLUMNS                                                                                \
-    "id, url, secret, old_secret, old_secret_until, events, queues, enabled, disabled_reason, "    \
-    "created_at, updated_at"
-
 #define EVENT_COLUMNS "job_id, seq, type, at, state, prev_state, step, attempt, data"
-
-#define OUTBOX_COLUMNS                                                                             \
-    "id, job_id, seq, dest, state, attempts, next_at, created_at, updated_at, last_status, "       \
-    "last_error, last_latency_ms"
-#define ARTIFACT_COLUMNS "job_id, name, size, content_type, sha256, file, created_at"
 
 /* The jobs holding one of (queue ?1, key ?2)'s slots: unfinished and admitted. */
 #define SLOT_HOLDERS                                                                               \
     "concurrency_key = ?2 AND queue = ?1 AND state IN ('scheduled', 'queued', 'running') AND "     \
     "(waiting_for IS NULL OR waiting_for <> 'concurrency')"
 
-enum writer_stmt {
-    W_BEGIN,
-    W_COMMIT,
-    W_ROLLBACK,
-    W_JOB_INSERT,
-    W_JOB_UPDATE,
-    W_JOB_LOAD,
-    W_EVENT_INSERT,
-    W_POLICY_PUT,
-    W_READY_IDS,
-    W_DEDUP_FIND,
-    W_SLOTS_HELD,
-    W_SLOTS_OLDEST,
-    W_WAITING_IDS,
-    W_WAITING_KEYS,
-    W_LOCK_GET,
-    W_LOCK_PUT,
-    W_LOCK_DELETE,
-    W_LOCKS_OF_JOB,
-    W_LOCKS_DELETE_JOB,
-    W_LOCK_WAIT_ADD,
-    W_LOCK_WAITERS,
-    W_LOCK_WAIT_REMOVE,
-    W_IDEM_GET,
-    W_IDEM_PUT,
-    W_IDEM_SWEEP,
-    W_OUTBOX_INSERT,
-    W_OUTBOX_EVENT_INSERT,
-    W_OUTBOX_EVENT_DELETE,
-    W_OUTBOX_GET,
-    W_OUTBOX_UPDATE,
-    W_OUTBOX_DELIVERED,
-    W_ATTEMPT_INSERT,
-    W_OUTBOX_PRUNE_ATTEMPTS,
-    W_OUTBOX_PRUNE,
-    W_CALLBACK_SEEN,
-    W_CALLBACK_PUT,
-    W_CALLBACK_SWEEP,
-    W_SUB_GET,
-    W_SUB_PUT,
-    W_SUB_DELETE,
-    /* artifacts and retention */
-    W_ARTIFACT_FILE,
-    W_ARTIFACT_PUT,
-    W_EXPIRED_IDS,
-    W_PRUNE_EVENTS,
-    W_PRUNE_ARTIFACTS,
-    W_PRUNE_JOB,
-    W_TRASH_ADD,
-    W_TRASH_FORGET,
-    W__COUNT
-};
-
+/* The core's statements; the other files' are in their own tables (store_sqlite_internal.h). */
 static const char *const writer_sql[W__COUNT] = {
     [W_BEGIN] = "BEGIN IMMEDIATE",
     [W_COMMIT] = "COMMIT",
@@ -360,72 +301,15 @@ static const char *const writer_sql[W__COUNT] = {
                     "created_at = excluded.created_at WHERE idempotency.created_at < ?7"),
     [W_IDEM_SWEEP] = ("DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency "
                       "WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)"),
-    [W_OUTBOX_INSERT] = ("INSERT INTO outbox (job_id, seq, dest, state, attempts, next_at, "
-                         "created_at, updated_at, last_status, last_error, last_latency_ms) "
-                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
-    [W_OUTBOX_EVENT_INSERT] = "INSERT INTO outbox_events (job_id, seq) VALUES (?1, ?2)",
-    [W_OUTBOX_EVENT_DELETE] = "DELETE FROM outbox_events WHERE id = ?1",
-    [W_OUTBOX_GET] = "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE id = ?1",
-    [W_OUTBOX_UPDATE] = ("UPDATE outbox SET state = ?2, attempts = ?3, next_at = ?4, "
-                         "updated_at = ?5, last_status = ?6, last_error = ?7, "
-                         "last_latency_ms = ?8 WHERE id = ?1"),
-    /* The common case in one statement: no read, and no attempt row (the row is its log). */
-    [W_OUTBOX_DELIVERED] = ("UPDATE outbox SET state = 'delivered', attempts = attempts + 1, "
-                            "updated_at = ?2, last_status = ?3, last_error = NULL, "
-                            "last_latency_ms = ?4 WHERE id = ?1 AND state = 'pending'"),
-    [W_ATTEMPT_INSERT] = ("INSERT OR REPLACE INTO delivery_attempts (outbox_id, n, at, status, "
-                          "latency_ms, error, excerpt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-    [W_OUTBOX_PRUNE_ATTEMPTS] = ("DELETE FROM delivery_attempts WHERE outbox_id IN (SELECT id "
-                                 "FROM outbox WHERE job_id = ?1)"),
-    [W_OUTBOX_PRUNE] = "DELETE FROM outbox WHERE job_id = ?1",
     [W_CALLBACK_SEEN] = "SELECT 1 FROM callback_ids WHERE msg_id = ?1",
     [W_CALLBACK_PUT] =
         "INSERT OR IGNORE INTO callback_ids (msg_id, job_id, at) VALUES (?1, ?2, ?3)",
     [W_CALLBACK_SWEEP] = ("DELETE FROM callback_ids WHERE rowid IN (SELECT rowid FROM callback_ids "
                           "WHERE at < ?1 ORDER BY at LIMIT ?2)"),
-    [W_SUB_GET] = "SELECT " SUB_COLUMNS " FROM subscriptions WHERE id = ?1",
-    [W_SUB_PUT] = ("INSERT OR REPLACE INTO subscriptions (" SUB_COLUMNS ") VALUES "
-                   "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
-    [W_SUB_DELETE] = "DELETE FROM subscriptions WHERE id = ?1",
     [W_WAITING_KEYS] = ("SELECT DISTINCT concurrency_key FROM jobs WHERE queue = ?1 AND "
                         "state = 'scheduled' AND waiting_for = 'concurrency' LIMIT ?2"),
     [W_WAITING_IDS] = ("SELECT id FROM jobs WHERE queue = ?1 AND concurrency_key = ?2 AND "
                        "state = 'scheduled' AND waiting_for = 'concurrency' ORDER BY id LIMIT ?3"),
-    /* artifacts and retention */
-    [W_ARTIFACT_FILE] = "SELECT file FROM artifacts WHERE job_id = ?1 AND name = ?2",
-    [W_ARTIFACT_PUT] = ("INSERT OR REPLACE INTO artifacts (" ARTIFACT_COLUMNS ") VALUES "
-                        "(?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-    /* JOB_ENDED is jobs_ended's WHERE, word for word, so the index applies. */
-    [W_EXPIRED_IDS] = ("SELECT id FROM jobs WHERE queue = ?1 AND (" JOB_ENDED ") AND "
-                       "updated_at < ?2 ORDER BY updated_at LIMIT ?3"),
-    [W_PRUNE_EVENTS] = "DELETE FROM job_events WHERE job_id = ?1",
-    [W_PRUNE_ARTIFACTS] = "DELETE FROM artifacts WHERE job_id = ?1",
-    [W_PRUNE_JOB] = "DELETE FROM jobs WHERE id = ?1",
-    [W_TRASH_ADD] = "INSERT OR REPLACE INTO artifact_trash (job_id, at) VALUES (?1, ?2)",
-    [W_TRASH_FORGET] = "DELETE FROM artifact_trash WHERE job_id = ?1",
-};
-
-enum reader_stmt {
-    R_JOB_GET,
-    R_EVENTS,
-    R_POLICY_GET,
-    R_PING,
-    R_DUE_LIST,
-    R_POLICY_LIST,
-    R_LOCK_LIST,
-    R_SUB_LIST,
-    R_OUTBOX_DUE,
-    R_OUTBOX_BY_JOB,
-    R_OUTBOX_BY_DEST,
-    R_ATTEMPTS,
-    R_OUTBOX_PENDING_KEYS,
-    R_OUTBOX_EVENTS,
-    R_OUTBOX_NEXT,
-    /* artifacts and retention */
-    R_ARTIFACT_LIST,
-    R_ARTIFACT_GET,
-    R_TRASH_LIST,
-    R__COUNT
 };
 
 static const char *const reader_sql[R__COUNT] = {
@@ -436,82 +320,30 @@ static const char *const reader_sql[R__COUNT] = {
     [R_PING] = "SELECT 1",
     [R_DUE_LIST] = "SELECT id, due_at FROM jobs WHERE due_at IS NOT NULL",
     [R_POLICY_LIST] = "SELECT name, policy FROM queues",
-    /* Only the first pending row of its (job, dest) may go: order per key. */
-    [R_OUTBOX_DUE] = ("SELECT " OUTBOX_COLUMNS " FROM outbox o WHERE state = 'pending' AND "
-                      "next_at <= ?1 AND NOT EXISTS (SELECT 1 FROM outbox p WHERE "
-                      "p.job_id = o.job_id AND p.dest = o.dest AND p.state = 'pending' AND "
-                      "p.seq < o.seq) ORDER BY next_at, id LIMIT ?2"),
-    /* By (seq, id); ?2 is the id of the last row of the page before (0: none). */
-    [R_OUTBOX_BY_JOB] = ("SELECT " OUTBOX_COLUMNS " FROM outbox WHERE job_id = ?1 AND (seq, id) > "
-                         "(coalesce((SELECT seq FROM outbox WHERE id = ?2), -1), ?2) "
-                         "ORDER BY seq, id LIMIT ?3"),
-    [R_OUTBOX_BY_DEST] = ("SELECT " OUTBOX_COLUMNS " FROM outbox WHERE dest = ?1 AND id > ?2 "
-                          "ORDER BY id LIMIT ?3"),
-    [R_ATTEMPTS] = ("SELECT n, at, status, latency_ms, error, excerpt FROM delivery_attempts "
-                    "WHERE outbox_id = ?1 ORDER BY n LIMIT ?2"),
-    [R_OUTBOX_PENDING_KEYS] = ("SELECT job_id, dest, count(*) FROM outbox WHERE state = "
-                               "'pending' GROUP BY job_id, dest"),
-    /* The events waiting after id ?1, with the job's columns that an event's
-     * body and destinations need (OUTBOX_EVENT_JOB_COLUMNS) and the event. */
-    [R_OUTBOX_EVENTS] = ("SELECT o.id, o.job_id, o.seq, j.id IS NOT NULL AND e.seq IS NOT NULL, "
-                         "j.id, j.queue, j.webhook_url, j.created_at, j.result, e.job_id, "
-                         "e.seq, e.type, e.at, e.state, e.prev_state, e.step, e.attempt, e.data "
-                         "FROM outbox_events o LEFT JOIN jobs j ON j.id = o.job_id "
-                         "LEFT JOIN job_events e ON e.job_id = o.job_id AND e.seq = o.seq "
-                         "WHERE o.id > ?1 ORDER BY o.id LIMIT ?2"),
-    [R_OUTBOX_NEXT] = "SELECT min(next_at) FROM outbox WHERE state = 'pending' AND next_at > ?1",
     [R_LOCK_LIST] = ("SELECT key, job_id, owner, reason, expires_at, created_at FROM locks "
                      "ORDER BY key"),
-    [R_SUB_LIST] = "SELECT " SUB_COLUMNS " FROM subscriptions ORDER BY id",
-    /* artifacts and retention */
-    [R_ARTIFACT_LIST] =
-        "SELECT " ARTIFACT_COLUMNS " FROM artifacts WHERE job_id = ?1 ORDER BY name",
-    [R_ARTIFACT_GET] = "SELECT " ARTIFACT_COLUMNS " FROM artifacts WHERE job_id = ?1 AND name = ?2",
-    [R_TRASH_LIST] = "SELECT job_id FROM artifact_trash ORDER BY job_id LIMIT ?1",
 };
 
-struct reader {
-    sqlite3 *db;
-    sqlite3_stmt *stmt[R__COUNT];
-    struct reader *next_free;
+/* Every file's statement tables: each statement's SQL is in exactly one. */
+static const char *const *const writer_tables[] = {
+    writer_sql,
+    sqlite_outbox_writer_sql,
+    sqlite_subs_writer_sql,
+    sqlite_artifacts_writer_sql,
+};
+static const char *const *const reader_tables[] = {
+    reader_sql,
+    sqlite_outbox_reader_sql,
+    sqlite_subs_reader_sql,
+    sqlite_artifacts_reader_sql,
 };
 
 #define CHECKPOINT_PAGES 4000 /* 16 MB of 4 KB pages */
 
-struct checkpointer {
-    sqlite3 *db;
-    pthread_t thread;
-    bool running;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool wanted;
-    bool stopping;
-    int pages;      /* the WAL growth that starts a checkpoint */
-    int next_pages; /* the WAL length (pages) that wakes the thread next (writer's) */
-};
-
-struct sqlite_store {
-    struct store base;
-    char *path;
-    struct checkpointer ckpt;
-    sqlite3 *wdb;
-    sqlite3_stmt *wstmt[W__COUNT];
-    struct reader *readers;
-    int n_readers;
-    struct reader *free_readers;
-    pthread_mutex_t pool_lock;
-    pthread_cond_t pool_cond;
-};
-
 static int checkpointer_start(struct sqlite_store *s);
 
-static struct sqlite_store *sqlite_store(struct store *st)
-{
-    return (struct sqlite_store *)st;
-}
-
 /* Log an SQLite failure and map it to a drover code. */
-static int fail(sqlite3 *db, const char *what)
+int sqlite_fail(sqlite3 *db, const char *what)
 {
     struct log_line l;
     if (log_begin(&l, LOG_ERROR, "sqlite error")) {
@@ -525,12 +357,12 @@ static int fail(sqlite3 *db, const char *what)
 }
 
 /* Run a statement that returns no rows, then reset it. */
-static int step_done(sqlite3 *db, sqlite3_stmt *stmt, const char *what)
+int sqlite_step_done(sqlite3 *db, sqlite3_stmt *stmt, const char *what)
 {
     int rc = sqlite3_step(stmt);
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
-    return rc == SQLITE_DONE ? 0 : fail(db, what);
+    return rc == SQLITE_DONE ? 0 : sqlite_fail(db, what);
 }
 
 static int exec(sqlite3 *db, const char *sql)
@@ -545,51 +377,6 @@ static int exec(sqlite3 *db, const char *sql)
 }
 
 /* ---- binding and reading columns ---- */
-
-static void bind_text(sqlite3_stmt *s, int i, const char *v)
-{
-    if (v)
-        sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
-    else
-        sqlite3_bind_null(s, i);
-}
-
-/* Bind a JSON value as compact text; NULL binds SQL NULL. */
-static int bind_json(sqlite3_stmt *s, int i, const json_t *v)
-{
-    if (v == NULL) {
-        sqlite3_bind_null(s, i);
-        return 0;
-    }
-    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (text == NULL)
-        return -DRV_ENOMEM;
-    sqlite3_bind_text(s, i, text, -1, free);
-    return 0;
-}
-
-static void bind_ms(sqlite3_stmt *s, int i, int64_t ms)
-{
-    if (ms)
-        sqlite3_bind_int64(s, i, ms);
-    else
-        sqlite3_bind_null(s, i);
-}
-
-static char *column_strdup(sqlite3_stmt *s, int i)
-{
-    const unsigned char *t = sqlite3_column_text(s, i);
-    return t ? strdup((const char *)t) : NULL;
-}
-
-static json_t *column_json(sqlite3_stmt *s, int i)
-{
-    const char *t = (const char *)sqlite3_column_text(s, i);
-    if (t == NULL)
-        return NULL;
-    return json_loadb(t, (size_t)sqlite3_column_bytes(s, i), JSON_DECODE_ANY | JSON_ALLOW_NUL,
-                      NULL);
-}
 
 static enum job_state column_state(sqlite3_stmt *s, int i)
 {
@@ -678,30 +465,12 @@ static int read_job_at(sqlite3_stmt *s, int b, struct job *job)
     return 0;
 }
 
-/*
- * The part of a job that its outbox events need (struct outbox_event): id,
- * queue, webhook_url, created_at and result. The payload, checkpoints and
- * the rest are neither read nor parsed: the deliverer reads a job per
- * event it sends, and those can be large.
- */
-static int read_event_job_at(sqlite3_stmt *s, int b, struct job *job)
-{
-    job_init(job);
-    const char *id = (const char *)sqlite3_column_text(s, b);
-    snprintf(job->id, sizeof(job->id), "%s", id ? id : "");
-    job->queue = column_strdup(s, b + 1);
-    job->webhook_url = column_strdup(s, b + 2);
-    job->created_at_ms = sqlite3_column_int64(s, b + 3);
-    job->result = column_json(s, b + 4);
-    return job->queue ? 0 : -DRV_ENOMEM;
-}
-
 static int read_job(sqlite3_stmt *s, struct job *job)
 {
     return read_job_at(s, 0, job);
 }
 
-static int read_event_at(sqlite3_stmt *s, int b, struct job_event *ev)
+int sqlite_read_event_at(sqlite3_stmt *s, int b, struct job_event *ev)
 {
     job_event_init(ev);
     const char *id = (const char *)sqlite3_column_text(s, b);
@@ -723,7 +492,7 @@ static int read_event_at(sqlite3_stmt *s, int b, struct job_event *ev)
 
 static int read_event(sqlite3_stmt *s, struct job_event *ev)
 {
-    return read_event_at(s, 0, ev);
+    return sqlite_read_event_at(s, 0, ev);
 }
 
 /* ---- opening, migrating, closing ---- */
@@ -760,11 +529,11 @@ static int migrate(sqlite3 *db)
 {
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK)
-        return fail(db, "user_version");
+        return sqlite_fail(db, "user_version");
     int version = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
     sqlite3_finalize(s);
     if (version < 0)
-        return fail(db, "user_version");
+        return sqlite_fail(db, "user_version");
     if (version > SCHEMA_VERSION) {
         log_printf(LOG_ERROR, "the database has schema version %d; this drover knows up to %d",
                    version, SCHEMA_VERSION);
@@ -789,13 +558,32 @@ static int migrate(sqlite3 *db)
     return 0;
 }
 
-static int prepare_all(sqlite3 *db, const char *const *sql, sqlite3_stmt **stmt, int n)
+/*
+ * Prepare each of the n statements on db from the one table of tables that
+ * has its SQL (each file has a table: store_sqlite_internal.h). No SQL, or
+ * SQL in two tables, is a mistake in the tables: refuse to open. kind
+ * ("writer", "reader") names the enum in the log.
+ */
+static int prepare_all(sqlite3 *db, const char *kind, const char *const *const *tables,
+                       size_t n_tables, sqlite3_stmt **stmt, int n)
 {
     for (int i = 0; i < n; i++) {
-        const char *text = sql[i];
+        const char *text = NULL;
+        int found = 0;
+        for (size_t t = 0; t < n_tables; t++) {
+            if (tables[t][i]) {
+                text = tables[t][i];
+                found++;
+            }
+        }
+        if (found != 1) {
+            log_printf(LOG_ERROR, "sqlite: %s statement %d has SQL in %d tables, not 1", kind, i,
+                       found);
+            return -DRV_EINTERNAL;
+        }
         if (sqlite3_prepare_v3(db, text, -1, SQLITE_PREPARE_PERSISTENT, &stmt[i], NULL) !=
             SQLITE_OK)
-            return fail(db, text);
+            return sqlite_fail(db, text);
     }
     return 0;
 }
@@ -880,7 +668,8 @@ static int sqlite_open(const struct store_options *opt, struct store **out)
     if (rc == 0)
         rc = migrate(s->wdb);
     if (rc == 0)
-        rc = prepare_all(s->wdb, writer_sql, s->wstmt, W__COUNT);
+        rc = prepare_all(s->wdb, "writer", writer_tables, ARRAY_SIZE(writer_tables), s->wstmt,
+                         W__COUNT);
     if (rc < 0)
         goto out;
 
@@ -897,7 +686,8 @@ static int sqlite_open(const struct store_options *opt, struct store **out)
         if (rc == 0)
             rc = exec(r->db, "PRAGMA query_only = ON; PRAGMA cache_size = -16384;");
         if (rc == 0)
-            rc = prepare_all(r->db, reader_sql, r->stmt, R__COUNT);
+            rc = prepare_all(r->db, "reader", reader_tables, ARRAY_SIZE(reader_tables), r->stmt,
+                             R__COUNT);
         if (rc < 0)
             goto out;
         r->next_free = s->free_readers;
@@ -934,7 +724,7 @@ static void *checkpointer_main(void *arg)
         int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
                                            &done_frames);
         if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-            fail(c->db, "checkpoint");
+            sqlite_fail(c->db, "checkpoint");
         pthread_mutex_lock(&c->lock);
     }
     pthread_mutex_unlock(&c->lock);
@@ -985,7 +775,7 @@ static int checkpointer_start(struct sqlite_store *s)
 
 /* ---- the reader pool ---- */
 
-static struct reader *reader_acquire(struct sqlite_store *s)
+struct reader *sqlite_reader_acquire(struct sqlite_store *s)
 {
     pthread_mutex_lock(&s->pool_lock);
     while (s->free_readers == NULL)
@@ -996,7 +786,7 @@ static struct reader *reader_acquire(struct sqlite_store *s)
     return r;
 }
 
-static void reader_release(struct sqlite_store *s, struct reader *r)
+void sqlite_reader_release(struct sqlite_store *s, struct reader *r)
 {
     pthread_mutex_lock(&s->pool_lock);
     r->next_free = s->free_readers;
@@ -1010,7 +800,7 @@ static void reader_release(struct sqlite_store *s, struct reader *r)
 static int run_writer(struct store *st, enum writer_stmt w)
 {
     struct sqlite_store *s = sqlite_store(st);
-    return step_done(s->wdb, s->wstmt[w], writer_sql[w]);
+    return sqlite_step_done(s->wdb, s->wstmt[w], writer_sql[w]);
 }
 
 static int sqlite_tx_begin(struct store *st)
@@ -1039,7 +829,7 @@ static int sqlite_job_insert(struct store *st, const struct job *job)
         sqlite3_clear_bindings(stmt);
         return rc;
     }
-    return step_done(s->wdb, stmt, "job insert");
+    return sqlite_step_done(s->wdb, stmt, "job insert");
 }
 
 static int sqlite_job_update(struct store *st, const struct job *job)
@@ -1051,7 +841,7 @@ static int sqlite_job_update(struct store *st, const struct job *job)
         sqlite3_clear_bindings(stmt);
         return rc;
     }
-    rc = step_done(s->wdb, stmt, "job update");
+    rc = sqlite_step_done(s->wdb, stmt, "job update");
     if (rc == 0 && sqlite3_changes(s->wdb) != 1)
         rc = -DRV_ENOT_FOUND;
     return rc;
@@ -1067,7 +857,7 @@ static int query_job(sqlite3 *db, sqlite3_stmt *stmt, const char *id, struct job
     else if (rc == SQLITE_DONE)
         rc = -DRV_ENOT_FOUND;
     else
-        rc = fail(db, "job get");
+        rc = sqlite_fail(db, "job get");
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
     return rc;
@@ -1096,7 +886,7 @@ static int sqlite_event_insert(struct store *st, const struct job_event *ev)
         sqlite3_clear_bindings(stmt);
         return rc;
     }
-    return step_done(s->wdb, stmt, "event insert");
+    return sqlite_step_done(s->wdb, stmt, "event insert");
 }
 
 static int sqlite_policy_put(struct store *st, const char *queue, const struct policy *p,
@@ -1115,11 +905,11 @@ static int sqlite_policy_put(struct store *st, const char *queue, const struct p
         sqlite3_clear_bindings(stmt);
         return rc;
     }
-    return step_done(s->wdb, stmt, "policy put");
+    return sqlite_step_done(s->wdb, stmt, "policy put");
 }
 
 /* Collect the first column (text) of stmt's rows into out[max][size]. */
-static int collect_text(struct sqlite_store *s, sqlite3_stmt *stmt, int max, char *out, size_t size,
+int sqlite_collect_text(struct sqlite_store *s, sqlite3_stmt *stmt, int max, char *out, size_t size,
                         int *n_out, const char *what)
 {
     int rc = SQLITE_DONE, n = 0;
@@ -1127,7 +917,7 @@ static int collect_text(struct sqlite_store *s, sqlite3_stmt *stmt, int max, cha
         const char *t = (const char *)sqlite3_column_text(stmt, 0);
         snprintf(out + (size_t)n++ * size, size, "%s", t ? t : "");
     }
-    rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail(s->wdb, what);
+    rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : sqlite_fail(s->wdb, what);
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
     *n_out = n;
@@ -1141,7 +931,7 @@ static int sqlite_job_ready_ids(struct store *st, const char *queue, int max,
     sqlite3_stmt *stmt = s->wstmt[W_READY_IDS];
     bind_text(stmt, 1, queue);
     sqlite3_bind_int(stmt, 2, max);
-    return collect_text(s, stmt, max, ids[0], sizeof(ids[0]), n_out, "ready ids");
+    return sqlite_collect_text(s, stmt, max, ids[0], sizeof(ids[0]), n_out, "ready ids");
 }
 
 static int sqlite_job_dedup_find(struct store *st, const char *queue, const char *key, char *id_out,
@@ -1159,7 +949,7 @@ static int sqlite_job_dedup_find(struct store *st, const char *queue, const char
         *created_ms = sqlite3_column_int64(stmt, 2);
         rc = 0;
     } else {
-        rc = rc == SQLITE_DONE ? -DRV_ENOT_FOUND : fail(s->wdb, "dedup find");
+        rc = rc == SQLITE_DONE ? -DRV_ENOT_FOUND : sqlite_fail(s->wdb, "dedup find");
     }
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
@@ -1187,7 +977,7 @@ static int sqlite_job_slots_held(struct store *st, const char *queue, const char
         const char *id = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(stmt, 0) : NULL;
         snprintf(oldest_id, ULID_LEN + 1, "%s", id ? id : "");
     }
-    rc = rc == SQLITE_ROW ? 0 : fail(s->wdb, writer_sql[w]);
+    rc = rc == SQLITE_ROW ? 0 : sqlite_fail(s->wdb, writer_sql[w]);
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
     return rc;
@@ -1201,7 +991,7 @@ static int sqlite_job_waiting_ids(struct store *st, const char *queue, const cha
     bind_text(stmt, 1, queue);
     bind_text(stmt, 2, key);
     sqlite3_bind_int(stmt, 3, max);
-    return collect_text(s, stmt, max, ids[0], sizeof(ids[0]), n_out, "waiting ids");
+    return sqlite_collect_text(s, stmt, max, ids[0], sizeof(ids[0]), n_out, "waiting ids");
 }
 
 static int sqlite_job_waiting_keys(struct store *st, const char *queue, int max,
@@ -1211,7 +1001,7 @@ static int sqlite_job_waiting_keys(struct store *st, const char *queue, int max,
     sqlite3_stmt *stmt = s->wstmt[W_WAITING_KEYS];
     bind_text(stmt, 1, queue);
     sqlite3_bind_int(stmt, 2, max);
-    return collect_text(s, stmt, max, keys[0], sizeof(keys[0]), n_out, "waiting keys");
+    return sqlite_collect_text(s, stmt, max, keys[0], sizeof(keys[0]), n_out, "waiting keys");
 }
 
 /* ---- idempotency records ---- */
@@ -1235,7 +1025,7 @@ static int sqlite_idem_get(struct store *st, const char *key, struct idem_record
         out->created_ms = sqlite3_column_int64(stmt, 5);
         rc = out->body ? 0 : -DRV_ENOMEM;
     } else {
-        rc = rc == SQLITE_DONE ? -DRV_ENOT_FOUND : fail(s->wdb, "idempotency get");
+        rc = rc == SQLITE_DONE ? -DRV_ENOT_FOUND : sqlite_fail(s->wdb, "idempotency get");
     }
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
@@ -1253,7 +1043,7 @@ static int sqlite_idem_put(struct store *st, const struct idem_record *r, int64_
     bind_text(stmt, 5, r->body);
     sqlite3_bind_int64(stmt, 6, r->created_ms);
     sqlite3_bind_int64(stmt, 7, expired_ms);
-    int rc = step_done(s->wdb, stmt, "idempotency put");
+    int rc = sqlite_step_done(s->wdb, stmt, "idempotency put");
     return rc < 0 ? rc : sqlite3_changes(s->wdb) == 0 ? -DRV_ECONFLICT : 0;
 }
 
@@ -1263,282 +1053,8 @@ static int sqlite_idem_sweep(struct store *st, int64_t expired_ms, int limit, in
     sqlite3_stmt *stmt = s->wstmt[W_IDEM_SWEEP];
     sqlite3_bind_int64(stmt, 1, expired_ms);
     sqlite3_bind_int(stmt, 2, limit);
-    int rc = step_done(s->wdb, stmt, "idempotency sweep");
+    int rc = sqlite_step_done(s->wdb, stmt, "idempotency sweep");
     *n_out = rc < 0 ? 0 : sqlite3_changes(s->wdb);
-    return rc;
-}
-
-/* ---- the outbox ---- */
-
-static void read_outbox(sqlite3_stmt *stmt, struct outbox_row *r)
-{
-    memset(r, 0, sizeof(*r));
-    r->id = sqlite3_column_int64(stmt, 0);
-    const char *job = (const char *)sqlite3_column_text(stmt, 1);
-    const char *dest = (const char *)sqlite3_column_text(stmt, 3);
-    const char *state = (const char *)sqlite3_column_text(stmt, 4);
-    snprintf(r->job_id, sizeof(r->job_id), "%s", job ? job : "");
-    r->seq = sqlite3_column_int64(stmt, 2);
-    snprintf(r->dest, sizeof(r->dest), "%s", dest ? dest : "");
-    snprintf(r->state, sizeof(r->state), "%s", state ? state : "");
-    r->attempts = sqlite3_column_int(stmt, 5);
-    r->next_at_ms = sqlite3_column_int64(stmt, 6);
-    r->created_at_ms = sqlite3_column_int64(stmt, 7);
-    r->updated_at_ms = sqlite3_column_int64(stmt, 8);
-    r->last_status = sqlite3_column_int(stmt, 9);
-    r->last_error = column_strdup(stmt, 10);
-    r->last_latency_ms = sqlite3_column_int64(stmt, 11);
-}
-
-static int sqlite_outbox_insert(struct store *st, struct outbox_row *r)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    sqlite3_stmt *stmt = s->wstmt[W_OUTBOX_INSERT];
-    bind_text(stmt, 1, r->job_id);
-    sqlite3_bind_int64(stmt, 2, r->seq);
-    bind_text(stmt, 3, r->dest);
-    bind_text(stmt, 4, r->state);
-    sqlite3_bind_int(stmt, 5, r->attempts);
-    sqlite3_bind_int64(stmt, 6, r->next_at_ms);
-    sqlite3_bind_int64(stmt, 7, r->created_at_ms);
-    sqlite3_bind_int64(stmt, 8, r->updated_at_ms);
-    if (r->last_status)
-        sqlite3_bind_int(stmt, 9, r->last_status);
-    else
-        sqlite3_bind_null(stmt, 9);
-    bind_text(stmt, 10, r->last_error);
-    sqlite3_bind_int64(stmt, 11, r->last_latency_ms);
-    int rc = step_done(s->wdb, stmt, "outbox insert");
-    if (rc == 0)
-        r->id = sqlite3_last_insert_rowid(s->wdb);
-    return rc;
-}
-
-static int sqlite_outbox_event_insert(struct store *st, const char *job_id, int64_t seq)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    sqlite3_stmt *stmt = s->wstmt[W_OUTBOX_EVENT_INSERT];
-    bind_text(stmt, 1, job_id);
-    sqlite3_bind_int64(stmt, 2, seq);
-    return step_done(s->wdb, stmt, "outbox event insert");
-}
-
-static int sqlite_outbox_event_delete(struct store *st, int64_t id)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    sqlite3_stmt *stmt = s->wstmt[W_OUTBOX_EVENT_DELETE];
-    sqlite3_bind_int64(stmt, 1, id);
-    return step_done(s->wdb, stmt, "outbox event delete");
-}
-
-static int sqlite_outbox_get(struct store *st, int64_t id, struct outbox_row *out)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    sqlite3_stmt *stmt = s->wstmt[W_OUTBOX_GET];
-    sqlite3_bind_int64(stmt, 1, id);
-    int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW) {
-        read_outbox(stmt, out);
-        rc = 0;
-    } else {
-        rc = rc == SQLITE_DONE ? -DRV_ENOT_FOUND : fail(s->wdb, "outbox get");
-    }
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    return rc;
-}
-
-static int sqlite_outbox_update(struct store *st, const struct outbox_row *r)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    sqlite3_stmt *stmt = s->wstmt[W_OUTBOX_UPDATE];
-    sqlite3_bind_int64(stmt, 1, r->id);
-    bind_text(stmt, 2, r->state);
-    sqlite3_bind_int(stmt, 3, r->attempts);
-    sqlite3_bind_int64(stmt, 4, r->next_at_ms);
-    sqlite3_bind_int64(stmt, 5, r->updated_at_ms);
-    if (r->last_status)
-        sqlite3_bind_int(stmt, 6, r->last_status);
-    else
-        sqlite3_bind_null(stmt, 6);
-    bind_text(stmt, 7, r->last_error);
-    sqlite3_bind_int64(stmt, 8, r->last_latency_ms);
-    return step_done(s->wdb, stmt, "outbox update");
-}
-
-static int sqlite_outbox_delivered(struct store *st, int64_t id, int64_t now_ms, int status,
-                                   int64_t latency_ms)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    sqlite3_stmt *stmt = s->wstmt[W_OUTBOX_DELIVERED];
-    sqlite3_bind_int64(stmt, 1, id);
-    sqlite3_bind_int64(stmt, 2, now_ms);
-    sqlite3_bind_int(stmt, 3, status);
-    sqlite3_bind_int64(stmt, 4, latency_ms);
-    int rc = step_done(s->wdb, stmt, "outbox delivered");
-    return rc < 0 ? rc : sqlite3_changes(s->wdb) ? 0 : -DRV_ENOT_FOUND;
-}
-
-static int sqlite_delivery_attempt_insert(struct store *st, int64_t outbox_id,
-                                          const struct delivery_attempt *a)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    sqlite3_stmt *stmt = s->wstmt[W_ATTEMPT_INSERT];
-    sqlite3_bind_int64(stmt, 1, outbox_id);
-    sqlite3_bind_int(stmt, 2, a->n);
-    sqlite3_bind_int64(stmt, 3, a->at_ms);
-    if (a->status)
-        sqlite3_bind_int(stmt, 4, a->status);
-    else
-        sqlite3_bind_null(stmt, 4);
-    sqlite3_bind_int64(stmt, 5, a->latency_ms);
-    bind_text(stmt, 6, a->error);
-    bind_text(stmt, 7, a->excerpt);
-    return step_done(s->wdb, stmt, "delivery attempt insert");
-}
-
-static int exec_text(struct sqlite_store *s, enum writer_stmt w, const char *text);
-
-static int sqlite_outbox_prune(struct store *st, const char *job_id)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    int rc = exec_text(s, W_OUTBOX_PRUNE_ATTEMPTS, job_id);
-    if (rc >= 0)
-        rc = exec_text(s, W_OUTBOX_PRUNE, job_id);
-    return rc < 0 ? rc : 0;
-}
-
-/* Run a read statement already bound, collecting up to max outbox rows. */
-static int collect_outbox(struct sqlite_store *s, struct reader *r, sqlite3_stmt *stmt, int max,
-                          struct outbox_row *rows, int *n_out)
-{
-    int rc, n = 0;
-    while (n < max && (rc = sqlite3_step(stmt)) == SQLITE_ROW)
-        read_outbox(stmt, &rows[n++]);
-    rc = n == max || rc == SQLITE_DONE ? 0 : fail(r->db, "outbox read");
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    reader_release(s, r);
-    *n_out = n;
-    return rc;
-}
-
-static int sqlite_outbox_due(struct store *st, int64_t now_ms, int max, struct outbox_row *rows,
-                             int *n_out)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    struct reader *r = reader_acquire(s);
-    sqlite3_stmt *stmt = r->stmt[R_OUTBOX_DUE];
-    sqlite3_bind_int64(stmt, 1, now_ms);
-    sqlite3_bind_int(stmt, 2, max);
-    return collect_outbox(s, r, stmt, max, rows, n_out);
-}
-
-static int sqlite_outbox_list(struct store *st, const char *job_id, const char *dest,
-                              int64_t after_id, int max, struct outbox_row *rows, int *n_out)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    struct reader *r = reader_acquire(s);
-    sqlite3_stmt *stmt = r->stmt[job_id ? R_OUTBOX_BY_JOB : R_OUTBOX_BY_DEST];
-    bind_text(stmt, 1, job_id ? job_id : dest);
-    sqlite3_bind_int64(stmt, 2, after_id);
-    sqlite3_bind_int(stmt, 3, max);
-    return collect_outbox(s, r, stmt, max, rows, n_out);
-}
-
-static int sqlite_delivery_attempts(struct store *st, int64_t outbox_id, int max,
-                                    struct delivery_attempt *out, int *n_out)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    struct reader *r = reader_acquire(s);
-    sqlite3_stmt *stmt = r->stmt[R_ATTEMPTS];
-    sqlite3_bind_int64(stmt, 1, outbox_id);
-    sqlite3_bind_int(stmt, 2, max);
-    int rc, n = 0;
-    while (n < max && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        struct delivery_attempt *a = &out[n++];
-        a->n = sqlite3_column_int(stmt, 0);
-        a->at_ms = sqlite3_column_int64(stmt, 1);
-        a->status = sqlite3_column_int(stmt, 2);
-        a->latency_ms = sqlite3_column_int64(stmt, 3);
-        a->error = column_strdup(stmt, 4);
-        a->excerpt = column_strdup(stmt, 5);
-    }
-    rc = n == max || rc == SQLITE_DONE ? 0 : fail(r->db, "delivery attempts");
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    reader_release(s, r);
-    *n_out = n;
-    return rc;
-}
-
-static int sqlite_outbox_pending_keys(struct store *st, outbox_pending_fn each, void *arg)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    struct reader *r = reader_acquire(s);
-    sqlite3_stmt *stmt = r->stmt[R_OUTBOX_PENDING_KEYS];
-    int rc;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
-        each(arg, (const char *)sqlite3_column_text(stmt, 0),
-             (const char *)sqlite3_column_text(stmt, 1), sqlite3_column_int(stmt, 2));
-    rc = rc == SQLITE_DONE ? 0 : fail(r->db, "outbox pending keys");
-    sqlite3_reset(stmt);
-    reader_release(s, r);
-    return rc;
-}
-
-static int sqlite_outbox_events(struct store *st, int64_t after_id, int max,
-                                struct outbox_event *out, int *n_out)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    struct reader *r = reader_acquire(s);
-    sqlite3_stmt *stmt = r->stmt[R_OUTBOX_EVENTS];
-    sqlite3_bind_int64(stmt, 1, after_id);
-    sqlite3_bind_int(stmt, 2, max);
-    int rc = 0, step, n = 0;
-    while (n < max && (step = sqlite3_step(stmt)) == SQLITE_ROW) {
-        struct outbox_event *e = &out[n];
-        memset(e, 0, sizeof(*e));
-        e->id = sqlite3_column_int64(stmt, 0);
-        const char *job = (const char *)sqlite3_column_text(stmt, 1);
-        snprintf(e->job_id, sizeof(e->job_id), "%s", job ? job : "");
-        e->seq = sqlite3_column_int64(stmt, 2);
-        if (sqlite3_column_int(stmt, 3)) {
-            rc = read_event_job_at(stmt, 4, &e->job);
-            if (rc == 0 && (rc = read_event_at(stmt, 9, &e->ev)) < 0)
-                job_release(&e->job);
-            if (rc < 0)
-                break;
-            e->found = true;
-        }
-        n++;
-    }
-    if (rc == 0 && n < max && step != SQLITE_DONE)
-        rc = fail(r->db, "outbox events");
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    reader_release(s, r);
-    if (rc < 0) {
-        for (int i = 0; i < n; i++)
-            outbox_event_release(&out[i]);
-        n = 0;
-    }
-    *n_out = n;
-    return rc;
-}
-
-static int sqlite_outbox_next(struct store *st, int64_t after_ms, int64_t *next_ms)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    struct reader *r = reader_acquire(s);
-    sqlite3_stmt *stmt = r->stmt[R_OUTBOX_NEXT];
-    sqlite3_bind_int64(stmt, 1, after_ms);
-    int rc = sqlite3_step(stmt);
-    *next_ms = rc == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : 0; /* NULL reads as 0 */
-    rc = rc == SQLITE_ROW ? 0 : fail(r->db, "outbox next");
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    reader_release(s, r);
     return rc;
 }
 
@@ -1550,7 +1066,7 @@ static int sqlite_callback_id_seen(struct store *st, const char *msg_id)
     sqlite3_stmt *stmt = s->wstmt[W_CALLBACK_SEEN];
     bind_text(stmt, 1, msg_id);
     int rc = sqlite3_step(stmt);
-    rc = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : fail(s->wdb, "callback id seen");
+    rc = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : sqlite_fail(s->wdb, "callback id seen");
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
     return rc;
@@ -1564,7 +1080,7 @@ static int sqlite_callback_id_put(struct store *st, const char *msg_id, const ch
     bind_text(stmt, 1, msg_id);
     bind_text(stmt, 2, job_id);
     sqlite3_bind_int64(stmt, 3, at_ms);
-    return step_done(s->wdb, stmt, "callback id put");
+    return sqlite_step_done(s->wdb, stmt, "callback id put");
 }
 
 static int sqlite_callback_id_sweep(struct store *st, int64_t before_ms, int limit, int *n_out)
@@ -1573,7 +1089,7 @@ static int sqlite_callback_id_sweep(struct store *st, int64_t before_ms, int lim
     sqlite3_stmt *stmt = s->wstmt[W_CALLBACK_SWEEP];
     sqlite3_bind_int64(stmt, 1, before_ms);
     sqlite3_bind_int(stmt, 2, limit);
-    int rc = step_done(s->wdb, stmt, "callback id sweep");
+    int rc = sqlite_step_done(s->wdb, stmt, "callback id sweep");
     *n_out = rc < 0 ? 0 : sqlite3_changes(s->wdb);
     return rc;
 }
@@ -1603,7 +1119,7 @@ static int sqlite_lock_get(struct store *st, const char *key, struct lock *out)
     if (rc == SQLITE_ROW)
         rc = read_lock(stmt, out);
     else
-        rc = rc == SQLITE_DONE ? -DRV_ENOT_FOUND : fail(s->wdb, "lock get");
+        rc = rc == SQLITE_DONE ? -DRV_ENOT_FOUND : sqlite_fail(s->wdb, "lock get");
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
     return rc;
@@ -1619,21 +1135,22 @@ static int sqlite_lock_put(struct store *st, const struct lock *l)
     bind_text(stmt, 4, l->reason);
     bind_ms(stmt, 5, l->expires_at_ms);
     sqlite3_bind_int64(stmt, 6, l->created_at_ms);
-    return step_done(s->wdb, stmt, "lock put");
+    return sqlite_step_done(s->wdb, stmt, "lock put");
 }
 
-/* Run a writer statement bound to one text and report rows changed. */
-static int exec_text(struct sqlite_store *s, enum writer_stmt w, const char *text)
+/* Run a writer statement bound to one text and report rows changed. w may
+ * be another file's statement: its SQL comes from the statement itself. */
+int sqlite_exec_text(struct sqlite_store *s, enum writer_stmt w, const char *text)
 {
     sqlite3_stmt *stmt = s->wstmt[w];
     bind_text(stmt, 1, text);
-    int rc = step_done(s->wdb, stmt, writer_sql[w]);
+    int rc = sqlite_step_done(s->wdb, stmt, sqlite3_sql(stmt));
     return rc < 0 ? rc : sqlite3_changes(s->wdb);
 }
 
 static int sqlite_lock_delete(struct store *st, const char *key)
 {
-    int rc = exec_text(sqlite_store(st), W_LOCK_DELETE, key);
+    int rc = sqlite_exec_text(sqlite_store(st), W_LOCK_DELETE, key);
     return rc < 0 ? rc : rc == 0 ? -DRV_ENOT_FOUND : 0;
 }
 
@@ -1644,9 +1161,9 @@ static int sqlite_locks_of_job(struct store *st, const char *job_id, int max,
     sqlite3_stmt *stmt = s->wstmt[W_LOCKS_OF_JOB];
     bind_text(stmt, 1, job_id);
     sqlite3_bind_int(stmt, 2, max);
-    int rc = collect_text(s, stmt, max, keys[0], sizeof(keys[0]), n_out, "locks of job");
+    int rc = sqlite_collect_text(s, stmt, max, keys[0], sizeof(keys[0]), n_out, "locks of job");
     if (rc == 0 && *n_out > 0)
-        rc = exec_text(s, W_LOCKS_DELETE_JOB, job_id) < 0 ? -DRV_ESTORE : 0;
+        rc = sqlite_exec_text(s, W_LOCKS_DELETE_JOB, job_id) < 0 ? -DRV_ESTORE : 0;
     return rc;
 }
 
@@ -1656,7 +1173,7 @@ static int sqlite_lock_wait_add(struct store *st, const char *key, const char *j
     sqlite3_stmt *stmt = s->wstmt[W_LOCK_WAIT_ADD];
     bind_text(stmt, 1, key);
     bind_text(stmt, 2, job_id);
-    return step_done(s->wdb, stmt, "lock wait add");
+    return sqlite_step_done(s->wdb, stmt, "lock wait add");
 }
 
 static int sqlite_lock_waiters(struct store *st, const char *key, int max,
@@ -1666,12 +1183,12 @@ static int sqlite_lock_waiters(struct store *st, const char *key, int max,
     sqlite3_stmt *stmt = s->wstmt[W_LOCK_WAITERS];
     bind_text(stmt, 1, key);
     sqlite3_bind_int(stmt, 2, max);
-    return collect_text(s, stmt, max, ids[0], sizeof(ids[0]), n_out, "lock waiters");
+    return sqlite_collect_text(s, stmt, max, ids[0], sizeof(ids[0]), n_out, "lock waiters");
 }
 
 static int sqlite_lock_wait_remove_job(struct store *st, const char *job_id)
 {
-    int rc = exec_text(sqlite_store(st), W_LOCK_WAIT_REMOVE, job_id);
+    int rc = sqlite_exec_text(sqlite_store(st), W_LOCK_WAIT_REMOVE, job_id);
     return rc < 0 ? rc : 0;
 }
 
@@ -1679,7 +1196,7 @@ static int sqlite_lock_list(struct store *st, struct lock_list *out)
 {
     struct sqlite_store *s = sqlite_store(st);
     memset(out, 0, sizeof(*out));
-    struct reader *r = reader_acquire(s);
+    struct reader *r = sqlite_reader_acquire(s);
     sqlite3_stmt *stmt = r->stmt[R_LOCK_LIST];
     int rc, cap = 0;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -1694,118 +1211,11 @@ static int sqlite_lock_list(struct store *st, struct lock_list *out)
         }
         read_lock(stmt, &out->locks[out->n++]);
     }
-    rc = rc == SQLITE_DONE ? 0 : rc == SQLITE_NOMEM ? -DRV_ENOMEM : fail(r->db, "lock list");
+    rc = rc == SQLITE_DONE ? 0 : rc == SQLITE_NOMEM ? -DRV_ENOMEM : sqlite_fail(r->db, "lock list");
     sqlite3_reset(stmt);
-    reader_release(s, r);
+    sqlite_reader_release(s, r);
     if (rc < 0)
         lock_list_release(out);
-    return rc;
-}
-
-/* ---- webhook subscriptions ---- */
-
-static int read_sub(sqlite3_stmt *stmt, struct sub *out)
-{
-    sub_init(out);
-    const char *id = (const char *)sqlite3_column_text(stmt, 0);
-    snprintf(out->id, sizeof(out->id), "%s", id ? id : "");
-    out->url = column_strdup(stmt, 1);
-    out->secret = column_strdup(stmt, 2);
-    out->old_secret = column_strdup(stmt, 3);
-    out->old_secret_until_ms = sqlite3_column_int64(stmt, 4);
-    out->events = column_json(stmt, 5);
-    out->queues = column_json(stmt, 6);
-    out->enabled = sqlite3_column_int(stmt, 7) != 0;
-    out->disabled_reason = column_strdup(stmt, 8);
-    out->created_at_ms = sqlite3_column_int64(stmt, 9);
-    out->updated_at_ms = sqlite3_column_int64(stmt, 10);
-    bool missing = out->url == NULL || out->secret == NULL ||
-                   (sqlite3_column_type(stmt, 3) != SQLITE_NULL && out->old_secret == NULL) ||
-                   (sqlite3_column_type(stmt, 5) != SQLITE_NULL && out->events == NULL) ||
-                   (sqlite3_column_type(stmt, 6) != SQLITE_NULL && out->queues == NULL) ||
-                   (sqlite3_column_type(stmt, 8) != SQLITE_NULL && out->disabled_reason == NULL);
-    if (missing) {
-        sub_release(out);
-        return -DRV_ENOMEM; /* or a filter that is not JSON: never widen it to "every" */
-    }
-    return 0;
-}
-
-static int sqlite_sub_get(struct store *st, const char *id, struct sub *out)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    sqlite3_stmt *stmt = s->wstmt[W_SUB_GET];
-    bind_text(stmt, 1, id);
-    int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW)
-        rc = read_sub(stmt, out);
-    else
-        rc = rc == SQLITE_DONE ? -DRV_ENOT_FOUND : fail(s->wdb, "subscription get");
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    return rc;
-}
-
-static int sqlite_sub_put(struct store *st, const struct sub *sub)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    sqlite3_stmt *stmt = s->wstmt[W_SUB_PUT];
-    bind_text(stmt, 1, sub->id);
-    bind_text(stmt, 2, sub->url);
-    bind_text(stmt, 3, sub->secret);
-    bind_text(stmt, 4, sub->old_secret);
-    bind_ms(stmt, 5, sub->old_secret ? sub->old_secret_until_ms : 0);
-    int rc = bind_json(stmt, 6, sub->events);
-    rc = rc ? rc : bind_json(stmt, 7, sub->queues);
-    sqlite3_bind_int(stmt, 8, sub->enabled);
-    bind_text(stmt, 9, sub->disabled_reason);
-    sqlite3_bind_int64(stmt, 10, sub->created_at_ms);
-    sqlite3_bind_int64(stmt, 11, sub->updated_at_ms);
-    if (rc < 0) {
-        sqlite3_clear_bindings(stmt);
-        return rc;
-    }
-    return step_done(s->wdb, stmt, "subscription put");
-}
-
-static int sqlite_sub_delete(struct store *st, const char *id)
-{
-    int rc = exec_text(sqlite_store(st), W_SUB_DELETE, id);
-    return rc < 0 ? rc : rc == 0 ? -DRV_ENOT_FOUND : 0;
-}
-
-static int sqlite_sub_list(struct store *st, struct sub_list *out)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    memset(out, 0, sizeof(*out));
-    struct reader *r = reader_acquire(s);
-    sqlite3_stmt *stmt = r->stmt[R_SUB_LIST];
-    int rc, cap = 0;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (out->n == cap) {
-            cap = cap ? cap * 2 : 16;
-            struct sub *p = realloc(out->subs, (size_t)cap * sizeof(*p));
-            if (p == NULL) {
-                rc = SQLITE_NOMEM;
-                break;
-            }
-            out->subs = p;
-        }
-        if (read_sub(stmt, &out->subs[out->n]) < 0) {
-            log_printf(LOG_ERROR, "stored subscription '%s' does not load",
-                       (const char *)sqlite3_column_text(stmt, 0));
-            rc = SQLITE_NOMEM;
-            break;
-        }
-        out->n++;
-    }
-    rc = rc == SQLITE_DONE    ? 0
-         : rc == SQLITE_NOMEM ? -DRV_ENOMEM
-                              : fail(r->db, "subscription list");
-    sqlite3_reset(stmt);
-    reader_release(s, r);
-    if (rc < 0)
-        sub_list_release(out);
     return rc;
 }
 
@@ -1814,9 +1224,9 @@ static int sqlite_sub_list(struct store *st, struct sub_list *out)
 static int sqlite_job_get(struct store *st, const char *id, struct job *out)
 {
     struct sqlite_store *s = sqlite_store(st);
-    struct reader *r = reader_acquire(s);
+    struct reader *r = sqlite_reader_acquire(s);
     int rc = query_job(r->db, r->stmt[R_JOB_GET], id, out);
-    reader_release(s, r);
+    sqlite_reader_release(s, r);
     return rc;
 }
 
@@ -1841,11 +1251,11 @@ static int sqlite_job_list(struct store *st, const struct job_filter *f, struct 
     if (out->jobs == NULL)
         return -DRV_ENOMEM;
 
-    struct reader *r = reader_acquire(s);
+    struct reader *r = sqlite_reader_acquire(s);
     sqlite3_stmt *stmt = NULL;
     int rc = 0;
     if (sqlite3_prepare_v2(r->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
-        rc = fail(r->db, "job list");
+        rc = sqlite_fail(r->db, "job list");
         goto out;
     }
     if (f->queue)
@@ -1867,10 +1277,10 @@ static int sqlite_job_list(struct store *st, const struct job_filter *f, struct 
             goto out;
         out->n++;
     }
-    rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : fail(r->db, "job list");
+    rc = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : sqlite_fail(r->db, "job list");
 out:
     sqlite3_finalize(stmt);
-    reader_release(s, r);
+    sqlite_reader_release(s, r);
     if (rc < 0)
         job_list_release(out);
     return rc;
@@ -1884,7 +1294,7 @@ static int sqlite_event_list(struct store *st, const char *job_id, int64_t after
     out->events = calloc((size_t)limit + 1, sizeof(*out->events));
     if (out->events == NULL)
         return -DRV_ENOMEM;
-    struct reader *r = reader_acquire(s);
+    struct reader *r = sqlite_reader_acquire(s);
     sqlite3_stmt *stmt = r->stmt[R_EVENTS];
     bind_text(stmt, 1, job_id);
     sqlite3_bind_int64(stmt, 2, after_seq);
@@ -1903,10 +1313,10 @@ static int sqlite_event_list(struct store *st, const char *job_id, int64_t after
     if (rc == SQLITE_ROW || rc == SQLITE_DONE)
         rc = 0;
     else if (rc > 0)
-        rc = fail(r->db, "event list");
+        rc = sqlite_fail(r->db, "event list");
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
-    reader_release(s, r);
+    sqlite_reader_release(s, r);
     if (rc < 0)
         event_list_release(out);
     return rc;
@@ -1915,7 +1325,7 @@ static int sqlite_event_list(struct store *st, const char *job_id, int64_t after
 static int sqlite_policy_get(struct store *st, const char *queue, struct policy *out)
 {
     struct sqlite_store *s = sqlite_store(st);
-    struct reader *r = reader_acquire(s);
+    struct reader *r = sqlite_reader_acquire(s);
     sqlite3_stmt *stmt = r->stmt[R_POLICY_GET];
     bind_text(stmt, 1, queue);
     int rc = sqlite3_step(stmt);
@@ -1934,11 +1344,11 @@ static int sqlite_policy_get(struct store *st, const char *queue, struct policy 
     } else if (rc == SQLITE_DONE) {
         rc = -DRV_ENOT_FOUND;
     } else {
-        rc = fail(r->db, "policy get");
+        rc = sqlite_fail(r->db, "policy get");
     }
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
-    reader_release(s, r);
+    sqlite_reader_release(s, r);
     return rc;
 }
 
@@ -1946,14 +1356,14 @@ static int sqlite_due_list(struct store *st,
                            void (*each)(void *arg, const char *id, int64_t due_ms), void *arg)
 {
     struct sqlite_store *s = sqlite_store(st);
-    struct reader *r = reader_acquire(s);
+    struct reader *r = sqlite_reader_acquire(s);
     sqlite3_stmt *stmt = r->stmt[R_DUE_LIST];
     int rc;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
         each(arg, (const char *)sqlite3_column_text(stmt, 0), sqlite3_column_int64(stmt, 1));
-    rc = rc == SQLITE_DONE ? 0 : fail(r->db, "due list");
+    rc = rc == SQLITE_DONE ? 0 : sqlite_fail(r->db, "due list");
     sqlite3_reset(stmt);
-    reader_release(s, r);
+    sqlite_reader_release(s, r);
     return rc;
 }
 
@@ -1962,7 +1372,7 @@ static int sqlite_policy_list(struct store *st,
                               void *arg)
 {
     struct sqlite_store *s = sqlite_store(st);
-    struct reader *r = reader_acquire(s);
+    struct reader *r = sqlite_reader_acquire(s);
     sqlite3_stmt *stmt = r->stmt[R_POLICY_LIST];
     int rc;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -1979,168 +1389,20 @@ static int sqlite_policy_list(struct store *st,
         policy_release(&p);
         json_decref(obj);
     }
-    rc = rc == SQLITE_DONE ? 0 : fail(r->db, "policy list");
+    rc = rc == SQLITE_DONE ? 0 : sqlite_fail(r->db, "policy list");
     sqlite3_reset(stmt);
-    reader_release(s, r);
+    sqlite_reader_release(s, r);
     return rc;
 }
 
 static int sqlite_ping(struct store *st)
 {
     struct sqlite_store *s = sqlite_store(st);
-    struct reader *r = reader_acquire(s);
+    struct reader *r = sqlite_reader_acquire(s);
     sqlite3_stmt *stmt = r->stmt[R_PING];
-    int rc = sqlite3_step(stmt) == SQLITE_ROW ? 0 : fail(r->db, "ping");
+    int rc = sqlite3_step(stmt) == SQLITE_ROW ? 0 : sqlite_fail(r->db, "ping");
     sqlite3_reset(stmt);
-    reader_release(s, r);
-    return rc;
-}
-
-/* ---- artifacts and retention ---- */
-
-static void read_artifact(sqlite3_stmt *stmt, struct artifact *a)
-{
-    const char *t;
-    memset(a, 0, sizeof(*a));
-    t = (const char *)sqlite3_column_text(stmt, 0);
-    snprintf(a->job_id, sizeof(a->job_id), "%s", t ? t : "");
-    t = (const char *)sqlite3_column_text(stmt, 1);
-    snprintf(a->name, sizeof(a->name), "%s", t ? t : "");
-    a->size = sqlite3_column_int64(stmt, 2);
-    t = (const char *)sqlite3_column_text(stmt, 3);
-    snprintf(a->content_type, sizeof(a->content_type), "%s", t ? t : "");
-    t = (const char *)sqlite3_column_text(stmt, 4);
-    snprintf(a->sha256, sizeof(a->sha256), "%s", t ? t : "");
-    t = (const char *)sqlite3_column_text(stmt, 5);
-    snprintf(a->file, sizeof(a->file), "%s", t ? t : "");
-    a->created_at_ms = sqlite3_column_int64(stmt, 6);
-}
-
-static int sqlite_artifact_put(struct store *st, const struct artifact *a, char *replaced)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    sqlite3_stmt *stmt = s->wstmt[W_ARTIFACT_FILE];
-    bind_text(stmt, 1, a->job_id);
-    bind_text(stmt, 2, a->name);
-    int rc = sqlite3_step(stmt);
-    const char *old = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(stmt, 0) : NULL;
-    snprintf(replaced, ARTIFACT_FILE_MAX + 1, "%s", old ? old : "");
-    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(s->wdb, "artifact file");
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    if (rc < 0)
-        return rc;
-    stmt = s->wstmt[W_ARTIFACT_PUT];
-    bind_text(stmt, 1, a->job_id);
-    bind_text(stmt, 2, a->name);
-    sqlite3_bind_int64(stmt, 3, a->size);
-    bind_text(stmt, 4, a->content_type);
-    bind_text(stmt, 5, a->sha256);
-    bind_text(stmt, 6, a->file);
-    sqlite3_bind_int64(stmt, 7, a->created_at_ms);
-    return step_done(s->wdb, stmt, "artifact put");
-}
-
-static int sqlite_job_expired_ids(struct store *st, const char *queue, int64_t ended_before_ms,
-                                  int max, char (*ids)[ULID_LEN + 1], int *n_out)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    sqlite3_stmt *stmt = s->wstmt[W_EXPIRED_IDS];
-    bind_text(stmt, 1, queue);
-    sqlite3_bind_int64(stmt, 2, ended_before_ms);
-    sqlite3_bind_int(stmt, 3, max);
-    return collect_text(s, stmt, max, ids[0], sizeof(ids[0]), n_out, "expired ids");
-}
-
-static int sqlite_job_prune(struct store *st, const char *job_id, int64_t at_ms)
-{
-    static const enum writer_stmt deletes[] = {W_PRUNE_EVENTS, W_LOCK_WAIT_REMOVE,
-                                               W_PRUNE_ARTIFACTS, W_PRUNE_JOB};
-    struct sqlite_store *s = sqlite_store(st);
-    int rc = 0;
-    for (size_t i = 0; i < sizeof(deletes) / sizeof(deletes[0]) && rc >= 0; i++)
-        rc = exec_text(s, deletes[i], job_id);
-    if (rc <= 0) /* the job's own row was not there */
-        return rc < 0 ? rc : -DRV_ENOT_FOUND;
-    sqlite3_stmt *stmt = s->wstmt[W_TRASH_ADD];
-    bind_text(stmt, 1, job_id);
-    sqlite3_bind_int64(stmt, 2, at_ms);
-    return step_done(s->wdb, stmt, "artifact trash add");
-}
-
-static int sqlite_artifact_trash_forget(struct store *st, const char *job_id)
-{
-    int rc = exec_text(sqlite_store(st), W_TRASH_FORGET, job_id);
-    return rc < 0 ? rc : 0;
-}
-
-static int sqlite_artifact_list(struct store *st, const char *job_id, struct artifact_list *out)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    memset(out, 0, sizeof(*out));
-    struct reader *r = reader_acquire(s);
-    sqlite3_stmt *stmt = r->stmt[R_ARTIFACT_LIST];
-    bind_text(stmt, 1, job_id);
-    int rc, cap = 0;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (out->n == cap) {
-            cap = cap ? cap * 2 : 8;
-            struct artifact *p = realloc(out->items, (size_t)cap * sizeof(*p));
-            if (p == NULL) {
-                rc = SQLITE_NOMEM;
-                break;
-            }
-            out->items = p;
-        }
-        read_artifact(stmt, &out->items[out->n++]);
-    }
-    rc = rc == SQLITE_DONE ? 0 : rc == SQLITE_NOMEM ? -DRV_ENOMEM : fail(r->db, "artifact list");
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    reader_release(s, r);
-    if (rc < 0)
-        artifact_list_release(out);
-    return rc;
-}
-
-static int sqlite_artifact_get(struct store *st, const char *job_id, const char *name,
-                               struct artifact *out)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    struct reader *r = reader_acquire(s);
-    sqlite3_stmt *stmt = r->stmt[R_ARTIFACT_GET];
-    bind_text(stmt, 1, job_id);
-    bind_text(stmt, 2, name);
-    int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW) {
-        read_artifact(stmt, out);
-        rc = 0;
-    } else {
-        rc = rc == SQLITE_DONE ? -DRV_ENOT_FOUND : fail(r->db, "artifact get");
-    }
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    reader_release(s, r);
-    return rc;
-}
-
-static int sqlite_artifact_trash_list(struct store *st, int max, char (*ids)[ULID_LEN + 1],
-                                      int *n_out)
-{
-    struct sqlite_store *s = sqlite_store(st);
-    struct reader *r = reader_acquire(s);
-    sqlite3_stmt *stmt = r->stmt[R_TRASH_LIST];
-    sqlite3_bind_int(stmt, 1, max);
-    int rc = SQLITE_DONE, n = 0;
-    while (n < max && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        const char *t = (const char *)sqlite3_column_text(stmt, 0);
-        snprintf(ids[n++], ULID_LEN + 1, "%s", t ? t : "");
-    }
-    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(r->db, "artifact trash list");
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
-    reader_release(s, r);
-    *n_out = n;
+    sqlite_reader_release(s, r);
     return rc;
 }
 
@@ -2165,6 +1427,7 @@ const struct store_engine store_sqlite_engine = {
     .idem_get = sqlite_idem_get,
     .idem_put = sqlite_idem_put,
     .idem_sweep = sqlite_idem_sweep,
+    /* the outbox (store_sqlite_outbox.c) */
     .outbox_insert = sqlite_outbox_insert,
     .outbox_get = sqlite_outbox_get,
     .outbox_update = sqlite_outbox_update,
@@ -2179,6 +1442,7 @@ const struct store_engine store_sqlite_engine = {
     .outbox_event_delete = sqlite_outbox_event_delete,
     .outbox_prune = sqlite_outbox_prune,
     .outbox_next = sqlite_outbox_next,
+    /* runner callbacks' webhook-ids, locks, the read side (this file) */
     .callback_id_seen = sqlite_callback_id_seen,
     .callback_id_put = sqlite_callback_id_put,
     .callback_id_sweep = sqlite_callback_id_sweep,
@@ -2197,11 +1461,12 @@ const struct store_engine store_sqlite_engine = {
     .ping = sqlite_ping,
     .due_list = sqlite_due_list,
     .policy_list = sqlite_policy_list,
+    /* webhook subscriptions (store_sqlite_subs.c) */
     .sub_get = sqlite_sub_get,
     .sub_put = sqlite_sub_put,
     .sub_delete = sqlite_sub_delete,
     .sub_list = sqlite_sub_list,
-    /* artifacts and retention */
+    /* artifacts and retention (store_sqlite_artifacts.c) */
     .artifact_put = sqlite_artifact_put,
     .job_expired_ids = sqlite_job_expired_ids,
     .job_prune = sqlite_job_prune,
