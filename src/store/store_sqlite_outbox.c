@@ -54,7 +54,7 @@ const char *const sqlite_outbox_reader_sql[R__COUNT] = {
     [R_OUTBOX_PENDING_KEYS] = ("SELECT job_id, dest, count(*) FROM outbox WHERE state = "
                                "'pending' GROUP BY job_id, dest"),
     /* The events waiting after id ?1, with the job's columns that an event's
-     * body and destinations need (OUTBOX_EVENT_JOB_COLUMNS) and the event. */
+     * body and destinations need (read_event_job_at()) and the event. */
     [R_OUTBOX_EVENTS] = ("SELECT o.id, o.job_id, o.seq, j.id IS NOT NULL AND e.seq IS NOT NULL, "
                          "j.id, j.queue, j.webhook_url, j.created_at, j.result, e.job_id, "
                          "e.seq, e.type, e.at, e.state, e.prev_state, e.step, e.attempt, e.data "
