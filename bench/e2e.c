@@ -1010,7 +1010,7 @@ static bool int_arg(const char *s, int min, int max, int *out)
 
 int main(int argc, char **argv)
 {
-    int submitters = 64, workers = 16, concurrency = 8, max = 8, seconds = 10, rounds = 1000;
+    int submitters = 96, workers = 16, concurrency = 16, max = 16, seconds = 10, rounds = 1000;
     int opt;
     while ((opt = getopt(argc, argv, "s:w:c:m:d:n:h")) != -1) {
         bool ok = true;

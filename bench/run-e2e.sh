@@ -9,7 +9,7 @@
 #
 # SUBMITTERS, WORKERS, CONCURRENCY (jobs a worker holds at once, each
 # completed on a connection of its own) and MAX (jobs per claim) override
-# 64, 16, 16 and 16.
+# 96, 16, 16 and 16.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -32,7 +32,7 @@ out=$(timeout $((60 + rounds / 20)) "$e2e" -n "$rounds" wake "$url") || status=1
 echo "$out" | grep -v '^RESULT'
 wake=$(grep '^RESULT' <<<"$out" || true)
 
-out=$(timeout $((secs + 60)) "$e2e" -s "${SUBMITTERS:-64}" -w "${WORKERS:-16}" \
+out=$(timeout $((secs + 60)) "$e2e" -s "${SUBMITTERS:-96}" -w "${WORKERS:-16}" \
     -c "${CONCURRENCY:-16}" -m "${MAX:-16}" -d "$secs" e2e "$url") || status=1
 echo "$out" | grep -v '^RESULT'
 e2e_line=$(grep '^RESULT' <<<"$out" || true)
