@@ -69,13 +69,17 @@ int main(int argc, char **argv)
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     unsigned port = info ? info->port : 0;
+    /* Written beside and renamed over: a reader never sees the file half written. */
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", argv[2]);
     while (!stop) {
         struct timespec ts = {.tv_nsec = 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
-        FILE *f = fopen(argv[2], "w");
+        FILE *f = fopen(tmp, "w");
         if (f) {
             fprintf(f, "%lu %lu %u\n", atomic_load(&requests), atomic_load(&signed_requests), port);
-            fclose(f);
+            if (fclose(f) == 0)
+                rename(tmp, argv[2]);
         }
     }
     MHD_stop_daemon(d);
