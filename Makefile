@@ -24,6 +24,9 @@ CFLAGS  += -std=c17 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wvla \
 # sanitizer builds keep the sanitizers' allocator.
 ifeq ($(filter $(BUILD),asan fuzz),)
 ALLOC_LIBS := $(shell pkg-config --libs jemalloc)
+ifeq ($(ALLOC_LIBS),)
+$(error jemalloc is missing: scripts/install-deps.sh installs it (libjemalloc-dev))
+endif
 endif
 LDLIBS  += $(PKG_LIBS) $(ALLOC_LIBS) -lpthread
 

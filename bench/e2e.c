@@ -458,7 +458,8 @@ struct loop {
     const struct target *t;
     int epfd;
     int concurrency, max;
-    bool stopping; /* no new submits or claims */
+    bool stopping;    /* no new submits or claims */
+    int64_t retry_ns; /* after a transport failure: restart idle connections then; 0: none */
     struct counts n;
     struct errors err;
 };
@@ -508,15 +509,26 @@ static int lconn_start(struct loop *l, struct lconn *lc, const char *path, const
     return lconn_flush(l, lc);
 }
 
-/* A transport failure: count it, drop the socket, and go on after a pause for the server. */
-static void lconn_failed(struct loop *l, struct lconn *lc, enum err_kind kind)
+/* Drop lc's socket; the next request opens a new one. */
+static void lconn_drop(struct loop *l, struct lconn *lc)
 {
-    errors_note(&l->err, kind, &lc->c, -1);
     if (lc->c.fd >= 0)
         (void)epoll_ctl(l->epfd, EPOLL_CTL_DEL, lc->c.fd, NULL);
     conn_close(&lc->c);
     lc->busy = false;
-    sleep_ns(10000000); /* no busy loop against a server that is gone */
+}
+
+/*
+ * A transport failure: count it and drop the socket. lc stays idle until
+ * the loop restarts idle connections, 10 ms later (no busy loop against a
+ * server that is gone, and no sleep that would stall the others).
+ */
+static void lconn_failed(struct loop *l, struct lconn *lc, enum err_kind kind)
+{
+    errors_note(&l->err, kind, &lc->c, -1);
+    lconn_drop(l, lc);
+    if (l->retry_ns == 0)
+        l->retry_ns = now_ns() + 10000000;
 }
 
 static void worker_claim(struct loop *l, struct worker *w)
@@ -542,12 +554,12 @@ static void worker_complete(struct loop *l, struct worker *w)
         char path[128], body[LEASE_TOKEN_MAX + 32];
         snprintf(path, sizeof(path), "/v1/jobs/%s/complete", job->id);
         snprintf(body, sizeof(body), "{\"lease\":\"%s\"}", job->token);
+        if (lconn_start(l, lc, path, body) < 0) {
+            lconn_failed(l, lc, ERR_TRANSPORT); /* the job stays held for the retry */
+            return;
+        }
         w->held_head = (w->held_head + 1) % l->concurrency;
         w->held_n--;
-        if (lconn_start(l, lc, path, body) < 0) {
-            lconn_failed(l, lc, ERR_TRANSPORT);
-            continue;
-        }
         w->completing++;
     }
 }
@@ -608,6 +620,12 @@ static void on_reply(struct loop *l, struct lconn *lc, int status)
 /* Read what lc's socket has; on a whole reply, go on. */
 static void on_readable(struct loop *l, struct lconn *lc)
 {
+    if (lc->c.fd < 0)
+        return;      /* dropped earlier in this batch of events */
+    if (!lc->busy) { /* the server closed an idle keep-alive connection */
+        lconn_drop(l, lc);
+        return;
+    }
     for (;;) {
         size_t need;
         int status = conn_parse(&lc->c, &need);
@@ -627,15 +645,22 @@ static void on_readable(struct loop *l, struct lconn *lc)
             break;
         lc->c.in_len += (size_t)r;
     }
-    bool was_complete = lc->role == ROLE_COMPLETE;
     lconn_failed(l, lc, ERR_TRANSPORT);
-    if (was_complete) /* the job's lease runs out; the server retries it or fails it */
+    if (lc->role == ROLE_COMPLETE) /* its job's lease runs out: counted as an error, not done */
         lc->w->completing--;
-    if (lc->role == ROLE_SUBMIT && !l->stopping && lconn_start(l, lc, "/v1/jobs", submit_body) < 0)
-        lconn_failed(l, lc, ERR_TRANSPORT);
-    if (lc->w) {
-        worker_complete(l, lc->w);
-        worker_claim(l, lc->w);
+}
+
+/* After a failure: every idle connection puts its next request out again. */
+static void restart_idle(struct loop *l, struct lconn *subs, int submitters, struct worker *ws,
+                         int workers)
+{
+    l->retry_ns = 0;
+    for (int i = 0; i < submitters && !l->stopping; i++)
+        if (!subs[i].busy && lconn_start(l, &subs[i], "/v1/jobs", submit_body) < 0)
+            lconn_failed(l, &subs[i], ERR_TRANSPORT);
+    for (int i = 0; i < workers; i++) {
+        worker_complete(l, &ws[i]);
+        worker_claim(l, &ws[i]);
     }
 }
 
@@ -710,7 +735,11 @@ static int run_e2e(const struct target *t, int submitters, int workers, int conc
         }
         if (l.stopping && (all_idle(subs, submitters, ws, workers) || now >= give_up))
             break;
+        if (l.retry_ns && now >= l.retry_ns)
+            restart_idle(&l, subs, submitters, ws, workers);
         int64_t until = t0 == 0 ? warm_end : t1 == 0 ? run_end : give_up;
+        if (l.retry_ns && l.retry_ns < until)
+            until = l.retry_ns;
         int wait = until > now ? (int)((until - now) / 1000000) + 1 : 0;
         int n = epoll_wait(l.epfd, evs, EVENTS_MAX, wait);
         for (int i = 0; i < n; i++) {

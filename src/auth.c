@@ -3,7 +3,6 @@
  */
 #include "auth.h"
 
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,23 +20,16 @@ struct auth_token {
 struct auth {
     struct auth_token tokens[CONFIG_MAX_TOKENS + 1];
     int n;
+    /* Fetched once: SHA256() looks the digest up by name on every call (every request). */
+    EVP_MD *sha256;
 };
 
-/* SHA-256, fetched once: SHA256() looks the digest up by name on every call (every request). */
-static EVP_MD *sha256;
-
-static void sha256_fetch(void)
+/* The SHA-256 digest of a token. 0, or -DRV_EINTERNAL (out zeroed). */
+static int token_digest(const struct auth *a, const char *token,
+                        unsigned char out[SHA256_DIGEST_LENGTH])
 {
-    sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-}
-
-/* The SHA-256 digest of a token. 0, or -DRV_EINTERNAL (out zeroed) without SHA-256. */
-static int token_digest(const char *token, unsigned char out[SHA256_DIGEST_LENGTH])
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, sha256_fetch);
     unsigned int len = 0;
-    if (sha256 && EVP_Digest(token, strlen(token), out, &len, sha256, NULL) == 1 &&
+    if (EVP_Digest(token, strlen(token), out, &len, a->sha256, NULL) == 1 &&
         len == SHA256_DIGEST_LENGTH)
         return 0;
     memset(out, 0, SHA256_DIGEST_LENGTH);
@@ -49,6 +41,10 @@ int auth_new(const struct config *cfg, struct auth **out)
     struct auth *a = calloc(1, sizeof(*a));
     if (a == NULL)
         return -DRV_ENOMEM;
+    if ((a->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL) {
+        free(a);
+        return -DRV_EINTERNAL;
+    }
     for (int i = 0; i < cfg->n_tokens; i++) {
         int rc = auth_add(a, cfg->tokens[i].role, cfg->tokens[i].secret);
         if (rc < 0) {
@@ -64,7 +60,7 @@ int auth_add(struct auth *a, enum auth_role role, const char *secret)
 {
     if (a->n == (int)(sizeof(a->tokens) / sizeof(a->tokens[0])))
         return -DRV_ECONFIG;
-    if (token_digest(secret, a->tokens[a->n].digest) < 0)
+    if (token_digest(a, secret, a->tokens[a->n].digest) < 0)
         return -DRV_EINTERNAL;
     a->tokens[a->n].role = role;
     a->n++;
@@ -73,8 +69,10 @@ int auth_add(struct auth *a, enum auth_role role, const char *secret)
 
 void auth_free(struct auth *a)
 {
-    if (a)
-        OPENSSL_cleanse(a, sizeof(*a));
+    if (a == NULL)
+        return;
+    EVP_MD_free(a->sha256);
+    OPENSSL_cleanse(a, sizeof(*a));
     free(a);
 }
 
@@ -93,7 +91,7 @@ enum auth_role auth_check(const struct auth *a, const char *authorization)
     if (*token == '\0')
         return ROLE_NONE;
     unsigned char digest[SHA256_DIGEST_LENGTH];
-    if (token_digest(token, digest) < 0)
+    if (token_digest(a, token, digest) < 0)
         return ROLE_NONE;
     unsigned role = ROLE_NONE;
     for (int i = 0; i < a->n; i++) {

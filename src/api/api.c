@@ -127,19 +127,23 @@ void api_reply_write(struct http_request *req, struct write_op *op, const struct
 /*
  * body as compact text, malloc'ed. json_dumps() grows its buffer from 16
  * bytes by doubling; a reply (a job is about 1 KB) is written into a stack
- * buffer first and copied once, and only a larger one takes that path.
+ * buffer first and copied once; a larger one is written again, straight
+ * into a buffer of the size the first pass reported.
  */
 static char *render_text(const json_t *body)
 {
     char stack[4096];
     size_t n = json_dumpb(body, stack, sizeof(stack), JSON_COMPACT);
-    if (n == 0 || n > sizeof(stack))
-        return n ? json_dumps(body, JSON_COMPACT) : NULL;
-    char *text = malloc(n + 1);
-    if (text) {
+    char *text = n ? malloc(n + 1) : NULL;
+    if (text == NULL)
+        return NULL;
+    if (n <= sizeof(stack)) {
         memcpy(text, stack, n);
-        text[n] = '\0';
+    } else if (json_dumpb(body, text, n, JSON_COMPACT) != n) {
+        free(text);
+        return NULL;
     }
+    text[n] = '\0';
     return text;
 }
 

@@ -503,7 +503,9 @@ static int read_event(sqlite3_stmt *s, struct job_event *ev)
  * there), and drover never reads them. */
 static void configure_sqlite(void)
 {
-    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    if (rc != SQLITE_OK) /* SQLite was initialized before: the statistics stay on */
+        log_printf(LOG_WARN, "sqlite: cannot turn memory statistics off: %s", sqlite3_errstr(rc));
 }
 
 static int open_db(const char *path, int flags, sqlite3 **out)
