@@ -1259,6 +1259,47 @@ void deliverer_requeued(struct deliverer *d, const char *job_id, const char *des
     pthread_mutex_unlock(&d->lock);
 }
 
+/* The pruned ids, sorted, that forget_key() looks a key's job up in. */
+struct pruned {
+    const char (*ids)[ULID_LEN + 1];
+    int n;
+};
+
+static int cmp_id(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* Is key ("job_id|dest") a key of a pruned job? */
+static bool forget_key(const char *key, void *arg)
+{
+    const struct pruned *p = arg;
+    char id[ULID_LEN + 1];
+    size_t len = strcspn(key, "|");
+    if (len != ULID_LEN)
+        return false;
+    memcpy(id, key, len);
+    id[len] = '\0';
+    return bsearch(id, p->ids, (size_t)p->n, sizeof(p->ids[0]), cmp_id) != NULL;
+}
+
+void deliverer_forget_jobs(void *arg, const char (*ids)[ULID_LEN + 1], int n)
+{
+    struct deliverer *d = arg;
+    char(*sorted)[ULID_LEN + 1] = malloc((size_t)n * sizeof(*sorted));
+    if (d == NULL || n <= 0 || sorted == NULL) {
+        free(sorted);
+        return; /* out of memory: the counts stay, as before (a small leak, no harm) */
+    }
+    memcpy(sorted, ids, (size_t)n * sizeof(*sorted));
+    qsort(sorted, (size_t)n, sizeof(*sorted), cmp_id);
+    struct pruned p = {(const char(*)[ULID_LEN + 1]) sorted, n};
+    pthread_mutex_lock(&d->lock);
+    strmap_remove_if(&d->held, forget_key, &p);
+    pthread_mutex_unlock(&d->lock);
+    free(sorted);
+}
+
 void deliverer_stop(struct deliverer *d)
 {
     if (d == NULL)

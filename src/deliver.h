@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "outbound.h"
+#include "ulid.h"
 #include "store/writer.h"
 
 #define DELIVER_SCHEDULE_MAX 32
@@ -67,6 +68,13 @@ void deliverer_kick(struct deliverer *d);
 /* deliver_requeue() made (job_id, dest)'s row pending again: it goes, after its key's earlier rows.
  */
 void deliverer_requeued(struct deliverer *d, const char *job_id, const char *dest);
+
+/*
+ * Retention deleted these jobs with their outbox rows (retention.h's
+ * retention_pruned_fn, arg d): forget the pending-row counts of their keys,
+ * which no answer will bring down any more.
+ */
+void deliverer_forget_jobs(void *d, const char (*ids)[ULID_LEN + 1], int n);
 
 /* Stop finding rows (sends in flight finish through the outbound engine). */
 void deliverer_stop(struct deliverer *d);

@@ -27,6 +27,9 @@ struct retention_op {
     int n_trash;
     bool trash_left; /* directories this round had no time for */
     int pruned;      /* out */
+    char pruned_ids[RETENTION_BATCH][ULID_LEN + 1];
+    retention_pruned_fn on_pruned;
+    void *on_pruned_arg;
     bool oom;
 };
 
@@ -75,6 +78,7 @@ static int sweep_apply(struct write_ctx *ctx, struct write_op *op)
             rc = store_job_prune(ctx->store, ids[i], ctx->now_ms);
             if (rc == 0)
                 rc = retention_delete_extra(ctx, ids[i]);
+            memcpy(r->pruned_ids[r->pruned + i], ids[i], sizeof(ids[i]));
         }
         r->pruned += got;
     }
@@ -102,9 +106,11 @@ static void retention_op_free(struct retention_op *r)
 static void sweep_done(struct write_op *op)
 {
     struct retention_op *r = container_of(op, struct retention_op, op);
-    if (op->result == 0 && r->pruned > 0)
+    if (op->result == 0 && r->pruned > 0) {
         log_printf(LOG_DEBUG, "retention: deleted %d ended jobs", r->pruned);
-    else if (op->result < 0 && op->result != -DRV_ESHUTTING_DOWN)
+        if (r->on_pruned)
+            r->on_pruned(r->on_pruned_arg, (const char(*)[ULID_LEN + 1]) r->pruned_ids, r->pruned);
+    } else if (op->result < 0 && op->result != -DRV_ESHUTTING_DOWN)
         log_printf(LOG_ERROR, "retention sweep failed: %s", err_name(op->result));
     timers_add(r->timers, time_now_ms() + next_round_ms(r), TIMER_SWEEP, RETENTION_SWEEP_KEY);
     retention_op_free(r);
@@ -150,7 +156,7 @@ static void empty_trash(struct retention_op *r, struct store *st, const char *da
 }
 
 void retention_sweep_fire(struct writer *w, struct timers *t, struct store *st,
-                          const char *data_dir)
+                          const char *data_dir, retention_pruned_fn pruned, void *pruned_arg)
 {
     struct retention_op *r = calloc(1, sizeof(*r));
     if (r == NULL) {
@@ -160,6 +166,8 @@ void retention_sweep_fire(struct writer *w, struct timers *t, struct store *st,
     r->op.apply = sweep_apply;
     r->op.done = sweep_done;
     r->timers = t;
+    r->on_pruned = pruned;
+    r->on_pruned_arg = pruned_arg;
     empty_trash(r, st, data_dir);
     if (store_policy_list(st, collect_queue, r) < 0 || r->oom)
         r->n_queues = 0; /* this round only forgets the trash; the next one looks again */

@@ -30,6 +30,7 @@
 #include "store/store.h"
 #include "store/writer.h"
 #include "timers.h"
+#include "ulid.h"
 
 #define RETENTION_SWEEP_KEY "retention"
 #define RETENTION_BATCH     200   /* jobs pruned (and directories removed) per round */
@@ -39,12 +40,18 @@
 #define RETENTION_FILES_MS  50    /* removing directories, per round, on the timers thread */
 
 /*
+ * Told, on the writer thread after a round's commit, which jobs it pruned
+ * (ids[n]): the deliverer forgets what it kept in memory about them.
+ */
+typedef void (*retention_pruned_fn)(void *arg, const char (*ids)[ULID_LEN + 1], int n);
+
+/*
  * The sweep's timer fired (on the timers thread): remove what the trash
  * holds and queue the round's op, which re-arms the timer. data_dir is
- * borrowed for the server's life.
+ * borrowed for the server's life; pruned may be NULL.
  */
 void retention_sweep_fire(struct writer *w, struct timers *t, struct store *st,
-                          const char *data_dir);
+                          const char *data_dir, retention_pruned_fn pruned, void *pruned_arg);
 
 /* A queue just got a retention: sweep now rather than at the next round. */
 void retention_sweep_soon(struct timers *t);

@@ -246,7 +246,8 @@ static void on_timer(void *ctx, enum timer_kind kind, const char *key)
     case TIMER_LOCK: job_lock_expiry_fire(app->writer, key); break;
     case TIMER_SWEEP:
         if (strcmp(key, RETENTION_SWEEP_KEY) == 0)
-            retention_sweep_fire(app->writer, app->timers, app->store, app->cfg->data_dir);
+            retention_sweep_fire(app->writer, app->timers, app->store, app->cfg->data_dir,
+                                 deliverer_forget_jobs, app->deliverer);
         else
             idem_sweep_fire(app->writer, app->timers, app->cfg->idempotency_ttl_s * 1000LL);
         break;

@@ -114,14 +114,32 @@ int strmap_put(struct strmap *m, const char *key, void *value)
     return 0;
 }
 
+static void remove_slot(struct strmap *m, struct strmap_slot *slot)
+{
+    free(slot->key);
+    slot->key = TOMBSTONE;
+    slot->value = NULL;
+    m->live--;
+}
+
 bool strmap_remove(struct strmap *m, const char *key)
 {
     struct strmap_slot *slot = find(m, key, fnv1a(key));
     if (slot == NULL)
         return false;
-    free(slot->key);
-    slot->key = TOMBSTONE;
-    slot->value = NULL;
-    m->live--;
+    remove_slot(m, slot);
     return true;
+}
+
+size_t strmap_remove_if(struct strmap *m, bool (*match)(const char *key, void *arg), void *arg)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->cap; i++) {
+        struct strmap_slot *slot = &m->slots[i];
+        if (slot->key && slot->key != TOMBSTONE && match(slot->key, arg)) {
+            remove_slot(m, slot);
+            n++;
+        }
+    }
+    return n;
 }

@@ -34,4 +34,7 @@ int strmap_put(struct strmap *m, const char *key, void *value);
 /* Remove key; false when it was not there. */
 bool strmap_remove(struct strmap *m, const char *key);
 
+/* Remove every key for which match(key, arg) is true, in one pass; how many went. */
+size_t strmap_remove_if(struct strmap *m, bool (*match)(const char *key, void *arg), void *arg);
+
 #endif

@@ -7,7 +7,8 @@ its scheduled, queued and running jobs and every job of a queue without
 retention stay; a job that just ended is kept until its time (and for a
 dedup window longer than its retention); a retention turned off again stops
 pruning; a backlog bigger than one batch goes in several rounds while the
-server keeps answering.
+server keeps answering; pruning a job whose webhooks still wait for a retry
+leaves another job's deliveries, retrying at the same time, in order.
 """
 
 import time
@@ -20,6 +21,7 @@ from conftest import (
     ts_parse,
     ts_format,
 )
+from webhook_receiver import first_arrivals, run_to_success, wh_server
 
 GONE_WITHIN_S = 12  # retention 1 s, rounds every 1 s; generous for slow builds
 
@@ -199,3 +201,43 @@ def test_kill_9_mid_sweep_then_restart_finishes_the_job(make_server):
     while any(artifact_dir(s, i).exists() for i in ids):
         assert time.monotonic() < deadline, [i for i in ids if artifact_dir(s, i).exists()]
         time.sleep(0.1)
+
+
+def test_pruning_a_job_with_failing_webhooks_keeps_other_jobs_in_order(make_server, receiver,
+                                                                     make_receiver):
+    """The deliverer keeps, per (job, destination), how many rows wait for a
+    retry; later events of that key wait behind them. When retention deletes
+    a job with such rows, the deliverer forgets that job's keys, and only
+    its: a job whose first delivery is retrying across the prune still gets
+    every event, in order. (Two receivers, and a breaker that waits for 100
+    failures: the endpoint's circuit must not pause B's retries.)"""
+    srv = wh_server(make_server, "breaker_after = 100\n")
+    put_queue(srv, "short-lived", retention_s=1)
+    failing = make_receiver()
+    failing.set_default("/gone", (500, {}, "never"))
+    # B's first event fails for ~3.8 s of retries (200, 400, 800 ms, then
+    # 800 ms), long enough to be pending while A is pruned and after.
+    receiver.answer("/b", *[(500, {}, "not yet")] * 6)
+    b = srv.submit("kept", webhook_url=receiver.url + "/b")["id"]
+    a = srv.submit("short-lived", webhook_url=failing.url + "/gone")["id"]
+    r = srv.request("POST", f"/v1/jobs/{a}/cancel", token="submit")
+    assert r.status == 200 and r.json["state"] == "canceled", r
+    failing.wait_for(lambda got: any(x["job_id"] == a for x in got),
+                     what="a delivery of the job to prune")
+    wait_gone(srv, [a])
+    # B's later events come after the prune, while its first still waits.
+    run_to_success(srv, "kept", b)
+    seqs = [e["seq"] for e in job_events(srv, b)]
+    recs = receiver.wait_seqs(b, seqs, path="/b", timeout=15)
+    # Event n+1 is not sent before event n is delivered: every request for
+    # a seq comes after the one that delivered the seq before it.
+    trace = [(x["seq"], x["answer"]) for x in recs]
+    assert first_arrivals(recs) == seqs, trace
+    for prev, seq in zip(seqs, seqs[1:]):
+        delivered = next(i for i, x in enumerate(recs) if x["seq"] == prev and x["answer"] < 300)
+        first = next(i for i, x in enumerate(recs) if x["seq"] == seq)
+        assert first > delivered, trace
+    assert trace[:6] == [(seqs[0], 500)] * 6, trace
+    # A is gone with its deliveries; the server still answers for both.
+    assert status(srv, f"/v1/jobs/{a}/deliveries") == 404
+    assert status(srv, f"/v1/jobs/{b}") == 200

@@ -152,6 +152,34 @@ static void test_strmap_put_get_remove(void **state)
     strmap_release(&m);
 }
 
+static bool starts_with_job_1(const char *key, void *arg)
+{
+    return strncmp(key, arg, strlen(arg)) == 0;
+}
+
+/* strmap_remove_if() removes exactly the matching keys; the map stays usable. */
+static void test_strmap_remove_if(void **state)
+{
+    (void)state;
+    struct strmap m;
+    strmap_init(&m);
+    char key[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof(key), "job-%d|sub-%d", i / 10, i % 10);
+        assert_int_equal(strmap_put(&m, key, NULL), 0);
+    }
+    /* "job-1|" and nothing else: not job-10.., job-11.. */
+    assert_int_equal(strmap_remove_if(&m, starts_with_job_1, "job-1|"), 10);
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof(key), "job-%d|sub-%d", i / 10, i % 10);
+        assert_int_equal(strmap_has(&m, key), i / 10 != 1);
+    }
+    assert_int_equal(strmap_remove_if(&m, starts_with_job_1, "job-1|"), 0);
+    assert_int_equal(strmap_put(&m, "job-1|sub-0", NULL), 0);
+    assert_true(strmap_has(&m, "job-1|sub-0"));
+    strmap_release(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -159,6 +187,7 @@ int main(void)
                                         tu_store_teardown),
         cmocka_unit_test_setup_teardown(test_stop_commits_background_ops, setup, tu_store_teardown),
         cmocka_unit_test(test_strmap_put_get_remove),
+        cmocka_unit_test(test_strmap_remove_if),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
