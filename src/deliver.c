@@ -1286,11 +1286,11 @@ static bool forget_key(const char *key, void *arg)
 void deliverer_forget_jobs(void *arg, const char (*ids)[ULID_LEN + 1], int n)
 {
     struct deliverer *d = arg;
+    if (d == NULL || n <= 0)
+        return;
     char(*sorted)[ULID_LEN + 1] = malloc((size_t)n * sizeof(*sorted));
-    if (d == NULL || n <= 0 || sorted == NULL) {
-        free(sorted);
-        return; /* out of memory: the counts stay, as before (a small leak, no harm) */
-    }
+    if (sorted == NULL)
+        return; /* out of memory: the counts stay (a small leak, no harm) */
     memcpy(sorted, ids, (size_t)n * sizeof(*sorted));
     qsort(sorted, (size_t)n, sizeof(*sorted), cmp_id);
     struct pruned p = {(const char(*)[ULID_LEN + 1]) sorted, n};

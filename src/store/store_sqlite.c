@@ -392,7 +392,7 @@ static int bind_job_changes(sqlite3_stmt *s, const struct job *job)
     bind_text(s, 3, job_state_name(job->state));
     bind_text(s, 4, job->step);
     sqlite3_bind_int(s, 5, job->attempt);
-    bind_ms(s, 11, job->run_at_ms);
+    bind_or_null(s, 11, job->run_at_ms);
     sqlite3_bind_int(s, 12, job->cancel_requested);
     rc = rc ? rc : bind_json(s, 13, job->result);
     rc = rc ? rc : bind_json(s, 14, job->error);
@@ -401,9 +401,9 @@ static int bind_job_changes(sqlite3_stmt *s, const struct job *job)
     sqlite3_bind_int64(s, 18, job->seq);
     bind_text(s, 19, job->lease_token);
     bind_text(s, 20, job->worker);
-    bind_ms(s, 21, job->lease_expires_ms);
-    bind_ms(s, 22, job->started_at_ms);
-    bind_ms(s, 23, job->due_at_ms);
+    bind_or_null(s, 21, job->lease_expires_ms);
+    bind_or_null(s, 22, job->started_at_ms);
+    bind_or_null(s, 23, job->due_at_ms);
     bind_text(s, 25, job->waiting_for);
     bind_text(s, 26, job->run_id);
     return rc;
@@ -420,10 +420,7 @@ static int bind_job(sqlite3_stmt *s, const struct job *job)
     rc = rc ? rc : bind_json(s, 9, job->lock_keys);
     bind_text(s, 10, job->webhook_url);
     sqlite3_bind_int64(s, 16, job->created_at_ms);
-    if (job->concurrency_limit)
-        sqlite3_bind_int(s, 24, job->concurrency_limit);
-    else
-        sqlite3_bind_null(s, 24);
+    bind_or_null(s, 24, job->concurrency_limit);
     return rc;
 }
 
@@ -1135,7 +1132,7 @@ static int sqlite_lock_put(struct store *st, const struct lock *l)
     bind_text(stmt, 2, l->job_id[0] ? l->job_id : NULL);
     bind_text(stmt, 3, l->owner);
     bind_text(stmt, 4, l->reason);
-    bind_ms(stmt, 5, l->expires_at_ms);
+    bind_or_null(stmt, 5, l->expires_at_ms);
     sqlite3_bind_int64(stmt, 6, l->created_at_ms);
     return sqlite_step_done(s->wdb, stmt, "lock put");
 }

@@ -221,11 +221,11 @@ static inline int bind_json(sqlite3_stmt *s, int i, const json_t *v)
     return 0;
 }
 
-/* A time in ms; 0 (none) binds SQL NULL. */
-static inline void bind_ms(sqlite3_stmt *s, int i, int64_t ms)
+/* A number whose 0 means none (a time in ms, an HTTP status, a limit): 0 binds SQL NULL. */
+static inline void bind_or_null(sqlite3_stmt *s, int i, int64_t v)
 {
-    if (ms)
-        sqlite3_bind_int64(s, i, ms);
+    if (v)
+        sqlite3_bind_int64(s, i, v);
     else
         sqlite3_bind_null(s, i);
 }

@@ -114,10 +114,7 @@ int sqlite_outbox_insert(struct store *st, struct outbox_row *r)
     sqlite3_bind_int64(stmt, 6, r->next_at_ms);
     sqlite3_bind_int64(stmt, 7, r->created_at_ms);
     sqlite3_bind_int64(stmt, 8, r->updated_at_ms);
-    if (r->last_status)
-        sqlite3_bind_int(stmt, 9, r->last_status);
-    else
-        sqlite3_bind_null(stmt, 9);
+    bind_or_null(stmt, 9, r->last_status);
     bind_text(stmt, 10, r->last_error);
     sqlite3_bind_int64(stmt, 11, r->last_latency_ms);
     int rc = sqlite_step_done(s->wdb, stmt, "outbox insert");
@@ -169,10 +166,7 @@ int sqlite_outbox_update(struct store *st, const struct outbox_row *r)
     sqlite3_bind_int(stmt, 3, r->attempts);
     sqlite3_bind_int64(stmt, 4, r->next_at_ms);
     sqlite3_bind_int64(stmt, 5, r->updated_at_ms);
-    if (r->last_status)
-        sqlite3_bind_int(stmt, 6, r->last_status);
-    else
-        sqlite3_bind_null(stmt, 6);
+    bind_or_null(stmt, 6, r->last_status);
     bind_text(stmt, 7, r->last_error);
     sqlite3_bind_int64(stmt, 8, r->last_latency_ms);
     return sqlite_step_done(s->wdb, stmt, "outbox update");
@@ -199,10 +193,7 @@ int sqlite_delivery_attempt_insert(struct store *st, int64_t outbox_id,
     sqlite3_bind_int64(stmt, 1, outbox_id);
     sqlite3_bind_int(stmt, 2, a->n);
     sqlite3_bind_int64(stmt, 3, a->at_ms);
-    if (a->status)
-        sqlite3_bind_int(stmt, 4, a->status);
-    else
-        sqlite3_bind_null(stmt, 4);
+    bind_or_null(stmt, 4, a->status);
     sqlite3_bind_int64(stmt, 5, a->latency_ms);
     bind_text(stmt, 6, a->error);
     bind_text(stmt, 7, a->excerpt);

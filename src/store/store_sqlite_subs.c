@@ -77,7 +77,7 @@ int sqlite_sub_put(struct store *st, const struct sub *sub)
     bind_text(stmt, 2, sub->url);
     bind_text(stmt, 3, sub->secret);
     bind_text(stmt, 4, sub->old_secret);
-    bind_ms(stmt, 5, sub->old_secret ? sub->old_secret_until_ms : 0);
+    bind_or_null(stmt, 5, sub->old_secret ? sub->old_secret_until_ms : 0);
     int rc = bind_json(stmt, 6, sub->events);
     rc = rc ? rc : bind_json(stmt, 7, sub->queues);
     sqlite3_bind_int(stmt, 8, sub->enabled);
