@@ -669,8 +669,11 @@ static void finish_event(struct send *s, enum outcome_kind kind, bool dead_now, 
         answer_fill(&o->answer, s, kind == OUT_DELIVERED, dead_now, status, latency_ms, error,
                     excerpt, excerpt_len, retry_after_s);
     struct event_send *settled = NULL;
-    struct send *next = s->next, *go = NULL;
+    struct send *next, *go = NULL;
     pthread_mutex_lock(&d->lock);
+    /* Read under the lock: dispatch_event() appends to a key's chain while
+     * holding it, and a send appended after an unlocked read was lost. */
+    next = s->next;
     o->kind = kind;
     bool pending = leaves_pending(o);
     if (pending) { /* a pending row, written when the event settles */
