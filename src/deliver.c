@@ -71,12 +71,19 @@ struct deliverer {
     pthread_cond_t cond;
     bool events_kicked, rows_kicked, stopping;
     bool events_blocked; /* the event path stopped at max_in_flight */
-    bool events_paced;   /* the event path waits for wake_at (pacing, or a failure) */
-    double tokens;       /* the pace's bucket (the thread's own) */
+    bool events_paced;   /* the event path waits for events_at (pacing, or a failure) */
+    int64_t events_at;
+    double tokens; /* the pace's bucket (the thread's own) */
     int64_t tokens_at;
-    int64_t wake_at; /* the next retry's time; 0: none known */
+    int64_t wake_at; /* the row path's next due time; 0: none known */
     int in_flight;
-    int64_t cursor;          /* the last queued event read */
+    int64_t cursor; /* the last queued event sent */
+    bool rewound;   /* the cursor went back (an event's record failed): drop the batch */
+    /* Queued events read but not sent yet (the thread's own): the pace and
+     * max_in_flight stop a batch part-way, and its rest is sent from here
+     * when they allow instead of being read again. */
+    struct outbox_event batch[EVENTS_MAX];
+    int batch_n, batch_i;
     struct strmap sending;   /* key -> its send out: an event send, or NULL for a row's */
     struct strmap held;      /* key -> how many pending rows it has (intptr_t) */
     struct strmap unwritten; /* key -> how many of those are not in the store yet */
@@ -196,11 +203,20 @@ static void answer_release(struct answer *a)
     a->has_disabled = false;
 }
 
-/* Wake the thread (with d->lock held). */
+/* Wake the thread's row path at at (with d->lock held). */
 static void wake_at_locked(struct deliverer *d, int64_t at)
 {
     if (d->wake_at == 0 || at < d->wake_at)
         d->wake_at = at;
+    pthread_cond_signal(&d->cond);
+}
+
+/* The event path goes again at at, not before (with d->lock held). */
+static void events_wait_locked(struct deliverer *d, int64_t at)
+{
+    if (!d->events_paced || at < d->events_at)
+        d->events_at = at;
+    d->events_paced = true;
     pthread_cond_signal(&d->cond);
 }
 
@@ -542,9 +558,11 @@ static void settle_done(struct write_op *op)
                    "cannot record the deliveries of %s event %lld: %s (sending it "
                    "again)",
                    ev->job_id, (long long)ev->seq, err_name(op->result));
-        if (ev->id <= d->cursor)
+        if (ev->id <= d->cursor) {
             d->cursor = ev->id - 1;
-        wake_at_locked(d, time_now_ms() + 1000);
+            d->rewound = true;
+        }
+        events_wait_locked(d, time_now_ms() + 1000);
     }
     if (rows) {
         d->rows_kicked = true;
@@ -977,7 +995,8 @@ static bool dispatch_event(struct deliverer *d, struct outbox_event *e, const ou
  * work — cannot take the CPU the job path needs; when it is idle they go at
  * full speed. A token bucket holding 20 ms of sends. May n sends start now,
  * busy telling whether the job path is (job_path_busy())? If not, *until
- * says when.
+ * says when: once the bucket holds 5 ms of sends or more, so that the thread
+ * wakes for a handful of events at a time, not for each.
  */
 static bool pace(struct deliverer *d, bool busy, int n, int64_t *until)
 {
@@ -997,6 +1016,8 @@ static bool pace(struct deliverer *d, bool busy, int n, int64_t *until)
         d->tokens -= n;
         return true;
     }
+    if (need < burst / 4)
+        need = burst / 4;
     *until = now + 1 + (int64_t)((need - d->tokens) * 1000 / rate);
     return false;
 }
@@ -1007,60 +1028,66 @@ static bool job_path_busy(struct deliverer *d)
     return time_now_ms() - writer_foreground_at(d->cfg.writer) <= BUSY_WINDOW_MS;
 }
 
-/* The event path waits until at (with d->lock held). */
-static void events_wait_locked(struct deliverer *d, int64_t at)
+static void batch_release(struct deliverer *d)
 {
-    d->events_paced = true;
-    wake_at_locked(d, at);
+    for (int i = 0; i < d->batch_n; i++)
+        outbox_event_release(&d->batch[i]);
+    d->batch_n = d->batch_i = 0;
 }
 
-/* Read queued events after the cursor and send them, while there is room and pace. */
+/*
+ * Send queued events after the cursor while there is room and pace: the
+ * rest of the batch read before, then batches read anew until one comes
+ * back short.
+ */
 static void pump_events(struct deliverer *d)
 {
     static _Thread_local outbox_dest dests[OUTBOX_MAX_DESTS]; /* 41 KB: off the stack */
-    struct outbox_event evs[EVENTS_MAX];
+    bool busy = d->cfg.rate_under_load > 0 && job_path_busy(d), read_short = false;
     for (;;) {
         pthread_mutex_lock(&d->lock);
         bool room = d->in_flight < d->cfg.max_in_flight;
         d->events_blocked = !room;
+        bool rewound = d->rewound;
+        d->rewound = false;
         int64_t after = d->cursor;
         pthread_mutex_unlock(&d->lock);
-        int n = 0;
         if (!room)
             return; /* an answer kicks us when there is room again */
-        if (store_outbox_events(d->cfg.store, after, EVENTS_MAX, evs, &n) < 0) {
-            pthread_mutex_lock(&d->lock);
-            events_wait_locked(d, time_now_ms() + 1000); /* again in a second */
-            pthread_mutex_unlock(&d->lock);
-            return;
+        if (rewound)
+            batch_release(d); /* read again from the cursor */
+        if (d->batch_i == d->batch_n) {
+            batch_release(d);
+            if (read_short)
+                return; /* a submit kicks us */
+            if (store_outbox_events(d->cfg.store, after, EVENTS_MAX, d->batch, &d->batch_n) < 0) {
+                pthread_mutex_lock(&d->lock);
+                events_wait_locked(d, time_now_ms() + 1000); /* again in a second */
+                pthread_mutex_unlock(&d->lock);
+                return;
+            }
+            read_short = d->batch_n < EVENTS_MAX;
+            if (d->batch_n == 0)
+                return;
+            busy = d->cfg.rate_under_load > 0 && job_path_busy(d);
         }
-        int i = 0;
+        struct outbox_event *e = &d->batch[d->batch_i];
+        int n_dests = e->found ? outbox_destinations(d->cfg.subs, &e->job, &e->ev, dests) : 0;
         int64_t until = 0;
-        bool ok = true, busy = d->cfg.rate_under_load > 0 && n > 0 && job_path_busy(d);
-        for (; i < n; i++) {
-            int n_dests =
-                evs[i].found ? outbox_destinations(d->cfg.subs, &evs[i].job, &evs[i].ev, dests) : 0;
-            if (!pace(d, busy, n_dests, &until))
-                break; /* read again when the pace allows */
-            if (!(ok = dispatch_event(d, &evs[i], dests, n_dests)))
-                break;
-            pthread_mutex_lock(&d->lock);
-            if (evs[i].id > d->cursor)
-                d->cursor = evs[i].id;
-            pthread_mutex_unlock(&d->lock);
-        }
-        for (int j = 0; j < n; j++)
-            outbox_event_release(&evs[j]);
-        if (i < n) {
-            if (!ok)
+        bool paced = !pace(d, busy, n_dests, &until);
+        if (paced || !dispatch_event(d, e, dests, n_dests)) {
+            if (!paced)
                 log_printf(LOG_ERROR, "out of memory sending webhooks: retrying in a second");
             pthread_mutex_lock(&d->lock);
-            events_wait_locked(d, ok ? until : time_now_ms() + 1000);
+            events_wait_locked(d, paced ? until : time_now_ms() + 1000);
             pthread_mutex_unlock(&d->lock);
-            return;
+            return; /* the batch's rest waits for then */
         }
-        if (n < EVENTS_MAX)
-            return;
+        d->batch_i++;
+        pthread_mutex_lock(&d->lock);
+        if (!d->rewound && e->id > d->cursor)
+            d->cursor = e->id;
+        pthread_mutex_unlock(&d->lock);
     }
 }
 
@@ -1144,19 +1171,21 @@ static void *deliverer_main(void *arg)
         }
         int64_t now = time_now_ms();
         bool due = d->wake_at && d->wake_at <= now;
-        if (!(d->events_kicked && !d->events_paced) && !d->rows_kicked && !due) {
-            if (d->wake_at) {
-                struct timespec ts = {.tv_sec = d->wake_at / 1000,
-                                      .tv_nsec = (d->wake_at % 1000) * 1000000};
+        /* A kick while the event path waits for its pace is kept for then. */
+        bool events = d->events_paced ? d->events_at <= now : d->events_kicked;
+        bool rows = d->rows_kicked || due;
+        if (!events && !rows) {
+            int64_t at = d->wake_at;
+            if (d->events_paced && (at == 0 || d->events_at < at))
+                at = d->events_at;
+            if (at) {
+                struct timespec ts = {.tv_sec = at / 1000, .tv_nsec = (at % 1000) * 1000000};
                 pthread_cond_timedwait(&d->cond, &d->lock, &ts);
             } else {
                 pthread_cond_wait(&d->cond, &d->lock);
             }
             continue;
         }
-        /* A kick while the event path waits for its pace is kept for then. */
-        bool events = d->events_paced ? due : d->events_kicked;
-        bool rows = d->rows_kicked || due;
         if (events)
             d->events_kicked = d->events_paced = false;
         d->rows_kicked = false;
@@ -1185,6 +1214,7 @@ static void add_held(void *arg, const char *job_id, const char *dest, int n)
 
 static void deliverer_release(struct deliverer *d)
 {
+    batch_release(d);
     while (d->circuits) {
         struct circuit *c = d->circuits;
         d->circuits = c->next;
