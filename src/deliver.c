@@ -35,6 +35,7 @@
 #include "artifacts.h"
 #include "job_json.h"
 #include "job_ops_internal.h"
+#include "json_writer.h"
 #include "log.h"
 #include "outbox.h"
 #include "policy_cache.h"
@@ -305,21 +306,45 @@ static void circuit_record(struct deliverer *d, const char *endpoint, bool ok, i
 /* ---- bodies ---- */
 
 /* The body of a delivery: the event with its job as it was then. */
-static char *render_body(struct deliverer *d, const struct job *job, const struct job_event *ev)
+static char *render_body(struct deliverer *d, const struct job *job, const struct job_event *ev,
+                         size_t *len)
 {
-    char at[TIME_RFC3339_LEN], created[TIME_RFC3339_LEN];
-    time_format_rfc3339(ev->at_ms, at);
-    time_format_rfc3339(job->created_at_ms, created);
     json_t *error = json_object_get(ev->data, "error");
     bool succeeded = strcmp(ev->type, "job.succeeded") == 0;
-    json_t *j = json_pack(
-        "{s:s, s:s, s:s, s:o, s:o, s:i, s:O, s:O, s:s, s:s}", "id", job->id, "queue", job->queue,
-        "state", job_state_name(ev->state) ? job_state_name(ev->state) : "", "previous_state",
-        job_state_name(ev->prev_state) ? json_string(job_state_name(ev->prev_state)) : json_null(),
-        "step", ev->step ? json_string(ev->step) : json_null(), "attempt", ev->attempt, "error",
-        error ? error : json_null(), "result", succeeded && job->result ? job->result : json_null(),
-        "created_at", created, "updated_at", at);
-    if (succeeded && j) {
+    const char *state = job_state_name(ev->state);
+    char stack[2048];
+    struct json_writer w;
+    jw_init(&w, stack, sizeof(stack));
+    jw_object_begin(&w);
+    jw_key(&w, "type");
+    jw_string(&w, ev->type);
+    jw_key(&w, "timestamp");
+    jw_time(&w, ev->at_ms);
+    jw_key(&w, "data");
+    jw_object_begin(&w);
+    jw_key(&w, "job");
+    jw_object_begin(&w);
+    jw_key(&w, "id");
+    jw_string(&w, job->id);
+    jw_key(&w, "queue");
+    jw_string(&w, job->queue);
+    jw_key(&w, "state");
+    jw_string(&w, state ? state : "");
+    jw_key(&w, "previous_state");
+    jw_string(&w, job_state_name(ev->prev_state));
+    jw_key(&w, "step");
+    jw_string(&w, ev->step);
+    jw_key(&w, "attempt");
+    jw_int(&w, ev->attempt);
+    jw_key(&w, "error");
+    jw_json(&w, error, "null");
+    jw_key(&w, "result");
+    jw_json(&w, succeeded ? job->result : NULL, "null");
+    jw_key(&w, "created_at");
+    jw_time(&w, job->created_at_ms);
+    jw_key(&w, "updated_at");
+    jw_time(&w, ev->at_ms);
+    if (succeeded) {
         /* Its artifacts as they are now (artifacts.h: inline up to the queue's budget). */
         const struct policy *p = policy_cache_acquire(d->cfg.policies, job->queue);
         json_t *artifacts = NULL;
@@ -329,14 +354,18 @@ static char *render_body(struct deliverer *d, const struct job *job, const struc
         if (rc < 0) /* a damaged file must not hold the whole outbox back */
             log_printf(LOG_WARN, "job %s: its artifacts are missing from job.succeeded: %s",
                        job->id, err_name(rc));
-        json_object_set_new(j, "artifacts", rc < 0 ? json_null() : artifacts);
+        jw_key(&w, "artifacts");
+        jw_json(&w, rc < 0 ? NULL : artifacts, "null");
+        json_decref(artifacts);
     }
-    json_t *body =
-        json_pack("{s:s, s:s, s:{s:o, s:I, s:O}}", "type", ev->type, "timestamp", at, "data", "job",
-                  j, "seq", (json_int_t)ev->seq, "event", ev->data ? ev->data : json_null());
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    return text;
+    jw_object_end(&w);
+    jw_key(&w, "seq");
+    jw_int(&w, ev->seq);
+    jw_key(&w, "event");
+    jw_json(&w, ev->data, "null");
+    jw_object_end(&w);
+    jw_object_end(&w);
+    return jw_finish(&w, len);
 }
 
 /* ---- results ---- */
@@ -863,7 +892,7 @@ static void send_row(struct deliverer *d, struct send *s)
     size_t n_keys = 0;
     bool ok = rc == 0 && destination(d, s, job.webhook_url, keys, &n_keys, why, sizeof(why));
     if (ok)
-        s->body = render_body(d, &job, &events.events[0]);
+        s->body = render_body(d, &job, &events.events[0], NULL);
     if (rc == 0)
         job_release(&job);
     event_list_release(&events);
@@ -926,8 +955,7 @@ static bool dispatch_event(struct deliverer *d, struct outbox_event *e, const ou
     if (n) {
         ev->at_ms = e->ev.at_ms;
         ev->webhook_url = e->job.webhook_url ? strdup(e->job.webhook_url) : NULL;
-        ev->body = render_body(d, &e->job, &e->ev);
-        ev->body_len = ev->body ? strlen(ev->body) : 0;
+        ev->body = render_body(d, &e->job, &e->ev, &ev->body_len);
     }
     bool ok = n == 0 || (ev->body && (ev->webhook_url || e->job.webhook_url == NULL));
     for (int i = 0; i < n && ok; i++) {

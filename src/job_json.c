@@ -157,11 +157,6 @@ int job_from_submit(const json_t *body, int64_t now_ms, struct job *job, struct 
     return job->payload ? 0 : -DRV_ENOMEM;
 }
 
-static json_t *str_or_null(const char *s)
-{
-    return s ? json_string(s) : json_null();
-}
-
 json_t *json_time_or_null(int64_t ms)
 {
     if (ms == 0)
@@ -171,44 +166,88 @@ json_t *json_time_or_null(int64_t ms)
     return json_string(buf);
 }
 
+void job_write_members(struct json_writer *w, const struct job *job)
+{
+    const char *state = job_state_name(job->state);
+    jw_key(w, "id");
+    jw_string(w, job->id);
+    jw_key(w, "queue");
+    jw_string(w, job->queue ? job->queue : "");
+    jw_key(w, "state");
+    jw_string(w, state ? state : "");
+    jw_key(w, "step");
+    jw_string(w, job->step);
+    jw_key(w, "attempt");
+    jw_int(w, job->attempt);
+    jw_key(w, "payload");
+    jw_json(w, job->payload, "{}");
+    jw_key(w, "dedup_key");
+    jw_string(w, job->dedup_key);
+    jw_key(w, "concurrency_key");
+    jw_string(w, job->concurrency_key);
+    jw_key(w, "lock_keys");
+    jw_json(w, job->lock_keys, "[]");
+    jw_key(w, "webhook_url");
+    jw_string(w, job->webhook_url);
+    jw_key(w, "run_at");
+    jw_time(w, job->run_at_ms);
+    jw_key(w, "cancel_requested");
+    jw_bool(w, job->cancel_requested);
+    jw_key(w, "result");
+    jw_json(w, job->result, "null");
+    jw_key(w, "error");
+    jw_json(w, job->error, "null");
+    jw_key(w, "checkpoints");
+    jw_json(w, job->checkpoints, "{}");
+    jw_key(w, "created_at");
+    jw_time(w, job->created_at_ms);
+    jw_key(w, "updated_at");
+    jw_time(w, job->updated_at_ms);
+    jw_key(w, "seq");
+    jw_int(w, job->seq);
+    /* Who holds it and until when; the lease token itself is never shown. */
+    jw_key(w, "worker");
+    jw_string(w, job->worker);
+    jw_key(w, "started_at");
+    jw_time(w, job->started_at_ms);
+    jw_key(w, "lease_expires_at");
+    jw_time(w, job->lease_expires_ms);
+    jw_key(w, "waiting_for");
+    jw_string(w, job->waiting_for);
+    jw_key(w, "run_id");
+    jw_string(w, job->run_id);
+}
+
+void job_write(struct json_writer *w, const struct job *job)
+{
+    jw_object_begin(w);
+    job_write_members(w, job);
+    jw_object_end(w);
+}
+
+json_t *job_to_json(const struct job *job)
+{
+    char stack[2048];
+    struct json_writer w;
+    jw_init(&w, stack, sizeof(stack));
+    job_write(&w, job);
+    /* Payloads may hold "\u0000" inside their strings. */
+    json_t *obj = w.failed ? NULL : json_loadb(w.buf, w.len, JSON_ALLOW_NUL, NULL);
+    jw_release(&w);
+    return obj;
+}
+
+static json_t *str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
 static json_t *json_or(json_t *v, json_t *dflt)
 {
     if (v == NULL)
         return dflt;
     json_decref(dflt);
     return json_incref(v);
-}
-
-static json_t *job_core_json(const struct job *job)
-{
-    return json_pack(
-        "{s:s, s:s, s:s, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:o, s:o, s:o, s:o, s:o, "
-        "s:I}",
-        "id", job->id, "queue", job->queue ? job->queue : "", "state",
-        job_state_name(job->state) ? job_state_name(job->state) : "", "step",
-        str_or_null(job->step), "attempt", job->attempt, "payload",
-        json_or(job->payload, json_object()), "dedup_key", str_or_null(job->dedup_key),
-        "concurrency_key", str_or_null(job->concurrency_key), "lock_keys",
-        json_or(job->lock_keys, json_array()), "webhook_url", str_or_null(job->webhook_url),
-        "run_at", json_time_or_null(job->run_at_ms), "cancel_requested", job->cancel_requested,
-        "result", json_or(job->result, json_null()), "error", json_or(job->error, json_null()),
-        "checkpoints", json_or(job->checkpoints, json_object()), "created_at",
-        json_time_or_null(job->created_at_ms), "updated_at", json_time_or_null(job->updated_at_ms),
-        "seq", (json_int_t)job->seq);
-}
-
-json_t *job_to_json(const struct job *job)
-{
-    json_t *obj = job_core_json(job);
-    if (obj == NULL)
-        return NULL;
-    /* Who holds it and until when; the lease token itself is never shown. */
-    json_object_set_new(obj, "worker", str_or_null(job->worker));
-    json_object_set_new(obj, "started_at", json_time_or_null(job->started_at_ms));
-    json_object_set_new(obj, "lease_expires_at", json_time_or_null(job->lease_expires_ms));
-    json_object_set_new(obj, "waiting_for", str_or_null(job->waiting_for));
-    json_object_set_new(obj, "run_id", str_or_null(job->run_id));
-    return obj;
 }
 
 json_t *job_event_to_json(const struct job_event *ev)

@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "job.h"
+#include "json_writer.h"
 
 /*
  * Validate a submit body and fill job (queue, payload, keys, run_at,
@@ -17,7 +18,11 @@
  */
 int job_from_submit(const json_t *body, int64_t now_ms, struct job *job, struct errmsg *err);
 
-/* The job as the API shows it. Returns a new reference, NULL on OOM. */
+/* The job as the API shows it, written into w: the object, or its members only. */
+void job_write(struct json_writer *w, const struct job *job);
+void job_write_members(struct json_writer *w, const struct job *job);
+
+/* The same, as a jansson value (for bodies that embed it). New reference, NULL on OOM. */
 json_t *job_to_json(const struct job *job);
 
 /* The event as the API shows it. Returns a new reference, NULL on OOM. */

@@ -8,6 +8,8 @@
 
 #include "app.h"
 #include "http/http.h"
+#include "job.h"
+#include "json_writer.h"
 #include "store/writer.h"
 
 extern const struct route api_routes[];
@@ -98,6 +100,12 @@ int api_object_body(struct http_request *req, bool allow_empty, const char *cons
 
 /* For render functions: out gets status and body as JSON text (body stolen). */
 int api_render_json(struct write_reply *out, int status, json_t *body);
+
+/* The same for a body written by w (finished here). */
+int api_render_writer(struct write_reply *out, int status, struct json_writer *w);
+
+/* A reply of one job as the API shows it (job_write()). */
+int api_render_job(struct write_reply *out, int status, const struct job *job);
 
 /*
  * Read path parameter i as a job id (canonical form into id, ULID_LEN + 1

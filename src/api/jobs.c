@@ -22,14 +22,19 @@
 static int submit_render(const struct write_op *op, struct write_reply *out)
 {
     const struct job_submit_op *s = container_of(op, struct job_submit_op, op);
-    json_t *body = job_to_json(&s->job);
+    char stack[2048];
+    struct json_writer w;
+    jw_init(&w, stack, sizeof(stack));
+    jw_object_begin(&w);
+    job_write_members(&w, &s->job);
     if (s->deduplicated) {
-        if (body)
-            json_object_set_new(body, "deduplicated", json_true());
-        return api_render_json(out, 200, body);
+        jw_key(&w, "deduplicated");
+        jw_bool(&w, true);
+    } else {
+        snprintf(out->location, sizeof(out->location), "/v1/jobs/%s", s->job.id);
     }
-    snprintf(out->location, sizeof(out->location), "/v1/jobs/%s", s->job.id);
-    return api_render_json(out, 202, body);
+    jw_object_end(&w);
+    return api_render_writer(out, s->deduplicated ? 200 : 202, &w);
 }
 
 static void submit_finish(struct http_request *req)
@@ -80,8 +85,13 @@ void api_job_get(struct http_request *req)
     struct job job;
     if (!api_job_load(req, id, &job))
         return;
-    http_reply_json(req, 200, job_to_json(&job));
+    struct write_reply out = {0};
+    int rc = api_render_job(&out, 200, &job);
     job_release(&job);
+    if (rc < 0)
+        http_reply_error(req, rc, NULL);
+    else
+        http_reply_text(req, out.status, out.body);
 }
 
 /* ---- list ---- */
@@ -117,12 +127,19 @@ void api_job_list(struct http_request *req)
         http_reply_error(req, rc, NULL);
         return;
     }
-    json_t *jobs = json_array();
+    struct json_writer w;
+    jw_init(&w, NULL, 0);
+    jw_object_begin(&w);
+    jw_key(&w, "jobs");
+    jw_array_begin(&w);
     for (int i = 0; i < list.n; i++)
-        json_array_append_new(jobs, job_to_json(&list.jobs[i]));
-    json_t *next = list.more && list.n ? json_string(list.jobs[list.n - 1].id) : json_null();
+        job_write(&w, &list.jobs[i]);
+    jw_array_end(&w);
+    jw_key(&w, "next");
+    jw_string(&w, list.more && list.n ? list.jobs[list.n - 1].id : NULL);
+    jw_object_end(&w);
     job_list_release(&list);
-    http_reply_json(req, 200, json_pack("{s:o, s:o}", "jobs", jobs, "next", next));
+    http_reply_text(req, 200, jw_finish(&w, NULL));
 }
 
 /* ---- events ---- */
@@ -166,7 +183,7 @@ void api_job_events(struct http_request *req)
 
 static int retry_render(const struct write_op *op, struct write_reply *out)
 {
-    return api_render_json(out, 200, job_to_json(&container_of(op, struct job_retry_op, op)->job));
+    return api_render_job(out, 200, &container_of(op, struct job_retry_op, op)->job);
 }
 
 static void retry_finish(struct http_request *req)
@@ -224,7 +241,7 @@ void api_job_retry(struct http_request *req)
 
 static int cancel_render(const struct write_op *op, struct write_reply *out)
 {
-    return api_render_json(out, 200, job_to_json(&container_of(op, struct job_cancel_op, op)->job));
+    return api_render_job(out, 200, &container_of(op, struct job_cancel_op, op)->job);
 }
 
 static void cancel_finish(struct http_request *req)

@@ -14,10 +14,14 @@
 
 #define CLAIM_WAIT_MAX_S 60
 
-static json_t *lease_json(const struct job *job)
+static void lease_write(struct json_writer *w, const struct job *job)
 {
-    return json_pack("{s:s, s:o}", "token", job->lease_token ? job->lease_token : "", "expires_at",
-                     json_time_or_null(job->lease_expires_ms));
+    jw_object_begin(w);
+    jw_key(w, "token");
+    jw_string(w, job->lease_token ? job->lease_token : "");
+    jw_key(w, "expires_at");
+    jw_time(w, job->lease_expires_ms);
+    jw_object_end(w);
 }
 
 /* ---- claim ---- */
@@ -50,14 +54,22 @@ static void claim_done(struct write_op *op)
 static int claim_render(const struct write_op *op, struct write_reply *out)
 {
     const struct job_claim_op *c = container_of(op, struct job_claim_op, op);
-    json_t *jobs = json_array();
+    char stack[8192];
+    struct json_writer w;
+    jw_init(&w, stack, sizeof(stack));
+    jw_object_begin(&w);
+    jw_key(&w, "jobs");
+    jw_array_begin(&w);
     for (int i = 0; i < c->n; i++) {
-        json_t *j = job_to_json(&c->jobs[i]);
-        if (j)
-            json_object_set_new(j, "lease", lease_json(&c->jobs[i]));
-        json_array_append_new(jobs, j);
+        jw_object_begin(&w);
+        job_write_members(&w, &c->jobs[i]);
+        jw_key(&w, "lease");
+        lease_write(&w, &c->jobs[i]);
+        jw_object_end(&w);
     }
-    int rc = api_render_json(out, 200, json_pack("{s:o}", "jobs", jobs));
+    jw_array_end(&w);
+    jw_object_end(&w);
+    int rc = api_render_writer(out, 200, &w);
     return rc == 0 && c->n == 0 ? 1 : rc;
 }
 
@@ -114,11 +126,18 @@ void api_claim(struct http_request *req)
 static int lease_render(const struct write_op *op, struct write_reply *out)
 {
     const struct job_lease_op *l = container_of(op, struct job_lease_op, op);
-    if (l->action == LEASE_HEARTBEAT)
-        return api_render_json(out, 200,
-                               json_pack("{s:b, s:o}", "cancel_requested", l->job.cancel_requested,
-                                         "lease", lease_json(&l->job)));
-    return api_render_json(out, 200, job_to_json(&l->job));
+    if (l->action != LEASE_HEARTBEAT)
+        return api_render_job(out, 200, &l->job);
+    char stack[256];
+    struct json_writer w;
+    jw_init(&w, stack, sizeof(stack));
+    jw_object_begin(&w);
+    jw_key(&w, "cancel_requested");
+    jw_bool(&w, l->job.cancel_requested);
+    jw_key(&w, "lease");
+    lease_write(&w, &l->job);
+    jw_object_end(&w);
+    return api_render_writer(out, 200, &w);
 }
 
 static void lease_finish(struct http_request *req)

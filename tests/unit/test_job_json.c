@@ -537,6 +537,35 @@ static void test_to_json_fresh(void **state)
     job_release(&job);
 }
 
+/* Strings that need escapes, and a payload holding "\u0000", come out intact. */
+static void test_to_json_escapes(void **state)
+{
+    (void)state;
+    struct job job;
+    make_full_job(&job);
+    free(job.step);
+    job.step = strdup("say \"hi\"\n\\ caf\xc3\xa9");
+    json_decref(job.payload);
+    job.payload = json_loads("{\"nul\": \"a\\u0000b\", \"tab\": \"\\t\"}", JSON_ALLOW_NUL, NULL);
+    assert_non_null(job.payload);
+    json_t *j = job_to_json(&job);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "step")), job.step);
+    assert_true(json_equal(json_object_get(j, "payload"), job.payload));
+    /* The writer's text is the same value. */
+    struct json_writer w;
+    jw_init(&w, NULL, 0);
+    job_write(&w, &job);
+    char *text = jw_finish(&w, NULL);
+    assert_non_null(text);
+    json_t *back = json_loads(text, JSON_ALLOW_NUL, NULL);
+    assert_true(json_equal(back, j));
+    json_decref(back);
+    free(text);
+    json_decref(j);
+    job_release(&job);
+}
+
 /* Every state name comes out as docs/api.md spells it. */
 static void test_to_json_states(void **state)
 {
@@ -611,6 +640,7 @@ int main(void)
         cmocka_unit_test(test_to_json_full),
         cmocka_unit_test(test_to_json_fresh),
         cmocka_unit_test(test_to_json_states),
+        cmocka_unit_test(test_to_json_escapes),
         cmocka_unit_test(test_event_to_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -80,6 +80,24 @@ static void test_format_does_not_overrun(void **state)
         assert_int_equal((unsigned char)b.guard[i], 0x5a);
 }
 
+/* The arithmetic formatter against gmtime_r() over every year drover accepts (0000-9999). */
+static void test_format_against_gmtime(void **state)
+{
+    (void)state;
+    for (int64_t ms = TIME_MIN_MS; ms <= TIME_MAX_MS; ms += 86399999LL * 37 + 7919) {
+        time_t secs = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        char want[64], out[TIME_RFC3339_LEN];
+        snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (int)(ms - (int64_t)secs * 1000));
+        time_format_rfc3339(ms, out);
+        if (strcmp(out, want) != 0)
+            fail_msg("%lld: %s, gmtime_r says %s", (long long)ms, out, want);
+    }
+}
+
 static void test_parse_known(void **state)
 {
     (void)state;
@@ -264,6 +282,7 @@ int main(void)
         cmocka_unit_test(test_format_known),
         cmocka_unit_test(test_format_negative),
         cmocka_unit_test(test_format_does_not_overrun),
+        cmocka_unit_test(test_format_against_gmtime),
         cmocka_unit_test(test_parse_known),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_calendar_against_timegm),
