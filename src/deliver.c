@@ -73,8 +73,8 @@ struct deliverer {
     bool events_kicked, rows_kicked, stopping;
     bool events_blocked; /* the event path stopped at max_in_flight */
     bool events_paced;   /* the event path waits for events_at (pacing, or a failure) */
-    int64_t events_at;
-    double tokens; /* the pace's bucket (the thread's own) */
+    int64_t events_at;   /* when the event path may go again, while events_paced */
+    double tokens;       /* the pace's bucket (the thread's own) */
     int64_t tokens_at;
     int64_t wake_at; /* the row path's next due time; 0: none known */
     int in_flight;
@@ -221,6 +221,19 @@ static void events_wait_locked(struct deliverer *d, int64_t at)
     pthread_cond_signal(&d->cond);
 }
 
+/*
+ * A send is over (with d->lock held). An event path stopped at
+ * max_in_flight reads on once half the room is free again.
+ */
+static void in_flight_end_locked(struct deliverer *d)
+{
+    if (--d->in_flight < d->cfg.max_in_flight / 2 + 1 && d->events_blocked) {
+        d->events_blocked = false;
+        d->events_kicked = true;
+        pthread_cond_signal(&d->cond);
+    }
+}
+
 /* ---- held keys (called with d->lock held) ---- */
 
 static int count_of(struct strmap *m, const char *key)
@@ -314,36 +327,36 @@ static char *render_body(struct deliverer *d, const struct job *job, const struc
     const char *state = job_state_name(ev->state);
     char stack[2048];
     struct json_writer w;
-    jw_init(&w, stack, sizeof(stack));
-    jw_object_begin(&w);
-    jw_key(&w, "type");
-    jw_string(&w, ev->type);
-    jw_key(&w, "timestamp");
-    jw_time(&w, ev->at_ms);
-    jw_key(&w, "data");
-    jw_object_begin(&w);
-    jw_key(&w, "job");
-    jw_object_begin(&w);
-    jw_key(&w, "id");
-    jw_string(&w, job->id);
-    jw_key(&w, "queue");
-    jw_string(&w, job->queue);
-    jw_key(&w, "state");
-    jw_string(&w, state ? state : "");
-    jw_key(&w, "previous_state");
-    jw_string(&w, job_state_name(ev->prev_state));
-    jw_key(&w, "step");
-    jw_string(&w, ev->step);
-    jw_key(&w, "attempt");
-    jw_int(&w, ev->attempt);
-    jw_key(&w, "error");
-    jw_json(&w, error, "null");
-    jw_key(&w, "result");
-    jw_json(&w, succeeded ? job->result : NULL, "null");
-    jw_key(&w, "created_at");
-    jw_time(&w, job->created_at_ms);
-    jw_key(&w, "updated_at");
-    jw_time(&w, ev->at_ms);
+    json_writer_init(&w, stack, sizeof(stack));
+    json_writer_object_begin(&w);
+    json_writer_key(&w, "type");
+    json_writer_string(&w, ev->type);
+    json_writer_key(&w, "timestamp");
+    json_writer_time(&w, ev->at_ms);
+    json_writer_key(&w, "data");
+    json_writer_object_begin(&w);
+    json_writer_key(&w, "job");
+    json_writer_object_begin(&w);
+    json_writer_key(&w, "id");
+    json_writer_string(&w, job->id);
+    json_writer_key(&w, "queue");
+    json_writer_string(&w, job->queue);
+    json_writer_key(&w, "state");
+    json_writer_string(&w, state ? state : "");
+    json_writer_key(&w, "previous_state");
+    json_writer_string(&w, job_state_name(ev->prev_state));
+    json_writer_key(&w, "step");
+    json_writer_string(&w, ev->step);
+    json_writer_key(&w, "attempt");
+    json_writer_int(&w, ev->attempt);
+    json_writer_key(&w, "error");
+    json_writer_json(&w, error, "null");
+    json_writer_key(&w, "result");
+    json_writer_json(&w, succeeded ? job->result : NULL, "null");
+    json_writer_key(&w, "created_at");
+    json_writer_time(&w, job->created_at_ms);
+    json_writer_key(&w, "updated_at");
+    json_writer_time(&w, ev->at_ms);
     if (succeeded) {
         /* Its artifacts as they are now (artifacts.h: inline up to the queue's budget). */
         const struct policy *p = policy_cache_acquire(d->cfg.policies, job->queue);
@@ -354,18 +367,18 @@ static char *render_body(struct deliverer *d, const struct job *job, const struc
         if (rc < 0) /* a damaged file must not hold the whole outbox back */
             log_printf(LOG_WARN, "job %s: its artifacts are missing from job.succeeded: %s",
                        job->id, err_name(rc));
-        jw_key(&w, "artifacts");
-        jw_json(&w, rc < 0 ? NULL : artifacts, "null");
+        json_writer_key(&w, "artifacts");
+        json_writer_json(&w, rc < 0 ? NULL : artifacts, "null");
         json_decref(artifacts);
     }
-    jw_object_end(&w);
-    jw_key(&w, "seq");
-    jw_int(&w, ev->seq);
-    jw_key(&w, "event");
-    jw_json(&w, ev->data, "null");
-    jw_object_end(&w);
-    jw_object_end(&w);
-    return jw_finish(&w, len);
+    json_writer_object_end(&w);
+    json_writer_key(&w, "seq");
+    json_writer_int(&w, ev->seq);
+    json_writer_key(&w, "event");
+    json_writer_json(&w, ev->data, "null");
+    json_writer_object_end(&w);
+    json_writer_object_end(&w);
+    return json_writer_finish(&w, len);
 }
 
 /* ---- results ---- */
@@ -489,7 +502,7 @@ static void result_done(struct write_op *op)
     strmap_remove(&d->rows, id);
     if (strmap_put(&d->done_now, id, NULL) < 0)
         log_printf(LOG_ERROR, "out of memory: delivery %s may be sent twice", id);
-    d->in_flight--;
+    in_flight_end_locked(d);
     if (op->result == 0 && o->finished)
         held_add(d, o->key, -1);
     if (op->result == 0 && o->a.scheduled)
@@ -587,10 +600,10 @@ static void settle_done(struct write_op *op)
                    "cannot record the deliveries of %s event %lld: %s (sending it "
                    "again)",
                    ev->job_id, (long long)ev->seq, err_name(op->result));
-        if (ev->id <= d->cursor) {
+        /* Also when the pump has not moved the cursor past it yet: it must not now. */
+        if (ev->id <= d->cursor)
             d->cursor = ev->id - 1;
-            d->rewound = true;
-        }
+        d->rewound = true;
         events_wait_locked(d, time_now_ms() + 1000);
     }
     if (rows) {
@@ -687,7 +700,7 @@ static void finish_row(struct send *s, bool ok, bool dead_now, int status, int64
     pthread_mutex_lock(&d->lock);
     strmap_remove(&d->sending, key);
     strmap_remove(&d->rows, id);
-    d->in_flight--;
+    in_flight_end_locked(d);
     if (o == NULL)
         wake_at_locked(d, time_now_ms() + 1000);
     pthread_mutex_unlock(&d->lock);
@@ -731,11 +744,7 @@ static void finish_event(struct send *s, enum outcome_kind kind, bool dead_now, 
         circuit_record(d, s->endpoint, kind == OUT_DELIVERED, o->at_ms);
     if (--ev->left == 0)
         settled = ev;
-    if (--d->in_flight < d->cfg.max_in_flight / 2 + 1 && d->events_blocked) {
-        d->events_blocked = false; /* room again: read on */
-        d->events_kicked = true;
-        pthread_cond_signal(&d->cond);
-    }
+    in_flight_end_locked(d);
     if (strmap_get(&d->sending, s->key) == s) { /* else it never went (deferred) */
         if (next && !pending) {
             strmap_put(&d->sending, s->key, next); /* replaces: cannot fail */
@@ -914,7 +923,7 @@ static void send_row(struct deliverer *d, struct send *s)
         pthread_mutex_lock(&d->lock);
         strmap_remove(&d->sending, s->key);
         strmap_remove(&d->rows, id);
-        d->in_flight--;
+        in_flight_end_locked(d);
         pthread_mutex_unlock(&d->lock);
         send_free(s);
         return;
@@ -1071,7 +1080,8 @@ static void batch_release(struct deliverer *d)
 static void pump_events(struct deliverer *d)
 {
     static _Thread_local outbox_dest dests[OUTBOX_MAX_DESTS]; /* 41 KB: off the stack */
-    bool busy = d->cfg.rate_under_load > 0 && job_path_busy(d), read_short = false;
+    bool busy = d->cfg.rate_under_load > 0 && job_path_busy(d);
+    bool read_short = false;
     for (;;) {
         pthread_mutex_lock(&d->lock);
         bool room = d->in_flight < d->cfg.max_in_flight;
@@ -1080,10 +1090,10 @@ static void pump_events(struct deliverer *d)
         d->rewound = false;
         int64_t after = d->cursor;
         pthread_mutex_unlock(&d->lock);
-        if (!room)
-            return; /* an answer kicks us when there is room again */
         if (rewound)
             batch_release(d); /* read again from the cursor */
+        if (!room)
+            return; /* an answer kicks us when there is room again */
         if (d->batch_i == d->batch_n) {
             batch_release(d);
             if (read_short)
@@ -1102,12 +1112,12 @@ static void pump_events(struct deliverer *d)
         struct outbox_event *e = &d->batch[d->batch_i];
         int n_dests = e->found ? outbox_destinations(d->cfg.subs, &e->job, &e->ev, dests) : 0;
         int64_t until = 0;
-        bool paced = !pace(d, busy, n_dests, &until);
-        if (paced || !dispatch_event(d, e, dests, n_dests)) {
-            if (!paced)
+        bool held_by_pace = !pace(d, busy, n_dests, &until);
+        if (held_by_pace || !dispatch_event(d, e, dests, n_dests)) {
+            if (!held_by_pace)
                 log_printf(LOG_ERROR, "out of memory sending webhooks: retrying in a second");
             pthread_mutex_lock(&d->lock);
-            events_wait_locked(d, paced ? until : time_now_ms() + 1000);
+            events_wait_locked(d, held_by_pace ? until : time_now_ms() + 1000);
             pthread_mutex_unlock(&d->lock);
             return; /* the batch's rest waits for then */
         }
@@ -1162,7 +1172,7 @@ static void scan_rows(struct deliverer *d)
             pthread_mutex_lock(&d->lock);
             strmap_remove(&d->sending, key);
             strmap_remove(&d->rows, id);
-            d->in_flight--;
+            in_flight_end_locked(d);
             pthread_mutex_unlock(&d->lock);
         }
         if (s) {

@@ -169,71 +169,71 @@ json_t *json_time_or_null(int64_t ms)
 void job_write_members(struct json_writer *w, const struct job *job)
 {
     const char *state = job_state_name(job->state);
-    jw_key(w, "id");
-    jw_string(w, job->id);
-    jw_key(w, "queue");
-    jw_string(w, job->queue ? job->queue : "");
-    jw_key(w, "state");
-    jw_string(w, state ? state : "");
-    jw_key(w, "step");
-    jw_string(w, job->step);
-    jw_key(w, "attempt");
-    jw_int(w, job->attempt);
-    jw_key(w, "payload");
-    jw_json(w, job->payload, "{}");
-    jw_key(w, "dedup_key");
-    jw_string(w, job->dedup_key);
-    jw_key(w, "concurrency_key");
-    jw_string(w, job->concurrency_key);
-    jw_key(w, "lock_keys");
-    jw_json(w, job->lock_keys, "[]");
-    jw_key(w, "webhook_url");
-    jw_string(w, job->webhook_url);
-    jw_key(w, "run_at");
-    jw_time(w, job->run_at_ms);
-    jw_key(w, "cancel_requested");
-    jw_bool(w, job->cancel_requested);
-    jw_key(w, "result");
-    jw_json(w, job->result, "null");
-    jw_key(w, "error");
-    jw_json(w, job->error, "null");
-    jw_key(w, "checkpoints");
-    jw_json(w, job->checkpoints, "{}");
-    jw_key(w, "created_at");
-    jw_time(w, job->created_at_ms);
-    jw_key(w, "updated_at");
-    jw_time(w, job->updated_at_ms);
-    jw_key(w, "seq");
-    jw_int(w, job->seq);
+    json_writer_key(w, "id");
+    json_writer_string(w, job->id);
+    json_writer_key(w, "queue");
+    json_writer_string(w, job->queue ? job->queue : "");
+    json_writer_key(w, "state");
+    json_writer_string(w, state ? state : "");
+    json_writer_key(w, "step");
+    json_writer_string(w, job->step);
+    json_writer_key(w, "attempt");
+    json_writer_int(w, job->attempt);
+    json_writer_key(w, "payload");
+    json_writer_json(w, job->payload, "{}");
+    json_writer_key(w, "dedup_key");
+    json_writer_string(w, job->dedup_key);
+    json_writer_key(w, "concurrency_key");
+    json_writer_string(w, job->concurrency_key);
+    json_writer_key(w, "lock_keys");
+    json_writer_json(w, job->lock_keys, "[]");
+    json_writer_key(w, "webhook_url");
+    json_writer_string(w, job->webhook_url);
+    json_writer_key(w, "run_at");
+    json_writer_time(w, job->run_at_ms);
+    json_writer_key(w, "cancel_requested");
+    json_writer_bool(w, job->cancel_requested);
+    json_writer_key(w, "result");
+    json_writer_json(w, job->result, "null");
+    json_writer_key(w, "error");
+    json_writer_json(w, job->error, "null");
+    json_writer_key(w, "checkpoints");
+    json_writer_json(w, job->checkpoints, "{}");
+    json_writer_key(w, "created_at");
+    json_writer_time(w, job->created_at_ms);
+    json_writer_key(w, "updated_at");
+    json_writer_time(w, job->updated_at_ms);
+    json_writer_key(w, "seq");
+    json_writer_int(w, job->seq);
     /* Who holds it and until when; the lease token itself is never shown. */
-    jw_key(w, "worker");
-    jw_string(w, job->worker);
-    jw_key(w, "started_at");
-    jw_time(w, job->started_at_ms);
-    jw_key(w, "lease_expires_at");
-    jw_time(w, job->lease_expires_ms);
-    jw_key(w, "waiting_for");
-    jw_string(w, job->waiting_for);
-    jw_key(w, "run_id");
-    jw_string(w, job->run_id);
+    json_writer_key(w, "worker");
+    json_writer_string(w, job->worker);
+    json_writer_key(w, "started_at");
+    json_writer_time(w, job->started_at_ms);
+    json_writer_key(w, "lease_expires_at");
+    json_writer_time(w, job->lease_expires_ms);
+    json_writer_key(w, "waiting_for");
+    json_writer_string(w, job->waiting_for);
+    json_writer_key(w, "run_id");
+    json_writer_string(w, job->run_id);
 }
 
 void job_write(struct json_writer *w, const struct job *job)
 {
-    jw_object_begin(w);
+    json_writer_object_begin(w);
     job_write_members(w, job);
-    jw_object_end(w);
+    json_writer_object_end(w);
 }
 
 json_t *job_to_json(const struct job *job)
 {
     char stack[2048];
     struct json_writer w;
-    jw_init(&w, stack, sizeof(stack));
+    json_writer_init(&w, stack, sizeof(stack));
     job_write(&w, job);
     /* Payloads may hold "\u0000" inside their strings. */
     json_t *obj = w.failed ? NULL : json_loadb(w.buf, w.len, JSON_ALLOW_NUL, NULL);
-    jw_release(&w);
+    json_writer_release(&w);
     return obj;
 }
 

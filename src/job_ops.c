@@ -289,7 +289,10 @@ void jobop_clear_lease(struct job *job)
  * n random bytes from OpenSSL's generator, drawn a block at a time: a
  * RAND_bytes() call per lease token was 6% of the writer's time in the
  * end-to-end bench (its lock and DRBG set-up cost more than the bytes).
- * Per thread, so no lock; a byte handed out is wiped from the block.
+ * Per thread, so no lock; a byte handed out is wiped from the block. The
+ * block is a cache of the generator's output, like OpenSSL's own
+ * per-thread state, not state of drover's: nothing else reads it, and
+ * drover starts children with posix_spawn(), so no fork copies it.
  */
 static int random_bytes(void *out, size_t n)
 {

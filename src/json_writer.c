@@ -8,7 +8,7 @@
 
 #include "timeutil.h"
 
-void jw_init(struct json_writer *w, char *buf, size_t cap)
+void json_writer_init(struct json_writer *w, char *buf, size_t cap)
 {
     memset(w, 0, sizeof(*w));
     w->buf = buf;
@@ -63,7 +63,7 @@ static void value_begin(struct json_writer *w)
 static void container_open(struct json_writer *w, char c)
 {
     value_begin(w);
-    if (w->depth == JW_DEPTH_MAX) {
+    if (w->depth == JSON_WRITER_DEPTH_MAX) {
         w->failed = true;
         return;
     }
@@ -78,22 +78,22 @@ static void container_close(struct json_writer *w, char c)
     put(w, &c, 1);
 }
 
-void jw_object_begin(struct json_writer *w)
+void json_writer_object_begin(struct json_writer *w)
 {
     container_open(w, '{');
 }
 
-void jw_object_end(struct json_writer *w)
+void json_writer_object_end(struct json_writer *w)
 {
     container_close(w, '}');
 }
 
-void jw_array_begin(struct json_writer *w)
+void json_writer_array_begin(struct json_writer *w)
 {
     container_open(w, '[');
 }
 
-void jw_array_end(struct json_writer *w)
+void json_writer_array_end(struct json_writer *w)
 {
     container_close(w, ']');
 }
@@ -158,7 +158,7 @@ static void quoted(struct json_writer *w, const char *s)
     put(w, "\"", 1);
 }
 
-void jw_key(struct json_writer *w, const char *key)
+void json_writer_key(struct json_writer *w, const char *key)
 {
     if (w->depth > 0) {
         if (w->has_member[w->depth - 1])
@@ -170,7 +170,7 @@ void jw_key(struct json_writer *w, const char *key)
     w->after_key = true;
 }
 
-void jw_string(struct json_writer *w, const char *s)
+void json_writer_string(struct json_writer *w, const char *s)
 {
     value_begin(w);
     if (s)
@@ -179,7 +179,7 @@ void jw_string(struct json_writer *w, const char *s)
         put(w, "null", 4);
 }
 
-void jw_int(struct json_writer *w, int64_t v)
+void json_writer_int(struct json_writer *w, int64_t v)
 {
     value_begin(w);
     char digits[24], *end = digits + sizeof(digits), *p = end;
@@ -193,19 +193,19 @@ void jw_int(struct json_writer *w, int64_t v)
     put(w, p, (size_t)(end - p));
 }
 
-void jw_bool(struct json_writer *w, bool v)
+void json_writer_bool(struct json_writer *w, bool v)
 {
     value_begin(w);
     put(w, v ? "true" : "false", v ? 4 : 5);
 }
 
-void jw_null(struct json_writer *w)
+void json_writer_null(struct json_writer *w)
 {
     value_begin(w);
     put(w, "null", 4);
 }
 
-void jw_time(struct json_writer *w, int64_t ms)
+void json_writer_time(struct json_writer *w, int64_t ms)
 {
     value_begin(w);
     if (ms == 0) {
@@ -219,7 +219,7 @@ void jw_time(struct json_writer *w, int64_t ms)
     put(w, text, TIME_RFC3339_LEN + 1);
 }
 
-void jw_json(struct json_writer *w, const json_t *v, const char *dflt)
+void json_writer_json(struct json_writer *w, const json_t *v, const char *dflt)
 {
     value_begin(w);
     if (v == NULL) {
@@ -242,7 +242,7 @@ void jw_json(struct json_writer *w, const json_t *v, const char *dflt)
     }
 }
 
-char *jw_finish(struct json_writer *w, size_t *len)
+char *json_writer_finish(struct json_writer *w, size_t *len)
 {
     char *text = NULL;
     if (!w->failed && w->heap) {
@@ -250,7 +250,7 @@ char *jw_finish(struct json_writer *w, size_t *len)
         w->heap = false;
     } else if (!w->failed) {
         text = malloc(w->len + 1);
-        if (text)
+        if (text && w->len)
             memcpy(text, w->buf, w->len);
     }
     if (text) {
@@ -258,15 +258,13 @@ char *jw_finish(struct json_writer *w, size_t *len)
         if (len)
             *len = w->len;
     }
-    jw_release(w);
+    json_writer_release(w);
     return text;
 }
 
-void jw_release(struct json_writer *w)
+void json_writer_release(struct json_writer *w)
 {
     if (w->heap)
         free(w->buf);
-    w->buf = NULL;
-    w->len = w->cap = 0;
-    w->heap = false;
+    json_writer_init(w, NULL, 0);
 }

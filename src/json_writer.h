@@ -11,14 +11,16 @@
  *
  *     char stack[2048];
  *     struct json_writer w;
- *     jw_init(&w, stack, sizeof(stack));
- *     jw_object_begin(&w);
- *     jw_key(&w, "id");
- *     jw_string(&w, id);
- *     jw_object_end(&w);
- *     char *text = jw_finish(&w, NULL); // malloc'd, or NULL when out of memory
+ *     json_writer_init(&w, stack, sizeof(stack));
+ *     json_writer_object_begin(&w);
+ *     json_writer_key(&w, "id");
+ *     json_writer_string(&w, id);
+ *     json_writer_object_end(&w);
+ *     char *text = json_writer_finish(&w, NULL); // malloc'd, or NULL when out of memory
  *
- * Calls after an allocation failed do nothing; jw_finish() reports it.
+ * Calls after an allocation failed do nothing; json_writer_finish() reports it.
+ * The text is as large as what is written into it: callers write values
+ * whose sizes the API caps already (a job, a page of a list).
  * Strings are written as UTF-8 with the escapes jansson uses (", \ and
  * control characters); an invalid UTF-8 sequence becomes U+FFFD, where
  * jansson would refuse the whole dump.
@@ -32,38 +34,41 @@
 
 #include <jansson.h>
 
-#define JW_DEPTH_MAX 32
+#define JSON_WRITER_DEPTH_MAX 32
 
 struct json_writer {
     char *buf;
     size_t len, cap;
     bool heap;   /* buf is ours (grown off the caller's) */
-    bool failed; /* out of memory, or nesting past JW_DEPTH_MAX */
+    bool failed; /* out of memory, or nesting past JSON_WRITER_DEPTH_MAX */
     bool after_key;
     int depth;
-    bool has_member[JW_DEPTH_MAX]; /* the container at each depth has one already */
+    bool has_member[JSON_WRITER_DEPTH_MAX]; /* the container at each depth has one already */
 };
 
-void jw_init(struct json_writer *w, char *buf, size_t cap);
-void jw_object_begin(struct json_writer *w);
-void jw_object_end(struct json_writer *w);
-void jw_array_begin(struct json_writer *w);
-void jw_array_end(struct json_writer *w);
+void json_writer_init(struct json_writer *w, char *buf, size_t cap);
+void json_writer_object_begin(struct json_writer *w);
+void json_writer_object_end(struct json_writer *w);
+void json_writer_array_begin(struct json_writer *w);
+void json_writer_array_end(struct json_writer *w);
 /* An object's member name; its value is the next call. */
-void jw_key(struct json_writer *w, const char *key);
+void json_writer_key(struct json_writer *w, const char *key);
 /* A string; NULL writes null. */
-void jw_string(struct json_writer *w, const char *s);
-void jw_int(struct json_writer *w, int64_t v);
-void jw_bool(struct json_writer *w, bool v);
-void jw_null(struct json_writer *w);
+void json_writer_string(struct json_writer *w, const char *s);
+void json_writer_int(struct json_writer *w, int64_t v);
+void json_writer_bool(struct json_writer *w, bool v);
+void json_writer_null(struct json_writer *w);
 /* A stored time (ms since the epoch) as RFC 3339; 0 writes null. */
-void jw_time(struct json_writer *w, int64_t ms);
+void json_writer_time(struct json_writer *w, int64_t ms);
 /* A jansson value as it is; NULL writes the text of dflt ("null", "{}", "[]"). */
-void jw_json(struct json_writer *w, const json_t *v, const char *dflt);
+void json_writer_json(struct json_writer *w, const json_t *v, const char *dflt);
 
-/* The text, NUL-terminated, malloc'd; *len (if given) its length. NULL when a write failed. */
-char *jw_finish(struct json_writer *w, size_t *len);
-/* Drop what was written (after jw_finish() not needed). */
-void jw_release(struct json_writer *w);
+/*
+ * The text, NUL-terminated, malloc'd (the caller frees it); *len (if
+ * given) its length. NULL when a write failed. Either way w is released.
+ */
+char *json_writer_finish(struct json_writer *w, size_t *len);
+/* Drop what was written; w is then empty, without a buffer, and may be used again. */
+void json_writer_release(struct json_writer *w);
 
 #endif

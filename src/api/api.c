@@ -158,7 +158,7 @@ int api_render_json(struct write_reply *out, int status, json_t *body)
 int api_render_writer(struct write_reply *out, int status, struct json_writer *w)
 {
     out->status = status;
-    out->body = jw_finish(w, NULL);
+    out->body = json_writer_finish(w, NULL);
     return out->body ? 0 : -DRV_ENOMEM;
 }
 
@@ -166,7 +166,7 @@ int api_render_job(struct write_reply *out, int status, const struct job *job)
 {
     char stack[2048];
     struct json_writer w;
-    jw_init(&w, stack, sizeof(stack));
+    json_writer_init(&w, stack, sizeof(stack));
     job_write(&w, job);
     return api_render_writer(out, status, &w);
 }

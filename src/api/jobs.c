@@ -24,16 +24,16 @@ static int submit_render(const struct write_op *op, struct write_reply *out)
     const struct job_submit_op *s = container_of(op, struct job_submit_op, op);
     char stack[2048];
     struct json_writer w;
-    jw_init(&w, stack, sizeof(stack));
-    jw_object_begin(&w);
+    json_writer_init(&w, stack, sizeof(stack));
+    json_writer_object_begin(&w);
     job_write_members(&w, &s->job);
     if (s->deduplicated) {
-        jw_key(&w, "deduplicated");
-        jw_bool(&w, true);
+        json_writer_key(&w, "deduplicated");
+        json_writer_bool(&w, true);
     } else {
         snprintf(out->location, sizeof(out->location), "/v1/jobs/%s", s->job.id);
     }
-    jw_object_end(&w);
+    json_writer_object_end(&w);
     return api_render_writer(out, s->deduplicated ? 200 : 202, &w);
 }
 
@@ -128,18 +128,18 @@ void api_job_list(struct http_request *req)
         return;
     }
     struct json_writer w;
-    jw_init(&w, NULL, 0);
-    jw_object_begin(&w);
-    jw_key(&w, "jobs");
-    jw_array_begin(&w);
+    json_writer_init(&w, NULL, 0);
+    json_writer_object_begin(&w);
+    json_writer_key(&w, "jobs");
+    json_writer_array_begin(&w);
     for (int i = 0; i < list.n; i++)
         job_write(&w, &list.jobs[i]);
-    jw_array_end(&w);
-    jw_key(&w, "next");
-    jw_string(&w, list.more && list.n ? list.jobs[list.n - 1].id : NULL);
-    jw_object_end(&w);
+    json_writer_array_end(&w);
+    json_writer_key(&w, "next");
+    json_writer_string(&w, list.more && list.n ? list.jobs[list.n - 1].id : NULL);
+    json_writer_object_end(&w);
     job_list_release(&list);
-    http_reply_text(req, 200, jw_finish(&w, NULL));
+    http_reply_text(req, 200, json_writer_finish(&w, NULL));
 }
 
 /* ---- events ---- */

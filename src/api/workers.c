@@ -16,12 +16,12 @@
 
 static void lease_write(struct json_writer *w, const struct job *job)
 {
-    jw_object_begin(w);
-    jw_key(w, "token");
-    jw_string(w, job->lease_token ? job->lease_token : "");
-    jw_key(w, "expires_at");
-    jw_time(w, job->lease_expires_ms);
-    jw_object_end(w);
+    json_writer_object_begin(w);
+    json_writer_key(w, "token");
+    json_writer_string(w, job->lease_token ? job->lease_token : "");
+    json_writer_key(w, "expires_at");
+    json_writer_time(w, job->lease_expires_ms);
+    json_writer_object_end(w);
 }
 
 /* ---- claim ---- */
@@ -56,19 +56,19 @@ static int claim_render(const struct write_op *op, struct write_reply *out)
     const struct job_claim_op *c = container_of(op, struct job_claim_op, op);
     char stack[8192];
     struct json_writer w;
-    jw_init(&w, stack, sizeof(stack));
-    jw_object_begin(&w);
-    jw_key(&w, "jobs");
-    jw_array_begin(&w);
+    json_writer_init(&w, stack, sizeof(stack));
+    json_writer_object_begin(&w);
+    json_writer_key(&w, "jobs");
+    json_writer_array_begin(&w);
     for (int i = 0; i < c->n; i++) {
-        jw_object_begin(&w);
+        json_writer_object_begin(&w);
         job_write_members(&w, &c->jobs[i]);
-        jw_key(&w, "lease");
+        json_writer_key(&w, "lease");
         lease_write(&w, &c->jobs[i]);
-        jw_object_end(&w);
+        json_writer_object_end(&w);
     }
-    jw_array_end(&w);
-    jw_object_end(&w);
+    json_writer_array_end(&w);
+    json_writer_object_end(&w);
     int rc = api_render_writer(out, 200, &w);
     return rc == 0 && c->n == 0 ? 1 : rc;
 }
@@ -130,13 +130,13 @@ static int lease_render(const struct write_op *op, struct write_reply *out)
         return api_render_job(out, 200, &l->job);
     char stack[256];
     struct json_writer w;
-    jw_init(&w, stack, sizeof(stack));
-    jw_object_begin(&w);
-    jw_key(&w, "cancel_requested");
-    jw_bool(&w, l->job.cancel_requested);
-    jw_key(&w, "lease");
+    json_writer_init(&w, stack, sizeof(stack));
+    json_writer_object_begin(&w);
+    json_writer_key(&w, "cancel_requested");
+    json_writer_bool(&w, l->job.cancel_requested);
+    json_writer_key(&w, "lease");
     lease_write(&w, &l->job);
-    jw_object_end(&w);
+    json_writer_object_end(&w);
     return api_render_writer(out, 200, &w);
 }
 

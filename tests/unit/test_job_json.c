@@ -554,9 +554,9 @@ static void test_to_json_escapes(void **state)
     assert_true(json_equal(json_object_get(j, "payload"), job.payload));
     /* The writer's text is the same value. */
     struct json_writer w;
-    jw_init(&w, NULL, 0);
+    json_writer_init(&w, NULL, 0);
     job_write(&w, &job);
-    char *text = jw_finish(&w, NULL);
+    char *text = json_writer_finish(&w, NULL);
     assert_non_null(text);
     json_t *back = json_loads(text, JSON_ALLOW_NUL, NULL);
     assert_true(json_equal(back, j));

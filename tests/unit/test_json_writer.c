@@ -20,9 +20,9 @@ static char *written_string(const char *s)
 {
     char stack[16];
     struct json_writer w;
-    jw_init(&w, stack, sizeof(stack));
-    jw_string(&w, s);
-    char *text = jw_finish(&w, NULL);
+    json_writer_init(&w, stack, sizeof(stack));
+    json_writer_string(&w, s);
+    char *text = json_writer_finish(&w, NULL);
     assert_non_null(text);
     return text;
 }
@@ -117,46 +117,46 @@ static void test_values_and_nesting(void **state)
     (void)state;
     char stack[8];
     struct json_writer w;
-    jw_init(&w, stack, sizeof(stack)); /* grows at once */
-    jw_object_begin(&w);
-    jw_key(&w, "n");
-    jw_int(&w, 0);
-    jw_key(&w, "min");
-    jw_int(&w, INT64_MIN);
-    jw_key(&w, "max");
-    jw_int(&w, INT64_MAX);
-    jw_key(&w, "neg");
-    jw_int(&w, -42);
-    jw_key(&w, "t");
-    jw_bool(&w, true);
-    jw_key(&w, "f");
-    jw_bool(&w, false);
-    jw_key(&w, "z");
-    jw_null(&w);
-    jw_key(&w, "s");
-    jw_string(&w, NULL);
-    jw_key(&w, "at");
-    jw_time(&w, 1795402990123);
-    jw_key(&w, "never");
-    jw_time(&w, 0);
-    jw_key(&w, "empty");
-    jw_array_begin(&w);
-    jw_array_end(&w);
-    jw_key(&w, "list");
-    jw_array_begin(&w);
-    jw_int(&w, 1);
-    jw_object_begin(&w);
-    jw_object_end(&w);
-    jw_array_begin(&w);
-    jw_string(&w, "x");
-    jw_null(&w);
-    jw_array_end(&w);
-    jw_array_end(&w);
-    jw_key(&w, "key \"quoted\"");
-    jw_int(&w, 1);
-    jw_object_end(&w);
+    json_writer_init(&w, stack, sizeof(stack)); /* grows at once */
+    json_writer_object_begin(&w);
+    json_writer_key(&w, "n");
+    json_writer_int(&w, 0);
+    json_writer_key(&w, "min");
+    json_writer_int(&w, INT64_MIN);
+    json_writer_key(&w, "max");
+    json_writer_int(&w, INT64_MAX);
+    json_writer_key(&w, "neg");
+    json_writer_int(&w, -42);
+    json_writer_key(&w, "t");
+    json_writer_bool(&w, true);
+    json_writer_key(&w, "f");
+    json_writer_bool(&w, false);
+    json_writer_key(&w, "z");
+    json_writer_null(&w);
+    json_writer_key(&w, "s");
+    json_writer_string(&w, NULL);
+    json_writer_key(&w, "at");
+    json_writer_time(&w, 1795402990123);
+    json_writer_key(&w, "never");
+    json_writer_time(&w, 0);
+    json_writer_key(&w, "empty");
+    json_writer_array_begin(&w);
+    json_writer_array_end(&w);
+    json_writer_key(&w, "list");
+    json_writer_array_begin(&w);
+    json_writer_int(&w, 1);
+    json_writer_object_begin(&w);
+    json_writer_object_end(&w);
+    json_writer_array_begin(&w);
+    json_writer_string(&w, "x");
+    json_writer_null(&w);
+    json_writer_array_end(&w);
+    json_writer_array_end(&w);
+    json_writer_key(&w, "key \"quoted\"");
+    json_writer_int(&w, 1);
+    json_writer_object_end(&w);
     size_t len = 0;
-    char *text = jw_finish(&w, &len);
+    char *text = json_writer_finish(&w, &len);
     assert_non_null(text);
     assert_int_equal(len, strlen(text));
     assert_string_equal(text, "{\"n\":0,\"min\":-9223372036854775808,\"max\":9223372036854775807,"
@@ -175,15 +175,15 @@ static void test_embedded_json(void **state)
     assert_non_null(payload);
     json_t *str = json_string("just a string");
     struct json_writer w;
-    jw_init(&w, NULL, 0); /* no buffer at all to start with */
-    jw_array_begin(&w);
-    jw_json(&w, payload, "{}");
-    jw_json(&w, NULL, "{}");
-    jw_json(&w, NULL, "[]");
-    jw_json(&w, NULL, "null");
-    jw_json(&w, str, "null");
-    jw_array_end(&w);
-    char *text = jw_finish(&w, NULL);
+    json_writer_init(&w, NULL, 0); /* no buffer at all to start with */
+    json_writer_array_begin(&w);
+    json_writer_json(&w, payload, "{}");
+    json_writer_json(&w, NULL, "{}");
+    json_writer_json(&w, NULL, "[]");
+    json_writer_json(&w, NULL, "null");
+    json_writer_json(&w, str, "null");
+    json_writer_array_end(&w);
+    char *text = json_writer_finish(&w, NULL);
     assert_non_null(text);
     assert_string_equal(text, "[{\"a\":[1,2.5,\"\\u0000x\"],\"b\":{\"c\":null}},{},[],null,"
                               "\"just a string\"]");
@@ -193,12 +193,12 @@ static void test_embedded_json(void **state)
     for (int i = 0; i < 5000; i++)
         json_array_append_new(big, json_integer(i));
     char stack[64];
-    jw_init(&w, stack, sizeof(stack));
-    jw_object_begin(&w);
-    jw_key(&w, "big");
-    jw_json(&w, big, "[]");
-    jw_object_end(&w);
-    text = jw_finish(&w, NULL);
+    json_writer_init(&w, stack, sizeof(stack));
+    json_writer_object_begin(&w);
+    json_writer_key(&w, "big");
+    json_writer_json(&w, big, "[]");
+    json_writer_object_end(&w);
+    text = json_writer_finish(&w, NULL);
     assert_non_null(text);
     json_t *back = tu_json(text);
     assert_true(json_equal(json_object_get(back, "big"), big));
@@ -209,26 +209,26 @@ static void test_embedded_json(void **state)
     json_decref(str);
 }
 
-/* Nesting past JW_DEPTH_MAX fails the whole text instead of writing a wrong one. */
+/* Nesting past JSON_WRITER_DEPTH_MAX fails the whole text instead of writing a wrong one. */
 static void test_too_deep_fails(void **state)
 {
     (void)state;
     struct json_writer w;
-    jw_init(&w, NULL, 0);
-    for (int i = 0; i <= JW_DEPTH_MAX; i++)
-        jw_array_begin(&w);
-    for (int i = 0; i <= JW_DEPTH_MAX; i++)
-        jw_array_end(&w);
-    assert_null(jw_finish(&w, NULL));
-    /* Exactly JW_DEPTH_MAX is fine. */
-    jw_init(&w, NULL, 0);
-    for (int i = 0; i < JW_DEPTH_MAX; i++)
-        jw_array_begin(&w);
-    for (int i = 0; i < JW_DEPTH_MAX; i++)
-        jw_array_end(&w);
-    char *text = jw_finish(&w, NULL);
+    json_writer_init(&w, NULL, 0);
+    for (int i = 0; i <= JSON_WRITER_DEPTH_MAX; i++)
+        json_writer_array_begin(&w);
+    for (int i = 0; i <= JSON_WRITER_DEPTH_MAX; i++)
+        json_writer_array_end(&w);
+    assert_null(json_writer_finish(&w, NULL));
+    /* Exactly JSON_WRITER_DEPTH_MAX is fine. */
+    json_writer_init(&w, NULL, 0);
+    for (int i = 0; i < JSON_WRITER_DEPTH_MAX; i++)
+        json_writer_array_begin(&w);
+    for (int i = 0; i < JSON_WRITER_DEPTH_MAX; i++)
+        json_writer_array_end(&w);
+    char *text = json_writer_finish(&w, NULL);
     assert_non_null(text);
-    assert_int_equal(strlen(text), 2 * JW_DEPTH_MAX);
+    assert_int_equal(strlen(text), 2 * JSON_WRITER_DEPTH_MAX);
     free(text);
 }
 
