@@ -29,7 +29,7 @@
 struct due_effect {
     enum timer_kind kind;
     char key[TIMER_KEY_MAX + 1]; /* a job id, or a lock key */
-    int64_t due_ms;
+    int64_t due_ms;              /* 0: no deadline left, disarm */
 };
 
 struct ready_effect {
@@ -68,9 +68,14 @@ static void *grow(void **items, int *n, int *cap, size_t size)
     return (char *)*items + (size_t)(*n)++ * size;
 }
 
+/*
+ * The job's next deadline, armed after the commit. A job with none left (it
+ * finished, or waits in its queue) is disarmed, so no timer wakes later to
+ * check it for nothing.
+ */
 static int effect_due(struct job_env *env, const struct job *job)
 {
-    if (env == NULL || job->due_at_ms == 0)
+    if (env == NULL || (job->due_at_ms == 0 && !job_state_terminal(job->state)))
         return 0;
     struct job_effects *fx = env->effects;
     struct due_effect *d = grow((void **)&fx->dues, &fx->n_dues, &fx->cap_dues, sizeof(*d));
@@ -171,8 +176,13 @@ void job_env_after_batch(struct job_env *env, bool committed)
             if (env->dispatcher && fx->policies[i].policy.mode == POLICY_HTTP)
                 dispatcher_watch(env->dispatcher, fx->policies[i].queue);
         }
-        for (int i = 0; i < fx->n_dues; i++)
-            timers_add(env->timers, fx->dues[i].due_ms, fx->dues[i].kind, fx->dues[i].key);
+        for (int i = 0; i < fx->n_dues; i++) {
+            struct due_effect *d = &fx->dues[i];
+            if (d->due_ms)
+                timers_add(env->timers, d->due_ms, d->kind, d->key);
+            else
+                timers_remove(env->timers, d->kind, d->key);
+        }
         for (int i = 0; i < fx->n_ready; i++) {
             if (env->claims)
                 claims_notify(env->claims, fx->ready[i].queue, fx->ready[i].n);

@@ -5,12 +5,16 @@
  * store); the thread waits on the monotonic clock for the distance to the
  * earliest one, so a clock step cannot make it sleep for hours.
  *
- * At most one entry per (kind, key) is live: a small hash table remembers
- * the earliest time armed for each key. Arming a key later than that is a
- * no-op (the earlier entry fires, and its handler re-arms at the real
- * deadline); arming it earlier leaves the old heap entry stale, and a
- * stale entry is dropped when it reaches the top. Without this, every
+ * One node per (kind, key), in a hash table and in the heap at once, with
+ * the earliest time armed for the key. Arming a key later than that is a
+ * no-op (the earlier deadline fires, and its handler re-arms at the real
+ * one); arming it earlier moves the node up the heap. Without this, every
  * heartbeat's save would add an entry that re-arms itself forever.
+ *
+ * timers_remove() takes a key out of both at once: a job that finished
+ * drops its deadline, so the heap holds only live keys and the thread does
+ * not wake, seconds later, to check a job that is long done (before it
+ * did, with a writer op per finished job; ADR 7).
  */
 #include "timers.h"
 
@@ -28,151 +32,176 @@
 
 #define FIRE_BATCH 256
 
-struct timer_entry {
+/*
+ * One armed key: its earliest deadline and its place in the heap. The heap
+ * and the hash table hold the same nodes, so a key's deadline can be moved
+ * earlier or dropped in O(log n), and the heap holds live keys only.
+ */
+struct timer {
     int64_t when_ms;
-    enum timer_kind kind;
-    char key[TIMER_KEY_MAX + 1];
-};
-
-/* One armed key. hash 0 = empty slot, 1 = deleted; real hashes are >= 2. */
-struct armed {
     uint64_t hash;
-    int64_t when_ms;
     enum timer_kind kind;
-    char *key;
+    int heap_i;
+    char key[]; /* NUL-terminated */
 };
 
 struct timers {
-    struct armed *armed;
-    size_t armed_cap, armed_used, armed_live; /* used counts deleted slots too */
+    struct timer **table;               /* open addressing: NULL empty, &tombstone deleted */
+    size_t table_cap, table_used, live; /* used counts tombstones too */
+    struct timer **heap;
+    int n, cap;
     timer_fire_fn fire;
     void *ctx;
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool stopping;
-    struct timer_entry *heap;
-    int n, cap;
 };
 
-static void swap(struct timer_entry *a, struct timer_entry *b)
+static struct timer tombstone;
+
+/* ---- the heap (min by when_ms), each node knowing its index ---- */
+
+static void heap_set(struct timers *t, int i, struct timer *x)
 {
-    struct timer_entry t = *a;
-    *a = *b;
-    *b = t;
+    t->heap[i] = x;
+    x->heap_i = i;
 }
 
-static void sift_up(struct timer_entry *h, int i)
+static void sift_up(struct timers *t, int i)
 {
+    struct timer *x = t->heap[i];
     while (i > 0) {
         int parent = (i - 1) / 2;
-        if (h[parent].when_ms <= h[i].when_ms)
+        if (t->heap[parent]->when_ms <= x->when_ms)
             break;
-        swap(&h[parent], &h[i]);
+        heap_set(t, i, t->heap[parent]);
         i = parent;
     }
+    heap_set(t, i, x);
 }
 
-static void sift_down(struct timer_entry *h, int n, int i)
+static void sift_down(struct timers *t, int i)
 {
+    struct timer *x = t->heap[i];
     for (;;) {
-        int l = 2 * i + 1, r = l + 1, min = i;
-        if (l < n && h[l].when_ms < h[min].when_ms)
-            min = l;
-        if (r < n && h[r].when_ms < h[min].when_ms)
+        int l = 2 * i + 1, r = l + 1, min = l;
+        if (l >= t->n)
+            break;
+        if (r < t->n && t->heap[r]->when_ms < t->heap[l]->when_ms)
             min = r;
-        if (min == i)
-            return;
-        swap(&h[min], &h[i]);
+        if (x->when_ms <= t->heap[min]->when_ms)
+            break;
+        heap_set(t, i, t->heap[min]);
         i = min;
     }
+    heap_set(t, i, x);
 }
+
+static void heap_remove(struct timers *t, struct timer *x)
+{
+    int i = x->heap_i;
+    struct timer *last = t->heap[--t->n];
+    if (i == t->n)
+        return;
+    heap_set(t, i, last);
+    if (i > 0 && t->heap[(i - 1) / 2]->when_ms > last->when_ms)
+        sift_up(t, i);
+    else
+        sift_down(t, i);
+}
+
+/* ---- the table: (kind, key) to its node ---- */
 
 static uint64_t key_hash(enum timer_kind kind, const char *key)
 {
     uint64_t h = 1469598103934665603ULL ^ (uint64_t)kind; /* FNV-1a */
     for (const unsigned char *p = (const unsigned char *)key; *p; p++)
         h = (h ^ *p) * 1099511628211ULL;
-    return h < 2 ? h + 2 : h;
+    return h;
 }
 
-/* The slot of (kind, key), or NULL. */
-static struct armed *armed_find(struct timers *t, enum timer_kind kind, const char *key, uint64_t h)
+/* The slot holding (kind, key), or NULL. */
+static struct timer **table_find(struct timers *t, enum timer_kind kind, const char *key,
+                                 uint64_t h)
 {
-    if (t->armed_cap == 0)
+    if (t->table_cap == 0)
         return NULL;
-    for (size_t i = h & (t->armed_cap - 1);; i = (i + 1) & (t->armed_cap - 1)) {
-        struct armed *a = &t->armed[i];
-        if (a->hash == 0)
+    for (size_t i = h & (t->table_cap - 1);; i = (i + 1) & (t->table_cap - 1)) {
+        struct timer *x = t->table[i];
+        if (x == NULL)
             return NULL;
-        if (a->hash == h && a->kind == kind && strcmp(a->key, key) == 0)
-            return a;
+        if (x != &tombstone && x->hash == h && x->kind == kind && strcmp(x->key, key) == 0)
+            return &t->table[i];
     }
 }
 
-/* Rehash into a table of twice the live entries' room (tombstones dropped). */
-static int armed_grow(struct timers *t)
+/* Rehash into a table with room for four times the live keys (tombstones dropped). */
+static int table_grow(struct timers *t)
 {
-    size_t cap = t->armed_cap ? t->armed_cap : 1024;
-    while (cap < (t->armed_live + 1) * 4)
+    size_t cap = 1024;
+    while (cap < (t->live + 1) * 4)
         cap *= 2;
-    struct armed *table = calloc(cap, sizeof(*table));
+    struct timer **table = calloc(cap, sizeof(*table));
     if (table == NULL)
         return -DRV_ENOMEM;
-    for (size_t j = 0; j < t->armed_cap; j++) {
-        struct armed *a = &t->armed[j];
-        if (a->hash < 2)
+    for (size_t j = 0; j < t->table_cap; j++) {
+        struct timer *x = t->table[j];
+        if (x == NULL || x == &tombstone)
             continue;
-        size_t i = a->hash & (cap - 1);
-        while (table[i].hash != 0)
+        size_t i = x->hash & (cap - 1);
+        while (table[i] != NULL)
             i = (i + 1) & (cap - 1);
-        table[i] = *a;
+        table[i] = x;
     }
-    free(t->armed);
-    t->armed = table;
-    t->armed_cap = cap;
-    t->armed_used = t->armed_live;
+    free(t->table);
+    t->table = table;
+    t->table_cap = cap;
+    t->table_used = t->live;
     return 0;
 }
 
-static int armed_insert(struct timers *t, enum timer_kind kind, const char *key, uint64_t h,
-                        int64_t when_ms)
+/* Room in the table and the heap for one more key. */
+static int reserve_one(struct timers *t)
 {
-    if ((t->armed_used + 1) * 2 > t->armed_cap && armed_grow(t) < 0)
+    if ((t->table_used + 1) * 2 > t->table_cap && table_grow(t) < 0)
         return -DRV_ENOMEM;
-    char *copy = strdup(key);
-    if (copy == NULL)
-        return -DRV_ENOMEM;
-    size_t i = h & (t->armed_cap - 1);
-    while (t->armed[i].hash >= 2)
-        i = (i + 1) & (t->armed_cap - 1);
-    if (t->armed[i].hash == 0)
-        t->armed_used++;
-    t->armed[i] = (struct armed){.hash = h, .when_ms = when_ms, .kind = kind, .key = copy};
-    t->armed_live++;
+    if (t->n == t->cap) {
+        int cap = t->cap ? t->cap * 2 : 1024;
+        struct timer **heap = realloc(t->heap, (size_t)cap * sizeof(*heap));
+        if (heap == NULL)
+            return -DRV_ENOMEM;
+        t->heap = heap;
+        t->cap = cap;
+    }
     return 0;
 }
 
-static void armed_remove(struct timers *t, struct armed *a)
+static void table_insert(struct timers *t, struct timer *x)
 {
-    free(a->key);
-    a->key = NULL;
-    a->hash = 1;
-    t->armed_live--;
+    size_t i = x->hash & (t->table_cap - 1);
+    while (t->table[i] != NULL && t->table[i] != &tombstone)
+        i = (i + 1) & (t->table_cap - 1);
+    if (t->table[i] == NULL)
+        t->table_used++;
+    t->table[i] = x;
+    t->live++;
 }
 
-static struct timer_entry pop(struct timers *t)
+/* Take the node in slot out of the table and the heap; the caller frees it. */
+static struct timer *take(struct timers *t, struct timer **slot)
 {
-    struct timer_entry top = t->heap[0];
-    t->heap[0] = t->heap[--t->n];
-    sift_down(t->heap, t->n, 0);
-    return top;
+    struct timer *x = *slot;
+    *slot = &tombstone;
+    t->live--;
+    heap_remove(t, x);
+    return x;
 }
 
 static void *timers_main(void *arg)
 {
     struct timers *t = arg;
-    struct timer_entry due[FIRE_BATCH];
+    struct timer *due[FIRE_BATCH];
     pthread_mutex_lock(&t->lock);
     while (!t->stopping) {
         int64_t now = time_now_ms();
@@ -180,9 +209,9 @@ static void *timers_main(void *arg)
             pthread_cond_wait(&t->cond, &t->lock);
             continue;
         }
-        if (t->heap[0].when_ms > now) {
+        if (t->heap[0]->when_ms > now) {
             /* Sleep exactly until the earliest deadline (or a new earlier one). */
-            int64_t wait_ms = t->heap[0].when_ms - now;
+            int64_t wait_ms = t->heap[0]->when_ms - now;
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_sec += wait_ms / 1000;
@@ -195,17 +224,15 @@ static void *timers_main(void *arg)
             continue;
         }
         int n = 0;
-        while (t->n > 0 && t->heap[0].when_ms <= now && n < FIRE_BATCH) {
-            struct timer_entry e = pop(t);
-            struct armed *a = armed_find(t, e.kind, e.key, key_hash(e.kind, e.key));
-            if (a == NULL || a->when_ms != e.when_ms)
-                continue; /* stale: the key was re-armed earlier, or fired already */
-            armed_remove(t, a);
-            due[n++] = e;
+        while (t->n > 0 && t->heap[0]->when_ms <= now && n < FIRE_BATCH) {
+            struct timer *x = t->heap[0];
+            due[n++] = take(t, table_find(t, x->kind, x->key, x->hash));
         }
         pthread_mutex_unlock(&t->lock);
-        for (int i = 0; i < n; i++)
-            t->fire(t->ctx, due[i].kind, due[i].key);
+        for (int i = 0; i < n; i++) {
+            t->fire(t->ctx, due[i]->kind, due[i]->key);
+            free(due[i]);
+        }
         pthread_mutex_lock(&t->lock);
     }
     pthread_mutex_unlock(&t->lock);
@@ -256,9 +283,9 @@ void timers_free(struct timers *t)
     timers_stop(t);
     pthread_cond_destroy(&t->cond);
     pthread_mutex_destroy(&t->lock);
-    for (size_t i = 0; i < t->armed_cap; i++)
-        free(t->armed[i].key);
-    free(t->armed);
+    for (int i = 0; i < t->n; i++)
+        free(t->heap[i]);
+    free(t->table);
     free(t->heap);
     free(t);
 }
@@ -273,45 +300,51 @@ void timers_add(struct timers *t, int64_t when_ms, enum timer_kind kind, const c
         return;
     }
     uint64_t hash = key_hash(kind, key);
-    struct armed *a = armed_find(t, kind, key, hash);
-    if (a && a->when_ms <= when_ms) {
+    struct timer **slot = table_find(t, kind, key, hash), *x = slot ? *slot : NULL;
+    if (x && x->when_ms <= when_ms) {
         pthread_mutex_unlock(&t->lock); /* an earlier check is armed; it re-arms as needed */
         return;
     }
-    if (t->n == t->cap) {
-        int cap = t->cap ? t->cap * 2 : 1024;
-        struct timer_entry *h = realloc(t->heap, (size_t)cap * sizeof(*h));
-        if (h == NULL) {
+    if (x) {
+        x->when_ms = when_ms; /* earlier: up the heap */
+        sift_up(t, x->heap_i);
+    } else {
+        size_t len = strnlen(key, TIMER_KEY_MAX);
+        x = reserve_one(t) == 0 ? malloc(sizeof(*x) + len + 1) : NULL;
+        if (x == NULL) {
             pthread_mutex_unlock(&t->lock);
             /* The store keeps due_at: the next restart re-arms it. */
             log_printf(LOG_ERROR, "out of memory arming a timer for '%s'", key);
             return;
         }
-        t->heap = h;
-        t->cap = cap;
+        *x = (struct timer){.when_ms = when_ms, .hash = hash, .kind = kind};
+        memcpy(x->key, key, len);
+        x->key[len] = '\0';
+        table_insert(t, x);
+        heap_set(t, t->n++, x);
+        sift_up(t, x->heap_i);
     }
-    if (a) {
-        a->when_ms = when_ms; /* the old, later heap entry is stale now */
-    } else if (armed_insert(t, kind, key, hash, when_ms) < 0) {
-        pthread_mutex_unlock(&t->lock);
-        log_printf(LOG_ERROR, "out of memory arming a timer for '%s'", key);
-        return;
-    }
-    struct timer_entry *e = &t->heap[t->n];
-    e->when_ms = when_ms;
-    e->kind = kind;
-    snprintf(e->key, sizeof(e->key), "%s", key);
-    sift_up(t->heap, t->n++);
     /* Wake the thread only when the earliest deadline changed. */
-    if (t->heap[0].when_ms == when_ms)
+    if (t->heap[0] == x)
         pthread_cond_signal(&t->cond);
     pthread_mutex_unlock(&t->lock);
+}
+
+void timers_remove(struct timers *t, enum timer_kind kind, const char *key)
+{
+    if (t == NULL)
+        return;
+    pthread_mutex_lock(&t->lock);
+    struct timer **slot = table_find(t, kind, key, key_hash(kind, key));
+    struct timer *x = slot ? take(t, slot) : NULL;
+    pthread_mutex_unlock(&t->lock);
+    free(x); /* the thread may wake for it early and sleep again: harmless */
 }
 
 int timers_pending(struct timers *t)
 {
     pthread_mutex_lock(&t->lock);
-    int n = (int)t->armed_live;
+    int n = (int)t->live;
     pthread_mutex_unlock(&t->lock);
     return n;
 }

@@ -5,8 +5,8 @@
  * An entry is (when, kind, key). When it comes due the thread calls the
  * fire function given at creation. Entries are hints, not truths: the fire
  * function re-reads the job and re-arms if the deadline moved (a heartbeat
- * extends a lease without touching the heap), so stale or duplicate
- * entries are harmless.
+ * extends a lease without touching the heap), so an early or needless
+ * fire is harmless. A key is armed once, at its earliest time.
  */
 #ifndef DROVER_TIMERS_H
 #define DROVER_TIMERS_H
@@ -41,6 +41,9 @@ void timers_free(struct timers *t);
 
 /* Arm: call fire(kind, key) at wall-clock when_ms (at once if it has passed). */
 void timers_add(struct timers *t, int64_t when_ms, enum timer_kind kind, const char *key);
+
+/* Disarm (kind, key) if it is armed: a job that finished has no deadline left. */
+void timers_remove(struct timers *t, enum timer_kind kind, const char *key);
 
 /* Keys armed now, one per (kind, key) (for logs and metrics). */
 int timers_pending(struct timers *t);

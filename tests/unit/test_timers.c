@@ -9,7 +9,9 @@
 
 #include <cmocka.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -123,12 +125,106 @@ static void test_many_keys_grow_the_table(void **state)
     timers_free(t);
 }
 
+/* A removed key does not fire; the rest still fire in order. */
+static void test_remove(void **state)
+{
+    (void)state;
+    struct fired f = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    struct timers *t;
+    assert_int_equal(timers_start(on_fire, &f, &t), 0);
+    int64_t now = time_now_ms();
+    timers_add(t, now + 40, TIMER_JOB, "gone");
+    timers_add(t, now + 60, TIMER_JOB, "stays");
+    timers_add(t, now + 50, TIMER_LOCK, "gone"); /* same key, other kind: not removed */
+    timers_remove(t, TIMER_JOB, "gone");
+    timers_remove(t, TIMER_JOB, "never-armed"); /* a no-op */
+    assert_int_equal(timers_pending(t), 2);
+    wait_fired(&f, 2);
+    sleep_ms(100);
+    assert_int_equal(fired_count(&f), 2);
+    assert_int_equal(f.kinds[0], TIMER_LOCK);
+    assert_string_equal(f.keys[1], "stays");
+    /* Removed, then armed again: it fires. */
+    timers_add(t, time_now_ms() + 20, TIMER_JOB, "gone");
+    wait_fired(&f, 3);
+    assert_string_equal(f.keys[2], "gone");
+    timers_free(t);
+}
+
+struct order {
+    pthread_mutex_t lock;
+    int n, out_of_order;
+    int64_t last;
+};
+
+static void on_fire_order(void *ctx, enum timer_kind kind, const char *key)
+{
+    (void)kind;
+    struct order *o = ctx;
+    int64_t when = strtoll(key, NULL, 10); /* "deadline-index" */
+    pthread_mutex_lock(&o->lock);
+    if (when < o->last)
+        o->out_of_order++;
+    o->last = when;
+    o->n++;
+    pthread_mutex_unlock(&o->lock);
+}
+
+/*
+ * The heap under random arms, earlier re-arms and removals: every key left
+ * fires once, in deadline order (each key names its deadline, so a key
+ * firing out of order shows a broken heap).
+ */
+static void test_random_arms_and_removals_keep_order(void **state)
+{
+    (void)state;
+    struct order o = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    struct timers *t;
+    assert_int_equal(timers_start(on_fire_order, &o, &t), 0);
+    pthread_mutex_lock(&o.lock); /* hold the fires back until everything is armed */
+    int64_t base = time_now_ms() + 300;
+    enum { N = 3000 };
+    static bool armed[N];
+    int live = 0;
+    char key[32];
+    srand(11);
+    for (int step = 0; step < 4 * N; step++) {
+        int i = rand() % N;
+        int64_t when = base + i / 20; /* 150 ms of deadlines, many alike */
+        snprintf(key, sizeof(key), "%lld-%d", (long long)when, i);
+        if (rand() % 3 == 0) {
+            timers_remove(t, TIMER_JOB, key);
+            live -= armed[i];
+            armed[i] = false;
+        } else {
+            /* Its deadline is in its name; armed later first, then at it. */
+            timers_add(t, when + 1000, TIMER_JOB, key);
+            timers_add(t, when, TIMER_JOB, key);
+            live += !armed[i];
+            armed[i] = true;
+        }
+    }
+    assert_int_equal(timers_pending(t), live);
+    pthread_mutex_unlock(&o.lock);
+    for (int i = 0; i < 200 && timers_pending(t) > 0; i++)
+        sleep_ms(10);
+    sleep_ms(100); /* the last batch taken is fired by now */
+    pthread_mutex_lock(&o.lock);
+    int n = o.n, bad = o.out_of_order;
+    pthread_mutex_unlock(&o.lock);
+    assert_int_equal(n, live);
+    assert_int_equal(bad, 0);
+    timers_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_live_entry_per_key),
         cmocka_unit_test(test_kinds_and_keys_are_separate_and_ordered),
         cmocka_unit_test(test_many_keys_grow_the_table),
+        cmocka_unit_test(test_remove),
+        cmocka_unit_test(test_random_arms_and_removals_keep_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
