@@ -223,6 +223,15 @@ def make_server(tmp_path):
             s.stop()
 
 
+def closed_port():
+    """A loopback port nothing listens on (bound once, then released)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def run_threads(n, fn):
     """Run fn(i) on n threads; return the list of results (exceptions re-raised)."""
     results = [None] * n

@@ -1,30 +1,28 @@
-"""`drover callback`: signed runner callbacks, against a receiver written here.
+"""`drover callback`: signed runner callbacks, against a test receiver.
 
-No drover server: each test starts a small HTTP receiver (http.server on
-127.0.0.1, port 0, in a thread) that checks the Standard Webhooks signature
-on its own, with Python's hmac and base64 (never through drover), records
-every request and answers from a script (503 a few times, 409, 401, ...).
+No drover server: each test starts the shared receiver (webhook_receiver.py:
+http.server on 127.0.0.1, port 0, in a thread) that checks the Standard
+Webhooks signature on its own with webhook_sig.py (Python's hmac and base64,
+never through drover), records every request and answers from a script (503
+a few times, 409, 401, ...).
 "Unreachable" is a port that was bound and closed again. Every wait has a
 deadline, and every run checks that the secret shows up in neither stdout nor
 stderr.
 """
 
 import base64
-import hashlib
-import hmac
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import DROVER_BIN
+from conftest import DROVER_BIN, closed_port
+from webhook_receiver import Receiver
+from webhook_sig import sw_verify
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 SECRET_VAR = "RUNNER_CALLBACK_SECRET"
@@ -34,108 +32,37 @@ RUN_TIMEOUT_S = 30
 
 # --- the receiver ------------------------------------------------------------
 
-def signature_ok(secret, headers, body):
-    """Standard Webhooks, checked independently: HMAC-SHA256 keyed by the
-    base64-decoded secret over '{id}.{timestamp}.{body}', any v1 entry."""
-    msg_id = headers.get("webhook-id")
-    ts = headers.get("webhook-timestamp")
-    sig_header = headers.get("webhook-signature")
-    if not (msg_id and ts and sig_header):
-        return False
-    key = base64.b64decode(secret[len("whsec_"):], validate=True)
-    signed = msg_id.encode() + b"." + ts.encode() + b"." + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    offered = [e.split(",", 1)[1] for e in sig_header.split(" ") if e.startswith("v1,")]
-    return any(hmac.compare_digest(expected, s) for s in offered)
-
-
-class Receiver:
-    """Records POSTs; answers each from `script` (a list of (status, headers,
-    body)), then with the default 200 {"ok": true}."""
+class CallbackReceiver(Receiver):
+    """The shared receiver (webhook_receiver.py) as the callback endpoint:
+    200 {"ok": true} by default, each record's signature checked against
+    SECRET ("valid"), and answers scripted for every path. An int answer
+    gets an error body whose message says it was scripted."""
 
     def __init__(self, secret=SECRET):
         self.secret = secret
-        self.requests = []
-        self.script = []
-        self.cond = threading.Condition()
-        receiver = self
+        super().__init__(default=(200, {}, b'{"ok":true}'))
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(length)
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                with receiver.cond:
-                    receiver.requests.append({
-                        "path": self.path,
-                        "headers": headers,
-                        "body": body,
-                        "valid": signature_ok(receiver.secret, headers, body),
-                        "at": time.monotonic(),
-                    })
-                    answer = receiver.script.pop(0) if receiver.script else None
-                    receiver.cond.notify_all()
-                status, extra, reply = answer or (200, {}, b'{"ok":true}')
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                for k, v in extra.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
+    def describe(self, rec):
+        h = rec["headers"]
+        return {"valid": sw_verify(self.secret, h.get("webhook-id"), h.get("webhook-timestamp"),
+                                   rec["body"], h.get("webhook-signature"))}
 
     def answer(self, *answers):
-        """Queue answers: an int status, or (status, headers, body)."""
         for a in answers:
             if isinstance(a, int):
                 body = json.dumps({"error": "scripted", "message": f"scripted {a}"}).encode()
                 a = (a, {}, body)
-            self.script.append(a)
+            super().answer(None, a)
 
     def wait_requests(self, n, timeout=10):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while len(self.requests) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"{len(self.requests)} requests, wanted {n}")
-                self.cond.wait(left)
-            return list(self.requests)
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        return self.wait_for(lambda got: len(got) >= n, timeout, f"{n} requests")
 
 
 @pytest.fixture
 def receiver():
-    r = Receiver()
+    r = CallbackReceiver()
     yield r
-    r.close()
-
-
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    r.stop()
 
 
 # --- running drover callback -------------------------------------------------
@@ -253,14 +180,14 @@ def test_full_callback_url_used_as_is(receiver):
     p = callback(url, "heartbeat")
     assert p.returncode == 0, p.stderr
     (req,) = receiver.wait_requests(1)
-    assert req["path"] == "/v1/callbacks/OTHERID?token=t1"
+    assert req["target"] == "/v1/callbacks/OTHERID?token=t1"
 
 
 def test_query_kept_after_the_appended_path(receiver):
     p = callback(receiver.url + "/base?x=1", "heartbeat")
     assert p.returncode == 0, p.stderr
     (req,) = receiver.wait_requests(1)
-    assert req["path"] == f"/base/v1/callbacks/{JOB}?x=1"
+    assert req["target"] == f"/base/v1/callbacks/{JOB}?x=1"
 
 
 # --- retries -----------------------------------------------------------------

@@ -8,13 +8,12 @@ stdout, the single stderr line and the exit code scripts rely on.
 import json
 import os
 import re
-import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import DROVER_BIN, TOKENS
+from conftest import DROVER_BIN, TOKENS, closed_port
 
 ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 UNKNOWN_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
@@ -43,14 +42,6 @@ def drover(*args, url=None, token="submit", input=None, env=None, timeout=30):
         e.update(env)
     return subprocess.run([DROVER_BIN, *args], input=input, capture_output=True,
                           text=True, env=e, timeout=timeout)
-
-
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def one_error_line(p):

@@ -28,7 +28,6 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import time
 
 import pytest
@@ -39,6 +38,7 @@ from conftest import (
     ROOT,
     UNKNOWN_ID,
     assert_error,
+    closed_port,
     claim_req,
     job_events,
     poll_job,
@@ -116,14 +116,6 @@ def make_runner(make_receiver):
 @pytest.fixture
 def runner(make_runner):
     return make_runner()
-
-
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def template(url_base, **over):
