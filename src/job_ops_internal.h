@@ -1,12 +1,13 @@
 /*
- * job_ops_internal.h - what job_ops.c (the job lifecycle) and admission.c
- * (dedup, concurrency slots, locks) share. Not for other modules: they use
- * job_ops.h.
+ * job_ops_internal.h - what job_ops.c (the job lifecycle), job_leases.c
+ * (claims and the calls under a lease) and admission.c (dedup, concurrency
+ * slots, locks) share. Not for other modules: they use job_ops.h.
  */
 #ifndef DROVER_JOB_OPS_INTERNAL_H
 #define DROVER_JOB_OPS_INTERNAL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "job_ops.h"
 
@@ -19,6 +20,9 @@ void jobop_policy_done(struct write_ctx *ctx, const struct policy *p, struct pol
 
 /* The job's next deadline of any kind (for due_at and the timers). */
 int64_t jobop_next_due(const struct job *job, const struct policy *p);
+
+/* Is the running job still waiting for its runner to take the dispatch? */
+bool jobop_waiting_for_dispatch(const struct job *job);
 
 /*
  * Store the job and its event (released either way). A job that just ended
@@ -46,6 +50,21 @@ int jobop_attempt_ended(struct write_ctx *ctx, struct job *job, const struct pol
                         const char *kind, const char *message, const char *step, bool retryable,
                         struct job_event *ev);
 
+/* Arm a maintenance lock's expiry after the commit. */
+int jobop_effect_lock_due(struct job_env *env, const struct lock *l);
+
+/* ---- job_leases.c ---- */
+
+/* n random bytes (OpenSSL's generator, a per-thread block at a time) into out. */
+int jobop_random_bytes(void *out, size_t n);
+
+/*
+ * Load the ready job id into *job and lease it to the claim c (the handoff
+ * to a parked claim); c->n is the caller's to advance.
+ */
+int jobop_claim_one(struct write_ctx *ctx, struct job_claim_op *c, const struct policy *p,
+                    const char *id, struct job *job);
+
 /*
  * Record a step's checkpoint and move the lease (a step is also a sign of
  * life), then save. *recorded is false when the same step with the same
@@ -59,9 +78,6 @@ int jobop_succeed(struct write_ctx *ctx, struct job *job, const struct policy *p
 
 /* Move the lease of a running job (a heartbeat) and save. */
 int jobop_heartbeat(struct write_ctx *ctx, struct job *job, const struct policy *p);
-
-/* Arm a maintenance lock's expiry after the commit. */
-int jobop_effect_lock_due(struct job_env *env, const struct lock *l);
 
 /* ---- admission.c ---- */
 
