@@ -68,13 +68,14 @@ static void *grow(void **items, int *n, int *cap, size_t size)
 }
 
 /*
- * The job's next deadline, armed after the commit. A job with none left (it
- * finished, or waits in its queue) is disarmed, so no timer wakes later to
- * check it for nothing.
+ * The job's next deadline, armed after the commit. A saved job with none
+ * left (it finished, or went back to wait in its queue) is disarmed when
+ * `saved`, so no timer wakes later to check it for nothing; a new job has
+ * nothing armed to disarm.
  */
-static int effect_due(struct job_env *env, const struct job *job)
+static int effect_due(struct job_env *env, const struct job *job, bool saved)
 {
-    if (env == NULL || (job->due_at_ms == 0 && !job_state_terminal(job->state)))
+    if (env == NULL || (job->due_at_ms == 0 && !saved))
         return 0;
     struct job_effects *fx = env->effects;
     struct due_effect *d = grow((void **)&fx->dues, &fx->n_dues, &fx->cap_dues, sizeof(*d));
@@ -360,7 +361,7 @@ static int run_cleanup(struct write_ctx *ctx, const struct job *failed, const st
         rc = jobop_event(ctx, &c, &ev);
     job_event_release(&ev);
     if (rc == 0)
-        rc = effect_due(ctx->env, &c);
+        rc = effect_due(ctx->env, &c, false);
     if (rc == 0)
         rc = jobop_became_ready(ctx, &c, cp);
     jobop_policy_done(ctx, cp, &fallback);
@@ -392,7 +393,7 @@ int jobop_save(struct write_ctx *ctx, struct job *job, struct job_event *ev, con
     if (ev)
         job_event_release(ev);
     if (rc == 0)
-        rc = effect_due(ctx->env, job);
+        rc = effect_due(ctx->env, job, true);
     if (rc == 0 && ended && waiting_lock)
         rc = store_lock_wait_remove_job(ctx->store, job->id);
     if (rc == 0 && held_locks)
@@ -524,7 +525,7 @@ static int submit_apply(struct write_ctx *ctx, struct write_op *op)
         rc = jobop_event(ctx, job, &ev);
     job_event_release(&ev);
     if (rc == 0)
-        rc = effect_due(ctx->env, job);
+        rc = effect_due(ctx->env, job, false);
     if (rc == 0 && job->state == JOB_QUEUED)
         rc = jobop_became_ready(ctx, job, p);
     jobop_policy_done(ctx, p, &fallback);
@@ -709,7 +710,7 @@ static int deadline_check(struct write_ctx *ctx, struct job *job, const struct p
         job->due_at_ms = due;
         return jobop_save(ctx, job, NULL, p);
     }
-    return effect_due(ctx->env, job);
+    return effect_due(ctx->env, job, true);
 }
 
 static int deadline_apply(struct write_ctx *ctx, struct write_op *op)

@@ -18,6 +18,7 @@
  */
 #include "timers.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -167,6 +168,8 @@ static int reserve_one(struct timers *t)
     if ((t->table_used + 1) * 2 > t->table_cap && table_grow(t) < 0)
         return -DRV_ENOMEM;
     if (t->n == t->cap) {
+        if (t->cap > INT_MAX / 2)
+            return -DRV_ENOMEM; /* a billion armed keys: refuse rather than overflow */
         int cap = t->cap ? t->cap * 2 : 1024;
         struct timer **heap = realloc(t->heap, (size_t)cap * sizeof(*heap));
         if (heap == NULL)

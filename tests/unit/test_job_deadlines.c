@@ -16,6 +16,7 @@
 
 #include "job_json.h"
 #include "job_ops.h"
+#include "policy.h"
 #include "policy_cache.h"
 #include "timers.h"
 #include "timeutil.h"
@@ -114,6 +115,37 @@ static void finish(struct fixture *f, const char *id, const char *token, enum le
     job_lease_op_release(&l);
 }
 
+/* A job that goes back to wait in its queue (retry at once) has no deadline either. */
+static void test_requeued_jobs_are_disarmed(void **state)
+{
+    struct fixture *f = *state;
+    struct policy_put_op p;
+    policy_put_op_init(&p, tu_op_done);
+    snprintf(p.queue, sizeof(p.queue), "q");
+    json_t *body = tu_json("{\"max_attempts\": 3, \"backoff\": {\"initial_s\": 0}}");
+    assert_int_equal(policy_from_json(body, &p.policy, &p.err), 0);
+    json_decref(body);
+    assert_int_equal(tu_run_op(f->ts.writer, &p.op), 0);
+    policy_put_op_release(&p);
+    char id[ULID_LEN + 1], token[LEASE_TOKEN_LEN + 1];
+    submit(f);
+    claim(f, id, token);
+    assert_int_equal(pending_becomes(f->timers, 1), 1);
+    struct job_lease_op l;
+    job_lease_op_init(&l, LEASE_FAIL, tu_op_done);
+    memcpy(l.id, id, ULID_LEN + 1);
+    snprintf(l.token, sizeof(l.token), "%s", token);
+    l.message = strdup("try again");
+    l.retryable = true;
+    assert_int_equal(tu_run_op(f->ts.writer, &l.op), 0);
+    assert_int_equal(l.job.state, JOB_QUEUED);
+    job_lease_op_release(&l);
+    assert_int_equal(pending_becomes(f->timers, 0), 0);
+    /* Claimed again: armed again. */
+    claim(f, id, token);
+    assert_int_equal(pending_becomes(f->timers, 1), 1);
+}
+
 static void test_finished_jobs_are_disarmed(void **state)
 {
     struct fixture *f = *state;
@@ -134,6 +166,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_finished_jobs_are_disarmed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_requeued_jobs_are_disarmed, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,6 @@
 /*
- * test_timers.c - the deadline heap: one live entry per key, earliest wins,
- * stale entries dropped, order of firing.
+ * test_timers.c - the deadline heap: one entry per key, earliest wins,
+ * removal, order of firing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -67,7 +67,7 @@ static void test_one_live_entry_per_key(void **state)
     int64_t now = time_now_ms();
     timers_add(t, now + 150, TIMER_JOB, "A");
     timers_add(t, now + 400, TIMER_JOB, "A"); /* later than armed: no-op */
-    timers_add(t, now + 60, TIMER_JOB, "A");  /* earlier: replaces, the 150 one is stale */
+    timers_add(t, now + 60, TIMER_JOB, "A");  /* earlier: moves it up, 150 is gone */
     for (int i = 0; i < 50; i++)
         timers_add(t, now + 100 + i, TIMER_JOB, "A"); /* a heartbeat storm: all no-ops */
     assert_int_equal(timers_pending(t), 1);
