@@ -118,10 +118,10 @@ $(OUT)/bench/e2e: bench/e2e.c
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS) -lm
 
 format:
-	clang-format -i $(SRC) $(wildcard src/*.h src/*/*.h tests/unit/*.c tests/unit/*.h)
+	clang-format -i $(SRC) $(wildcard src/*.h src/*/*.h tests/unit/*.c tests/unit/*.h bench/*.c fuzz/*.c)
 
 format-check:
-	clang-format --dry-run -Werror $(SRC) $(wildcard src/*.h src/*/*.h tests/unit/*.c tests/unit/*.h)
+	clang-format --dry-run -Werror $(SRC) $(wildcard src/*.h src/*/*.h tests/unit/*.c tests/unit/*.h bench/*.c fuzz/*.c)
 
 deps:
 	scripts/install-deps.sh

@@ -355,8 +355,8 @@ static int claim_parse(const char *body, size_t len, struct claimed *out, int ma
         if (n == max)
             return -1;
         p = string_after(id + sizeof(id_key) - 1, end, out[n].id, sizeof(out[n].id));
-        const char *token = p ? memmem(p, (size_t)(end - p), token_key, sizeof(token_key) - 1)
-                              : NULL;
+        const char *token =
+            p ? memmem(p, (size_t)(end - p), token_key, sizeof(token_key) - 1) : NULL;
         if (token)
             p = string_after(token + sizeof(token_key) - 1, end, out[n].token,
                              sizeof(out[n].token));

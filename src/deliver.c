@@ -1090,8 +1090,10 @@ static void pump_events(struct deliverer *d)
         d->rewound = false;
         int64_t after = d->cursor;
         pthread_mutex_unlock(&d->lock);
-        if (rewound)
+        if (rewound) {
             batch_release(d); /* read again from the cursor */
+            read_short = false;
+        }
         if (!room)
             return; /* an answer kicks us when there is room again */
         if (d->batch_i == d->batch_n) {

@@ -312,7 +312,7 @@ void timers_add(struct timers *t, int64_t when_ms, enum timer_kind kind, const c
         x->when_ms = when_ms; /* earlier: up the heap */
         sift_up(t, x->heap_i);
     } else {
-        size_t len = strnlen(key, TIMER_KEY_MAX);
+        size_t len = strlen(key); /* kept whole: lookups compare the whole key */
         x = reserve_one(t) == 0 ? malloc(sizeof(*x) + len + 1) : NULL;
         if (x == NULL) {
             pthread_mutex_unlock(&t->lock);
