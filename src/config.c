@@ -139,7 +139,7 @@ static const struct field config_fields[] = {
               .help = "Largest request line and headers accepted; bigger gets 431."),
     INT_FIELD("http.connection_limit", connection_limit, int, "1024", 1, 100000,
               .env = "DROVER_HTTP_CONNECTION_LIMIT",
-              .help = "Most client connections open at once."),
+              .help = "Most client connections open at once (poll up to 1024, epoll above)."),
     INT_FIELD("http.connection_timeout_s", connection_timeout_s, int, "120", 1, 3600,
               .env = "DROVER_HTTP_CONNECTION_TIMEOUT_S",
               .help = "Seconds an idle keep-alive connection stays open."),

@@ -515,6 +515,7 @@ static int run(const struct config *cfg)
         log_str(&l, "url", url);
         log_str(&l, "data", cfg->data_dir);
         log_str(&l, "store", cfg->engine);
+        log_str(&l, "event_loop", http_event_loop(http));
         log_end(&l);
     }
 

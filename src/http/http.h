@@ -74,6 +74,9 @@ int http_start(const struct http_options *opt, const struct route *routes, size_
 /* The address actually bound ("127.0.0.1:40123"). */
 const char *http_bound_address(const struct http_server *srv);
 
+/* "poll" or "epoll": the event loop chosen for http_options.connection_limit. */
+const char *http_event_loop(const struct http_server *srv);
+
 /*
  * Start draining: answer every new request (but the probes) with 503 and
  * Connection: close, and /readyz with 503. Requests in flight go on.

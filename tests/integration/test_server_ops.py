@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import DROVER_BIN, REQUEST_ID_RE, Server, config_text
+from conftest import DROVER_BIN, REQUEST_ID_RE, TOKENS, Server, config_text
 
 LEVELS = {"debug", "info", "warn", "warning", "error"}
 
@@ -126,6 +126,63 @@ def test_sigterm_ends_a_waiting_long_poll_promptly(tmp_path):
         r = out["r"]
         assert (r.status == 200 and r.json == {"jobs": []}) or \
             (r.status == 503 and r.json.get("error") == "shutting_down"), r
+
+
+# ------------------------------------------------------------------ event loop
+
+@pytest.mark.parametrize("limit, loop", [(1024, "poll"), (2048, "epoll")])
+def test_event_loop_follows_connection_limit(make_server, limit, loop):
+    # Up to 1024 connections libmicrohttpd polls, above it uses epoll (ADR 18).
+    # Both must carry what suspends a request: a long-poll claim woken by a
+    # submit, and writes answered on a keep-alive connection, back to back.
+    import http.client
+    import threading
+    s = make_server(f"[http]\nconnection_limit = {limit}\n")
+    listening = [r for r in s.log_records() if r.get("msg") == "listening"]
+    assert listening and listening[0].get("event_loop") == loop, listening
+
+    woken = {}
+
+    def claim():
+        r = s.request("POST", "/v1/queues/loop/claim", {"worker": "w1", "wait_s": 10},
+                      token="worker", timeout=20)
+        woken["r"] = r
+        woken["t"] = time.monotonic()
+
+    t = threading.Thread(target=claim, daemon=True)
+    t.start()
+    time.sleep(0.3)
+    assert t.is_alive(), woken
+    job = s.submit("loop")
+    sent = time.monotonic()
+    t.join(timeout=15)
+    r = woken["r"]
+    assert r.status == 200 and [j["id"] for j in r.json["jobs"]] == [job["id"]], r
+    assert woken["t"] - sent < 2, woken["t"] - sent
+    lease = r.json["jobs"][0]["lease"]["token"]
+
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    try:
+        def call(method, path, body, token):
+            conn.request(method, path, body=json.dumps(body),
+                         headers={"Authorization": "Bearer " + TOKENS[token],
+                                  "Content-Type": "application/json"})
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+
+        ids = []
+        for i in range(20):
+            status, body = call("POST", "/v1/jobs", {"queue": "loop", "payload": {"i": i}},
+                                "submit")
+            assert status == 202 and body["state"] == "queued", body
+            ids.append(body["id"])
+        status, body = call("POST", f"/v1/jobs/{job['id']}/complete", {"lease": lease}, "worker")
+        assert status == 200 and body["state"] == "succeeded", body
+        status, body = call("POST", "/v1/queues/loop/claim", {"worker": "w2", "max": 20},
+                            "worker")
+        assert status == 200 and [j["id"] for j in body["jobs"]] == ids, body
+    finally:
+        conn.close()
 
 
 # ------------------------------------------------------------------ logs
