@@ -465,6 +465,7 @@ struct lconn {
     bool busy;        /* a request is out: its reply is awaited */
     size_t out_len, out_sent;
     int64_t sent_ns;
+    uint32_t watching; /* the epoll events registered for c.fd; 0: not registered */
 };
 
 /* A worker: up to `concurrency` jobs held, claimed on `claim`, completed on `completes`. */
@@ -487,12 +488,16 @@ struct loop {
     struct errors err;
 };
 
+/* Watch lc for events; no system call when they are the ones registered already. */
 static int lconn_watch(struct loop *l, struct lconn *lc, uint32_t events)
 {
-    struct epoll_event ev = {.events = events, .data.ptr = lc};
-    if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, lc->c.fd, &ev) == 0)
+    if (lc->watching == events)
         return 0;
-    return epoll_ctl(l->epfd, EPOLL_CTL_ADD, lc->c.fd, &ev);
+    struct epoll_event ev = {.events = events, .data.ptr = lc};
+    if (epoll_ctl(l->epfd, lc->watching ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, lc->c.fd, &ev) < 0)
+        return -1;
+    lc->watching = events;
+    return 0;
 }
 
 /* Send what is left of the request; the rest waits for EPOLLOUT. 0 or -1. */
@@ -539,6 +544,7 @@ static void lconn_drop(struct loop *l, struct lconn *lc)
         (void)epoll_ctl(l->epfd, EPOLL_CTL_DEL, lc->c.fd, NULL);
     conn_close(&lc->c);
     lc->busy = false;
+    lc->watching = 0;
 }
 
 /*

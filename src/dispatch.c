@@ -248,15 +248,19 @@ static void dispatch_job(struct dispatcher *d, const struct job *job)
                               job->queue);
     if (rc == 0)
         rc = dispatch_callback_token(&x->key, job->id, job->attempt, token);
+    json_t *payload = rc == 0 ? job_payload_parse(job) : NULL;
+    if (rc == 0 && payload == NULL)
+        rc = errmsg_set(&err, -DRV_ENOMEM, "out of memory");
     struct template_ctx ctx = {.job_id = job->id,
                                .attempt = job->attempt,
-                               .payload = job->payload,
+                               .payload = payload,
                                .checkpoints = job->checkpoints,
                                .callback_url = callback_url,
                                .callback_token = token};
     struct template_request treq = {0};
     if (rc == 0)
         rc = template_render_request(p->dispatch, &ctx, &treq, &err);
+    json_decref(payload);
     policy_cache_unref(d->cfg.policies, p);
     OPENSSL_cleanse(token, sizeof(token));
     if (rc < 0) {

@@ -86,12 +86,30 @@ void job_release(struct job *job)
     free(job->worker);
     free(job->waiting_for);
     free(job->run_id);
-    json_decref(job->payload);
+    free(job->payload);
     json_decref(job->lock_keys);
     json_decref(job->result);
     json_decref(job->error);
     json_decref(job->checkpoints);
     job_init(job);
+}
+
+int job_payload_set(struct job *job, const json_t *payload)
+{
+    /* The flags of every JSON column (bind_json): stored and shown alike. */
+    char *text = json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (text == NULL)
+        return -DRV_ENOMEM;
+    free(job->payload);
+    job->payload = text;
+    return 0;
+}
+
+json_t *job_payload_parse(const struct job *job)
+{
+    if (job->payload == NULL)
+        return json_object();
+    return json_loads(job->payload, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
 }
 
 void job_event_init(struct job_event *ev)

@@ -43,8 +43,8 @@ struct job {
     char *queue;
     enum job_state state;
     char *step;
-    int attempt;     /* current or last attempt, 0 before the first */
-    json_t *payload; /* object */
+    int attempt;   /* current or last attempt, 0 before the first */
+    char *payload; /* object, as the compact JSON text stored (job_payload_set/parse) */
     char *dedup_key;
     char *concurrency_key;
     json_t *lock_keys; /* array of strings, NULL when none */
@@ -84,6 +84,16 @@ struct job_event {
 
 void job_init(struct job *job);
 void job_release(struct job *job);
+
+/*
+ * The payload is kept as the text the store holds, so the hot paths store
+ * and show it without a parse or a dump; the few readers of its members
+ * (dispatch templates, cleanup jobs) parse it. set: 0 or -DRV_ENOMEM;
+ * parse: a new reference, NULL when out of memory (or, for a payload not
+ * written by job_payload_set, not JSON).
+ */
+int job_payload_set(struct job *job, const json_t *payload);
+json_t *job_payload_parse(const struct job *job);
 
 void job_event_init(struct job_event *ev);
 void job_event_release(struct job_event *ev);

@@ -121,7 +121,7 @@ int job_from_submit(const json_t *body, int64_t now_ms, struct job *job, struct 
             if (!json_is_object(v))
                 return errmsg_field(err, -DRV_EBAD_FIELD, "payload",
                                     "'payload' must be a JSON object");
-            job->payload = json_incref(v);
+            rc = job_payload_set(job, v);
         } else if (strcmp(name, "dedup_key") == 0) {
             rc = json_is_null(v) ? 0 : key_field(v, name, &job->dedup_key, err);
         } else if (strcmp(name, "concurrency_key") == 0) {
@@ -151,7 +151,7 @@ int job_from_submit(const json_t *body, int64_t now_ms, struct job *job, struct 
         return errmsg_field(err, -DRV_EBAD_FIELD, "concurrency_limit",
                             "'concurrency_limit' needs a 'concurrency_key'");
     if (job->payload == NULL)
-        job->payload = json_object();
+        job->payload = strdup("{}");
     if (job->run_at_ms > now_ms)
         job->state = JOB_SCHEDULED;
     return job->payload ? 0 : -DRV_ENOMEM;
@@ -180,7 +180,7 @@ void job_write_members(struct json_writer *w, const struct job *job)
     json_writer_key(w, "attempt");
     json_writer_int(w, job->attempt);
     json_writer_key(w, "payload");
-    json_writer_json(w, job->payload, "{}");
+    json_writer_raw(w, job->payload, "{}");
     json_writer_key(w, "dedup_key");
     json_writer_string(w, job->dedup_key);
     json_writer_key(w, "concurrency_key");

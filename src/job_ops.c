@@ -340,11 +340,14 @@ static int run_cleanup(struct write_ctx *ctx, const struct job *failed, const st
     struct job_event ev;
     job_init(&c);
     c.queue = strdup(p->on_failure);
-    c.payload = json_pack("{s:s, s:s, s:O, s:o, s:o}", "failed_job", failed->id, "queue",
-                          failed->queue, "payload", failed->payload, "checkpoints",
-                          failed->checkpoints ? json_deep_copy(failed->checkpoints) : json_object(),
-                          "error", failed->error ? json_deep_copy(failed->error) : json_null());
-    int rc = c.queue && c.payload ? ulid_generate(ctx->ulid, ctx->now_ms, c.id) : -DRV_ENOMEM;
+    json_t *payload =
+        json_pack("{s:s, s:s, s:o, s:o, s:o}", "failed_job", failed->id, "queue", failed->queue,
+                  "payload", job_payload_parse(failed), "checkpoints",
+                  failed->checkpoints ? json_deep_copy(failed->checkpoints) : json_object(),
+                  "error", failed->error ? json_deep_copy(failed->error) : json_null());
+    int rc = c.queue && payload ? job_payload_set(&c, payload) : -DRV_ENOMEM;
+    json_decref(payload);
+    rc = rc ? rc : ulid_generate(ctx->ulid, ctx->now_ms, c.id);
     c.created_at_ms = ctx->now_ms;
     if (rc == 0)
         rc = job_transition(&c, JOB_QUEUED, "job.created", ctx->now_ms, &ev);

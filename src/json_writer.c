@@ -242,6 +242,13 @@ void json_writer_json(struct json_writer *w, const json_t *v, const char *dflt)
     }
 }
 
+void json_writer_raw(struct json_writer *w, const char *text, const char *dflt)
+{
+    value_begin(w);
+    const char *t = text ? text : dflt;
+    put(w, t, strlen(t));
+}
+
 char *json_writer_finish(struct json_writer *w, size_t *len)
 {
     char *text = NULL;

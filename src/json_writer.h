@@ -6,8 +6,9 @@
  * jansson builds a tree of allocated values, and its dump checks every
  * object and array for cycles with a pointer formatted by snprintf into a
  * hash table: for a job that was about a quarter of an HTTP thread's time.
- * This writes the same text directly. Values that are JSON already (a
- * payload, a result) are dumped by jansson straight into the buffer.
+ * This writes the same text directly. Values held as jansson trees (a
+ * result, checkpoints) are dumped by jansson straight into the buffer;
+ * values held as JSON text (a payload) are copied as they are.
  *
  *     char stack[2048];
  *     struct json_writer w;
@@ -62,6 +63,11 @@ void json_writer_null(struct json_writer *w);
 void json_writer_time(struct json_writer *w, int64_t ms);
 /* A jansson value as it is; NULL writes the text of dflt ("null", "{}", "[]"). */
 void json_writer_json(struct json_writer *w, const json_t *v, const char *dflt);
+/*
+ * JSON text as it is (a stored payload: compact text jansson wrote); NULL
+ * writes dflt. The caller vouches that text is one valid JSON value.
+ */
+void json_writer_raw(struct json_writer *w, const char *text, const char *dflt);
 
 /*
  * The text, NUL-terminated, malloc'd (the caller frees it); *len (if

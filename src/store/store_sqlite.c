@@ -414,7 +414,7 @@ static int bind_job(sqlite3_stmt *s, const struct job *job)
 {
     int rc = bind_job_changes(s, job);
     bind_text(s, 2, job->queue);
-    rc = rc ? rc : bind_json(s, 6, job->payload);
+    bind_text(s, 6, job->payload ? job->payload : "{}");
     bind_text(s, 7, job->dedup_key);
     bind_text(s, 8, job->concurrency_key);
     rc = rc ? rc : bind_json(s, 9, job->lock_keys);
@@ -434,7 +434,7 @@ static int read_job_at(sqlite3_stmt *s, int b, struct job *job)
     job->state = column_state(s, b + 2);
     job->step = column_strdup(s, b + 3);
     job->attempt = sqlite3_column_int(s, b + 4);
-    job->payload = column_json(s, b + 5);
+    job->payload = column_strdup(s, b + 5);
     job->dedup_key = column_strdup(s, b + 6);
     job->concurrency_key = column_strdup(s, b + 7);
     job->lock_keys = column_json(s, b + 8);

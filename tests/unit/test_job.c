@@ -76,7 +76,7 @@ static void make_full_job(struct job *job, enum job_state state)
     job->state = state;
     job->step = strdup("vm_created");
     job->attempt = 3;
-    job->payload = tu_json("{\"customer\": 42}");
+    job->payload = strdup("{\"customer\":42}");
     job->dedup_key = strdup("order-1");
     job->concurrency_key = strdup("user:42");
     job->lock_keys = tu_json("[\"server:123\"]");

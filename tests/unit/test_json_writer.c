@@ -209,6 +209,32 @@ static void test_embedded_json(void **state)
     json_decref(str);
 }
 
+/* Text that is JSON already goes in as it is, with the separators around it. */
+static void test_raw_text(void **state)
+{
+    (void)state;
+    char stack[8]; /* too small: the raw text grows the buffer */
+    struct json_writer w;
+    json_writer_init(&w, stack, sizeof(stack));
+    json_writer_object_begin(&w);
+    json_writer_key(&w, "payload");
+    json_writer_raw(&w, "{\"customer\":42,\"tags\":[\"a\",\"b\"]}", "{}");
+    json_writer_key(&w, "none");
+    json_writer_raw(&w, NULL, "{}");
+    json_writer_key(&w, "list");
+    json_writer_array_begin(&w);
+    json_writer_raw(&w, "1", "null");
+    json_writer_raw(&w, NULL, "null");
+    json_writer_raw(&w, "\"x\"", "null");
+    json_writer_array_end(&w);
+    json_writer_object_end(&w);
+    char *text = json_writer_finish(&w, NULL);
+    assert_non_null(text);
+    assert_string_equal(text, "{\"payload\":{\"customer\":42,\"tags\":[\"a\",\"b\"]},"
+                              "\"none\":{},\"list\":[1,null,\"x\"]}");
+    free(text);
+}
+
 /* Nesting past JSON_WRITER_DEPTH_MAX fails the whole text instead of writing a wrong one. */
 static void test_too_deep_fails(void **state)
 {
@@ -239,6 +265,7 @@ int main(void)
         cmocka_unit_test(test_invalid_utf8_becomes_replacement),
         cmocka_unit_test(test_values_and_nesting),
         cmocka_unit_test(test_embedded_json),
+        cmocka_unit_test(test_raw_text),
         cmocka_unit_test(test_too_deep_fails),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
