@@ -36,13 +36,21 @@ int outbox_destinations(struct sub_cache *subs, const struct job *job, const str
     return n;
 }
 
+bool outbox_has_destination(struct sub_cache *subs, const struct job *job,
+                            const struct job_event *ev)
+{
+    const char *skip = dead_dest(ev);
+    if (job->webhook_url && !(skip && strcmp(skip, "webhook_url") == 0))
+        return true;
+    return subs && sub_cache_any(subs) && sub_cache_wanted(subs, ev->type, job->queue, skip);
+}
+
 int outbox_enqueue(struct write_ctx *ctx, const struct job *job, const struct job_event *ev,
                    bool *added)
 {
     *added = false;
     struct sub_cache *subs = ctx->env ? ctx->env->subs : NULL;
-    static _Thread_local outbox_dest dests[OUTBOX_MAX_DESTS]; /* 41 KB: off the stack */
-    if (outbox_destinations(subs, job, ev, dests) == 0)
+    if (!outbox_has_destination(subs, job, ev))
         return 0;
     int rc = store_outbox_event_insert(ctx->store, job->id, ev->seq);
     *added = rc == 0;

@@ -34,6 +34,10 @@ typedef char outbox_dest[OUTBOX_DEST_MAX + 1];
 int outbox_destinations(struct sub_cache *subs, const struct job *job, const struct job_event *ev,
                         outbox_dest *dests);
 
+/* Has ev of job any destination? (outbox_destinations() > 0, without the list.) */
+bool outbox_has_destination(struct sub_cache *subs, const struct job *job,
+                            const struct job_event *ev);
+
 /*
  * On the writer thread, right after ev is stored: queue it when it has a
  * destination. *added tells whether it was (then wake the deliverer after

@@ -514,6 +514,17 @@ int sub_cache_match(struct sub_cache *c, const char *type, const char *queue,
     return n;
 }
 
+bool sub_cache_wanted(struct sub_cache *c, const char *type, const char *queue, const char *except)
+{
+    bool wanted = false;
+    pthread_mutex_lock(&c->lock);
+    for (int i = 0; i < c->n && !wanted; i++)
+        wanted =
+            sub_wants(&c->subs[i], type, queue) && !(except && strcmp(except, c->subs[i].id) == 0);
+    pthread_mutex_unlock(&c->lock);
+    return wanted;
+}
+
 int sub_cache_get(struct sub_cache *c, const char *id, struct sub *out)
 {
     pthread_mutex_lock(&c->lock);

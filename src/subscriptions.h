@@ -135,6 +135,13 @@ void sub_cache_remove(struct sub_cache *c, const char *id);
 int sub_cache_match(struct sub_cache *c, const char *type, const char *queue,
                     char (*ids)[SUB_ID_LEN + 1], int max);
 
+/*
+ * Does any subscription but `except` (an id, or NULL) want (type, queue)?
+ * Stops at the first: the writer asks this of every event, and only the
+ * deliverer needs the whole list (sub_cache_match).
+ */
+bool sub_cache_wanted(struct sub_cache *c, const char *type, const char *queue, const char *except);
+
 /* A copy of subscription id into out (sub_release it); -DRV_ENOT_FOUND when gone. */
 int sub_cache_get(struct sub_cache *c, const char *id, struct sub *out);
 

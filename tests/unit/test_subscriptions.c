@@ -527,10 +527,16 @@ static void test_cache_match(void **state)
     /* At most max. */
     assert_int_equal(sub_cache_match(c, "job.failed", "billing", ids, 2), 2);
     assert_string_equal(ids[1], ID_2);
+    /* Wanted at all, by anyone but one. */
+    assert_true(sub_cache_wanted(c, "job.failed", "billing", NULL));
+    assert_true(sub_cache_wanted(c, "job.created", "billing", ID_1));
+    assert_false(sub_cache_wanted(c, "job.created", "billing", ID_3)); /* only s3 wants it */
+    assert_true(sub_cache_wanted(c, "job.failed", "other", ID_3));     /* s2 does too */
     /* A disabled one matches nothing. */
     s3.enabled = false;
     assert_int_equal(sub_cache_put(c, &s3), 0);
     assert_int_equal(sub_cache_match(c, "job.created", "billing", ids, 4), 0);
+    assert_false(sub_cache_wanted(c, "job.created", "billing", NULL));
 
     sub_release(&s1);
     sub_release(&s2);
