@@ -248,9 +248,10 @@ static void dispatch_job(struct dispatcher *d, const struct job *job)
                               job->queue);
     if (rc == 0)
         rc = dispatch_callback_token(&x->key, job->id, job->attempt, token);
-    json_t *payload = rc == 0 ? job_payload_parse(job) : NULL;
-    if (rc == 0 && payload == NULL)
-        rc = errmsg_set(&err, -DRV_ENOMEM, "out of memory");
+    json_t *payload = NULL;
+    if (rc == 0 && (rc = job_payload_parse(job, &payload)) < 0)
+        rc = errmsg_set(&err, rc, "%s",
+                        rc == -DRV_ENOMEM ? "out of memory" : "the stored payload is not JSON");
     struct template_ctx ctx = {.job_id = job->id,
                                .attempt = job->attempt,
                                .payload = payload,

@@ -105,11 +105,15 @@ int job_payload_set(struct job *job, const json_t *payload)
     return 0;
 }
 
-json_t *job_payload_parse(const struct job *job)
+int job_payload_parse(const struct job *job, json_t **out)
 {
-    if (job->payload == NULL)
-        return json_object();
-    return json_loads(job->payload, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    json_error_t err;
+    *out = job->payload ? json_loads(job->payload, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err)
+                        : json_object();
+    if (*out)
+        return 0;
+    return job->payload && json_error_code(&err) != json_error_out_of_memory ? -DRV_ESTORE
+                                                                             : -DRV_ENOMEM;
 }
 
 void job_event_init(struct job_event *ev)

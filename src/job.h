@@ -36,7 +36,8 @@ enum job_state {
 
 /*
  * A job. Strings and JSON values are owned by the job and freed by
- * job_release(); NULL means absent (JSON null).
+ * job_release(); NULL means absent (JSON null), but for the payload, which
+ * is then {}.
  */
 struct job {
     char id[ULID_LEN + 1];
@@ -88,12 +89,16 @@ void job_release(struct job *job);
 /*
  * The payload is kept as the text the store holds, so the hot paths store
  * and show it without a parse or a dump; the few readers of its members
- * (dispatch templates, cleanup jobs) parse it. set: 0 or -DRV_ENOMEM;
- * parse: a new reference, NULL when out of memory (or, for a payload not
- * written by job_payload_set, not JSON).
+ * (dispatch templates, cleanup jobs) parse it.
+ *
+ * job_payload_set: job->payload becomes payload's compact text (the old
+ * text is freed). 0 or -DRV_ENOMEM.
+ * job_payload_parse: *out is a new reference to the payload ({} when
+ * there is none). 0, -DRV_ENOMEM, or -DRV_ESTORE when the text is not JSON
+ * (a damaged store: job_payload_set never writes such text).
  */
 int job_payload_set(struct job *job, const json_t *payload);
-json_t *job_payload_parse(const struct job *job);
+int job_payload_parse(const struct job *job, json_t **out);
 
 void job_event_init(struct job_event *ev);
 void job_event_release(struct job_event *ev);

@@ -340,12 +340,16 @@ static int run_cleanup(struct write_ctx *ctx, const struct job *failed, const st
     struct job_event ev;
     job_init(&c);
     c.queue = strdup(p->on_failure);
-    json_t *payload =
-        json_pack("{s:s, s:s, s:o, s:o, s:o}", "failed_job", failed->id, "queue", failed->queue,
-                  "payload", job_payload_parse(failed), "checkpoints",
-                  failed->checkpoints ? json_deep_copy(failed->checkpoints) : json_object(),
-                  "error", failed->error ? json_deep_copy(failed->error) : json_null());
-    int rc = c.queue && payload ? job_payload_set(&c, payload) : -DRV_ENOMEM;
+    json_t *failed_payload, *payload = NULL;
+    int rc = job_payload_parse(failed, &failed_payload);
+    if (rc == 0) {
+        payload =
+            json_pack("{s:s, s:s, s:o, s:o, s:o}", "failed_job", failed->id, "queue", failed->queue,
+                      "payload", failed_payload, "checkpoints",
+                      failed->checkpoints ? json_deep_copy(failed->checkpoints) : json_object(),
+                      "error", failed->error ? json_deep_copy(failed->error) : json_null());
+        rc = c.queue && payload ? job_payload_set(&c, payload) : -DRV_ENOMEM;
+    }
     json_decref(payload);
     rc = rc ? rc : ulid_generate(ctx->ulid, ctx->now_ms, c.id);
     c.created_at_ms = ctx->now_ms;
@@ -353,7 +357,7 @@ static int run_cleanup(struct write_ctx *ctx, const struct job *failed, const st
         rc = job_transition(&c, JOB_QUEUED, "job.created", ctx->now_ms, &ev);
     if (rc < 0) {
         job_release(&c);
-        return rc == -DRV_ENOMEM ? rc : -DRV_EINTERNAL;
+        return rc == -DRV_ENOMEM || rc == -DRV_ESTORE ? rc : -DRV_EINTERNAL;
     }
     ev.data = json_pack("{s:s}", "cleanup_of", failed->id);
     struct policy fallback;

@@ -140,8 +140,10 @@ void http_reply_errorf(struct http_request *req, int rc, const char *fmt, ...)
 
 /*
  * Suspend the request until http_resume(); then finish(req) runs on an MHD
- * thread and must reply. Call it before handing work to another thread, so
- * the resume can never come first:
+ * thread and must reply. If the client has hung up by then, finish(req)
+ * still runs, as the connection closes, and its reply is dropped: finish
+ * frees what the request holds either way. Call it before handing work to
+ * another thread, so the resume can never come first:
  *
  *     http_suspend(req, finish_submit);
  *     if (writer_submit(w, &op->op) < 0) {

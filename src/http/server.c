@@ -2,7 +2,8 @@
  * server.c - libmicrohttpd glue: limits, routing, auth, bodies, replies,
  * suspend/resume and request logs.
  *
- * MHD runs an epoll listener thread pool (http.threads threads). Every
+ * MHD runs a listener thread pool (http.threads threads) that polls its
+ * connections, or uses epoll above 1,024 of them (ADR 18). Every
  * check that can refuse a request without its body — route, method, auth,
  * content type, declared length, header size, duplicate Content-Length —
  * runs on MHD's first call, before any body byte is read.
@@ -77,6 +78,8 @@ struct http_request {
     bool replied;
     int status;
     http_handler_fn finish; /* set while suspended */
+    atomic_bool resumed;    /* http_resume() was called (by any thread) */
+    bool gone;              /* the connection is closing: replies go nowhere */
     void *ctx;
 };
 
@@ -113,6 +116,12 @@ void http_reply_text(struct http_request *req, int status, char *text)
         if (text == NULL)
             return; /* MHD will close the connection */
     }
+    if (req->gone) {
+        free(text);
+        req->replied = true;
+        req->status = status;
+        return;
+    }
     size_t len = strlen(text);
     struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(len, text, free);
     if (resp == NULL) {
@@ -131,6 +140,12 @@ void http_reply_file(struct http_request *req, int status, int fd, uint64_t size
                      const char *content_type)
 {
     struct MHD_Response *resp;
+    if (req->gone) {
+        close(fd);
+        req->replied = true;
+        req->status = status;
+        return;
+    }
     if (size == 0) {
         close(fd);
         resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
@@ -285,6 +300,7 @@ void http_suspend(struct http_request *req, http_handler_fn finish)
 
 void http_resume(struct http_request *req)
 {
+    atomic_store(&req->resumed, true);
     MHD_resume_connection(req->conn);
 }
 
@@ -575,6 +591,24 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct http_request *req = *con_cls;
     if (req == NULL)
         return;
+    if (req->finish) {
+        if (!atomic_load(&req->resumed)) {
+            /* Closed while suspended: what holds req still uses it. Keep it. */
+            log_printf(LOG_ERROR, "%s %s closed while suspended", req->method, req->path);
+            *con_cls = NULL;
+            atomic_fetch_sub(&srv->inflight, 1);
+            return;
+        }
+        /*
+         * Resumed, but its client had gone: libmicrohttpd (in poll mode)
+         * closes such a connection without calling on_access again. finish()
+         * still runs, to free what the request held; its reply goes nowhere.
+         */
+        req->gone = true;
+        http_handler_fn finish = req->finish;
+        req->finish = NULL;
+        finish(req);
+    }
     struct log_line l;
     enum log_level level = req->status >= 500 ? LOG_WARN : LOG_INFO;
     if (log_begin(&l, level, "request")) {

@@ -260,7 +260,7 @@ static const char *const writer_sql[W__COUNT] = {
                      "?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
     /* The columns a transition can change (bind_job_changes()). Leaving the
      * submit-time ones out spares their indexes (jobs_by_queue, jobs_dedup)
-     * and the payload's encoding on every transition. */
+     * and a copy of the payload on every transition. */
     [W_JOB_UPDATE] = "UPDATE jobs SET state = ?3, step = ?4, attempt = ?5, run_at = ?11, "
                      "cancel_requested = ?12, result = ?13, error = ?14, checkpoints = ?15, "
                      "updated_at = ?17, seq = ?18, lease_token = ?19, worker = ?20, "

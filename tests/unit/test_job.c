@@ -352,6 +352,52 @@ static void test_release_resets(void **state)
     assert_null(ev.data);
 }
 
+/*
+ * The payload as text: set writes exactly what jansson's compact dump of the
+ * value is (what stored rows have always held), so replies that copy the
+ * text are byte for byte what dumping a parsed tree gave before; parse gives
+ * the value back, {} for none, and a store error for text that is not JSON.
+ */
+static void test_payload_text(void **state)
+{
+    (void)state;
+    static const char *const values[] = {
+        "{}",
+        "{\"b\": 1, \"a\": 2}", /* key order kept */
+        "{\"r\": [1.0, 1e300, -0.0, 0.1, 1E2, 9223372036854775807, -9223372036854775808]}",
+        "{\"s\": \"a\\u0000b\\u001f/\\ud83d\\ude00\\\"\\\\ caf\u00e9\"}",
+        "{\"deep\": {\"x\": [[], {}, null, true, false]}}",
+    };
+    struct job job;
+    job_init(&job);
+    json_t *none;
+    assert_int_equal(job_payload_parse(&job, &none), 0); /* no payload: {} */
+    assert_true(json_is_object(none) && json_object_size(none) == 0);
+    json_decref(none);
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+        json_t *v = json_loads(values[i], JSON_ALLOW_NUL, NULL);
+        assert_non_null(v);
+        assert_int_equal(job_payload_set(&job, v), 0); /* replaces the one before */
+        char *dumped = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        assert_string_equal(job.payload, dumped);
+        json_t *back;
+        assert_int_equal(job_payload_parse(&job, &back), 0);
+        assert_true(json_equal(back, v));
+        char *again = json_dumps(back, JSON_COMPACT | JSON_ENCODE_ANY);
+        assert_string_equal(again, job.payload); /* parse + dump gives the same bytes */
+        free(again);
+        free(dumped);
+        json_decref(back);
+        json_decref(v);
+    }
+    free(job.payload);
+    job.payload = strdup("{\"cut\": ");
+    json_t *bad = (json_t *)1;
+    assert_int_equal(job_payload_parse(&job, &bad), -DRV_ESTORE);
+    assert_null(bad);
+    job_release(&job);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -364,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_state_names),
         cmocka_unit_test(test_state_terminal),
         cmocka_unit_test(test_release_resets),
+        cmocka_unit_test(test_payload_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

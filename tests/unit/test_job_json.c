@@ -64,7 +64,8 @@ static void test_full_body(void **state)
     /* Kept as the compact text the store holds and replies show. */
     assert_string_equal(job.payload, "{\"customer\":42,\"plan\":[1,2]}");
     json_t *want = tu_json("{\"customer\": 42, \"plan\": [1, 2]}");
-    json_t *parsed = job_payload_parse(&job);
+    json_t *parsed;
+    assert_int_equal(job_payload_parse(&job, &parsed), 0);
     assert_json_equal(parsed, want);
     json_decref(parsed);
     json_decref(want);
