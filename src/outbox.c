@@ -17,12 +17,18 @@ static const char *dead_dest(const struct job_event *ev)
     return dest ? dest : "";
 }
 
+/* Does the job's own webhook_url hear of ev? skip: dead_dest(ev). */
+static bool job_url_wants(const struct job *job, const char *skip)
+{
+    return job->webhook_url && !(skip && strcmp(skip, "webhook_url") == 0);
+}
+
 int outbox_destinations(struct sub_cache *subs, const struct job *job, const struct job_event *ev,
                         outbox_dest *dests)
 {
     const char *skip = dead_dest(ev); /* "webhook_url" or a subscription id */
     int n = 0;
-    if (job->webhook_url && !(skip && strcmp(skip, "webhook_url") == 0))
+    if (job_url_wants(job, skip))
         snprintf(dests[n++], sizeof(dests[0]), "%s", OUTBOX_DEST_JOB);
     if (subs == NULL || !sub_cache_any(subs))
         return n;
@@ -40,9 +46,7 @@ bool outbox_has_destination(struct sub_cache *subs, const struct job *job,
                             const struct job_event *ev)
 {
     const char *skip = dead_dest(ev);
-    if (job->webhook_url && !(skip && strcmp(skip, "webhook_url") == 0))
-        return true;
-    return subs && sub_cache_any(subs) && sub_cache_wanted(subs, ev->type, job->queue, skip);
+    return job_url_wants(job, skip) || (subs && sub_cache_wanted(subs, ev->type, job->queue, skip));
 }
 
 int outbox_enqueue(struct write_ctx *ctx, const struct job *job, const struct job_event *ev,

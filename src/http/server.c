@@ -600,8 +600,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             return;
         }
         /*
-         * Resumed, but its client had gone: libmicrohttpd (in poll mode)
-         * closes such a connection without calling on_access again. finish()
+         * Resumed, but its client had gone: libmicrohttpd closes such a
+         * connection without calling on_access again (ADR 18). finish()
          * still runs, to free what the request held; its reply goes nowhere.
          */
         req->gone = true;
