@@ -362,16 +362,11 @@ static int put_apply(struct write_ctx *ctx, struct write_op *op)
 {
     struct artifact_put_op *p = container_of(op, struct artifact_put_op, op);
     struct job job;
-    int rc = store_job_load(ctx->store, p->artifact.job_id, &job);
-    if (rc == -DRV_ENOT_FOUND)
-        return errmsg_set(&p->err, rc, "no job '%s'", p->artifact.job_id);
+    int rc = jobop_load(ctx, p->artifact.job_id, &job, &p->err);
     if (rc < 0)
         return rc;
-    if (p->signer == ARTIFACT_SIGNER_WORKER && !job_lease_valid(&job, p->lease))
-        rc = errmsg_set(&p->err, -DRV_ELEASE_LOST,
-                        "the lease is not valid: job '%s' is %s%s, attempt %d", job.id,
-                        job_state_name(job.state),
-                        job.state == JOB_RUNNING ? " under another lease" : "", job.attempt);
+    if (p->signer == ARTIFACT_SIGNER_WORKER)
+        rc = job_lease_check(&job, p->lease, &p->err);
     else if (p->signer > 0 && p->signer != job.attempt)
         rc = errmsg_set(&p->err, -DRV_ESTALE_ATTEMPT,
                         "the callback token of attempt %d signs for that attempt only; job '%s' "

@@ -183,6 +183,15 @@ bool job_lease_valid(const struct job *job, const char *token)
            CRYPTO_memcmp(job->lease_token, token, strlen(token)) == 0;
 }
 
+int job_lease_check(const struct job *job, const char *token, struct errmsg *err)
+{
+    if (job_lease_valid(job, token))
+        return 0;
+    return errmsg_set(err, -DRV_ELEASE_LOST, "the lease is not valid: job '%s' is %s%s, attempt %d",
+                      job->id, job_state_name(job->state),
+                      job->state == JOB_RUNNING ? " under another lease" : "", job->attempt);
+}
+
 /* The furthest reported step in the declared order; the latest one when none is declared. */
 static void update_current_step(struct job *job, const struct policy *p, const char *reported)
 {
@@ -268,16 +277,11 @@ static int lease_apply(struct write_ctx *ctx, struct write_op *op)
     struct job_lease_op *l = container_of(op, struct job_lease_op, op);
     struct job *job = &l->job;
     struct job_event ev;
-    int rc = store_job_load(ctx->store, l->id, job);
-    if (rc == -DRV_ENOT_FOUND)
-        return errmsg_set(&l->err, rc, "no job '%s'", l->id);
+    int rc = jobop_load(ctx, l->id, job, &l->err);
+    if (rc == 0)
+        rc = job_lease_check(job, l->token, &l->err);
     if (rc < 0)
         return rc;
-    if (!job_lease_valid(job, l->token))
-        return errmsg_set(&l->err, -DRV_ELEASE_LOST,
-                          "the lease is not valid: job '%s' is %s%s, attempt %d", l->id,
-                          job_state_name(job->state),
-                          job->state == JOB_RUNNING ? " under another lease" : "", job->attempt);
     struct policy fallback;
     const struct policy *p = jobop_policy_for(ctx, job->queue, &fallback);
     bool recorded;

@@ -1,7 +1,9 @@
 /*
- * job_ops_internal.h - what job_ops.c (the job lifecycle), job_leases.c
- * (claims and the calls under a lease) and admission.c (dedup, concurrency
- * slots, locks) share. Not for other modules: they use job_ops.h.
+ * job_ops_internal.h - what the write ops on jobs share: job_ops.c (the job
+ * lifecycle), job_leases.c (claims and the calls under a lease),
+ * runner_ops.c (external runners' callbacks), admission.c (dedup,
+ * concurrency slots, locks) and deliver.c (a dead delivery's event). Not
+ * for other modules: they use job_ops.h.
  */
 #ifndef DROVER_JOB_OPS_INTERNAL_H
 #define DROVER_JOB_OPS_INTERNAL_H

@@ -82,9 +82,7 @@ static int callback_apply(struct write_ctx *ctx, struct write_op *op)
 {
     struct job_callback_op *c = container_of(op, struct job_callback_op, op);
     struct job *job = &c->job;
-    int rc = store_job_load(ctx->store, c->id, job);
-    if (rc == -DRV_ENOT_FOUND)
-        return errmsg_set(&c->err, rc, "no job '%s'", c->id);
+    int rc = jobop_load(ctx, c->id, job, &c->err);
     if (rc < 0)
         return rc;
     c->applied = false;

@@ -98,14 +98,10 @@ static bool check_uploader(struct http_request *req, const struct job *job,
         /* A token of another length cannot be the lease: refused like any stale one. */
         snprintf(p->lease, sizeof(p->lease), "%s", strlen(lease) == LEASE_TOKEN_LEN ? lease : "-");
         p->signer = ARTIFACT_SIGNER_WORKER;
-        if (!job_lease_valid(job, p->lease)) {
-            http_reply_errorf(
-                req, -DRV_ELEASE_LOST, "the lease is not valid: job '%s' is %s%s, attempt %d",
-                job->id, job_state_name(job->state),
-                job->state == JOB_RUNNING ? " under another lease" : "", job->attempt);
-            return false;
-        }
-        return true;
+        int rc = job_lease_check(job, p->lease, &err);
+        if (rc < 0)
+            http_reply_error(req, rc, &err);
+        return rc == 0;
     }
     int rc = api_runner_verify(req, job, &p->signer, &err);
     if (rc == 0 && p->signer > 0 && p->signer != job->attempt)
