@@ -14,7 +14,9 @@
 # use the baselines beside it: the VM's speed drifts over minutes. ROUNDS
 # (default 1) repeats the whole sequence; the summary at the end gives, per
 # subscription count, the job path's share against the mean of the two
-# baselines beside each case, every round's and their median.
+# baselines beside each case, every round's and their median. CONNS
+# (default 64) sets wrk's clients: 64 leave the job path bound by the
+# writer's cycle, 256 saturate the CPU (bench/README.md shows both).
 #
 #   bench/run-webhooks.sh [SECONDS]      (default 10)
 set -euo pipefail
@@ -47,7 +49,7 @@ one_case() { # K
             -d "{\"url\": \"http://127.0.0.1:$rport/hook\", \"events\": [\"job.created\"]}" >/dev/null
     done
     local out line rps jobs during drained
-    out=$(wrk -t2 -c64 -d"${secs}s" -s bench/submit.lua "http://127.0.0.1:$port")
+    out=$(wrk -t2 -c"${CONNS:-64}" -d"${secs}s" -s bench/submit.lua "http://127.0.0.1:$port")
     during=$(cut -d' ' -f2 "$rdir/count" 2>/dev/null || echo 0) # rewritten every 100 ms
     line=$(grep '^RESULT' <<<"$out")
     eval "$(sed 's/^RESULT //' <<<"$line")"
