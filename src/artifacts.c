@@ -362,7 +362,7 @@ static int put_apply(struct write_ctx *ctx, struct write_op *op)
 {
     struct artifact_put_op *p = container_of(op, struct artifact_put_op, op);
     struct job job;
-    int rc = jobop_load(ctx, p->artifact.job_id, &job, &p->err);
+    int rc = job_op_load(ctx, p->artifact.job_id, &job, &p->err);
     if (rc < 0)
         return rc;
     if (p->signer == ARTIFACT_SIGNER_WORKER)

@@ -277,7 +277,7 @@ static int lease_apply(struct write_ctx *ctx, struct write_op *op)
     struct job_lease_op *l = container_of(op, struct job_lease_op, op);
     struct job *job = &l->job;
     struct job_event ev;
-    int rc = jobop_load(ctx, l->id, job, &l->err);
+    int rc = job_op_load(ctx, l->id, job, &l->err);
     if (rc == 0)
         rc = job_lease_check(job, l->token, &l->err);
     if (rc < 0)

@@ -541,7 +541,7 @@ static int submit_apply(struct write_ctx *ctx, struct write_op *op)
 
 /* ---- loading the job of an op ---- */
 
-int jobop_load(struct write_ctx *ctx, const char *id, struct job *job, struct errmsg *err)
+int job_op_load(struct write_ctx *ctx, const char *id, struct job *job, struct errmsg *err)
 {
     int rc = store_job_load(ctx->store, id, job);
     return rc == -DRV_ENOT_FOUND ? errmsg_set(err, rc, "no job '%s'", id) : rc;
@@ -554,7 +554,7 @@ static int cancel_apply(struct write_ctx *ctx, struct write_op *op)
     struct job_cancel_op *c = container_of(op, struct job_cancel_op, op);
     struct job *job = &c->job;
     struct job_event ev;
-    int rc = jobop_load(ctx, c->id, job, &c->err);
+    int rc = job_op_load(ctx, c->id, job, &c->err);
     if (rc < 0)
         return rc;
     if (job_state_terminal(job->state))
@@ -609,7 +609,7 @@ static int retry_apply(struct write_ctx *ctx, struct write_op *op)
     struct job_retry_op *r = container_of(op, struct job_retry_op, op);
     struct job *job = &r->job;
     struct job_event ev;
-    int rc = jobop_load(ctx, r->id, job, &r->err);
+    int rc = job_op_load(ctx, r->id, job, &r->err);
     if (rc < 0)
         return rc;
     if (job->state != JOB_FAILED && job->state != JOB_CANCELED)

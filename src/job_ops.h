@@ -54,6 +54,13 @@ void job_env_after_batch(struct job_env *env, bool committed);
 void job_deadline_fire(struct writer *w, const char *job_id);
 
 /*
+ * For a write op on one job (on the writer thread): load job id into job;
+ * on success the caller job_release()s it. A missing job is -DRV_ENOT_FOUND
+ * with "no job 'ID'" in err; other errors are the store's.
+ */
+int job_op_load(struct write_ctx *ctx, const char *id, struct job *job, struct errmsg *err);
+
+/*
  * Submit. In: job as job_from_submit() filled it. Out: the stored job (id,
  * times, seq) — or, when deduplicated is set, the earlier job with the same
  * dedup_key, and nothing was written. Refused past a concurrency limit in
@@ -143,14 +150,8 @@ void job_lease_op_init(struct job_lease_op *l, enum lease_action action, write_d
 /* Is token the running attempt's lease? (Constant-time comparison.) */
 bool job_lease_valid(const struct job *job, const char *token);
 
-/* job_lease_valid(), or -DRV_ELEASE_LOST with why (the job's state and attempt) in err. */
+/* 0 when job_lease_valid(), else -DRV_ELEASE_LOST with why (state, attempt) in err. */
 int job_lease_check(const struct job *job, const char *token, struct errmsg *err);
-
-/*
- * For a write op on one job: load job id into job. A missing job is
- * -DRV_ENOT_FOUND with "no job 'ID'" in err; other errors are the store's.
- */
-int jobop_load(struct write_ctx *ctx, const char *id, struct job *job, struct errmsg *err);
 
 /* How a runner's callback reports (POST /v1/callbacks/{id}). */
 enum callback_status { CALLBACK_HEARTBEAT, CALLBACK_RUNNING, CALLBACK_SUCCEEDED, CALLBACK_FAILED };

@@ -82,7 +82,7 @@ static int callback_apply(struct write_ctx *ctx, struct write_op *op)
 {
     struct job_callback_op *c = container_of(op, struct job_callback_op, op);
     struct job *job = &c->job;
-    int rc = jobop_load(ctx, c->id, job, &c->err);
+    int rc = job_op_load(ctx, c->id, job, &c->err);
     if (rc < 0)
         return rc;
     c->applied = false;
