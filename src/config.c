@@ -195,7 +195,7 @@ static const struct field config_fields[] = {
     STRING_FIELD("webhooks.retry_schedule", webhook_schedule, "5s,30s,2m,10m,30m,1h,3h,6h", 1, 400,
                  .rule = rule_schedule, .env = "DROVER_WEBHOOK_RETRY_SCHEDULE",
                  .help = "Delays before each retry of a delivery; the last one repeats.",
-                 .form = "Comma-separated durations in ms, s, m or h."),
+                 .form = "Comma-separated durations in ms, s, m or h, each up to a year."),
     INT_FIELD("webhooks.give_up_after_s", webhook_give_up_s, int64_t, "259200", 1, 31536000,
               .env = "DROVER_WEBHOOK_GIVE_UP_AFTER_S",
               .help = "Seconds after which a delivery that keeps failing is dead."),

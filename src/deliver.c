@@ -1332,6 +1332,14 @@ void deliverer_requeued(struct deliverer *d, const char *job_id, const char *des
     pthread_mutex_unlock(&d->lock);
 }
 
+void deliverer_rows_due(struct deliverer *d)
+{
+    pthread_mutex_lock(&d->lock);
+    d->rows_kicked = true;
+    pthread_cond_signal(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+}
+
 /* The pruned ids, sorted, that forget_key() looks a key's job up in. */
 struct pruned {
     const char (*ids)[ULID_LEN + 1];
@@ -1404,8 +1412,8 @@ int deliverer_parse_schedule(const char *text, struct deliverer_config *cfg, str
         char *end;
         double v = strtod(p, &end);
         int64_t unit = 0;
-        if (end == p || v < 0)
-            break;
+        if (end == p || strspn(p, "0123456789.") != (size_t)(end - p))
+            break; /* digits and a point only: no sign, exponent, hex, inf or nan */
         if (strncmp(end, "ms", 2) == 0)
             unit = 1, end += 2;
         else if (*end == 's')
@@ -1414,10 +1422,11 @@ int deliverer_parse_schedule(const char *text, struct deliverer_config *cfg, str
             unit = 60000, end++;
         else if (*end == 'h')
             unit = 3600000, end++;
-        if (unit == 0 || n == DELIVER_SCHEDULE_MAX || (*end != ',' && *end != '\0'))
+        if (unit == 0 || n == DELIVER_SCHEDULE_MAX || (*end != ',' && *end != '\0') ||
+            v * (double)unit > DELIVER_DELAY_MAX_MS || (*end == ',' && end[1] == '\0'))
             return errmsg_set(err, -DRV_ECONFIG,
                               "'%.60s' is not a retry schedule such as 5s,30s,2m,10m (at most %d "
-                              "delays of ms, s, m or h)",
+                              "delays of ms, s, m or h, each up to a year)",
                               text, DELIVER_SCHEDULE_MAX);
         cfg->schedule_ms[n++] = (int64_t)(v * (double)unit);
         p = *end == ',' ? end + 1 : end;
@@ -1431,9 +1440,11 @@ int deliverer_parse_schedule(const char *text, struct deliverer_config *cfg, str
 
 /* ---- redelivery ---- */
 
-int deliver_requeue(struct write_ctx *ctx, int64_t id, char *dest, struct errmsg *err)
+int deliver_requeue(struct write_ctx *ctx, int64_t id, char *dest, bool *was_pending,
+                    struct errmsg *err)
 {
     dest[0] = '\0';
+    *was_pending = false;
     struct outbox_row r;
     int rc = store_outbox_get(ctx->store, id, &r);
     if (rc == -DRV_ENOT_FOUND)
@@ -1441,8 +1452,17 @@ int deliver_requeue(struct write_ctx *ctx, int64_t id, char *dest, struct errmsg
     if (rc < 0)
         return rc;
     if (strcmp(r.state, "pending") == 0) {
+        /* Already counted among its key's pending rows: only due now, not
+         * at its retry's time. One in flight is answered first and its
+         * answer sets the row's next state, as for any send. */
+        *was_pending = true;
+        if (r.next_at_ms > ctx->now_ms) {
+            r.next_at_ms = ctx->now_ms;
+            r.updated_at_ms = ctx->now_ms;
+            rc = store_outbox_update(ctx->store, &r);
+        }
         outbox_row_release(&r);
-        return 0; /* already on its way */
+        return rc;
     }
     if (strcmp(r.state, "delivered") == 0 && r.attempts > 0) {
         /* Its successful try lived in the row: log it before the row moves on. */

@@ -29,7 +29,8 @@
 #include "store/writer.h"
 
 #define DELIVER_SCHEDULE_MAX 32
-#define DELIVER_EXCERPT_MAX  512 /* bytes of an answer kept per attempt */
+#define DELIVER_DELAY_MAX_MS (366 * 24 * 3600 * 1000.0) /* one retry delay at most: a year */
+#define DELIVER_EXCERPT_MAX  512                        /* bytes of an answer kept per attempt */
 
 struct policy_cache;
 struct sub_cache;
@@ -69,6 +70,9 @@ void deliverer_kick(struct deliverer *d);
  */
 void deliverer_requeued(struct deliverer *d, const char *job_id, const char *dest);
 
+/* deliver_requeue() made a pending row due now: the row path looks again. */
+void deliverer_rows_due(struct deliverer *d);
+
 /*
  * Retention deleted these jobs with their outbox rows (retention.h's
  * retention_pruned_fn, arg d): forget the pending-row counts of their keys,
@@ -90,10 +94,12 @@ int deliverer_parse_schedule(const char *text, struct deliverer_config *cfg, str
 
 /*
  * Redeliver delivery id (POST .../redeliver): a write op's apply helper.
- * OUT dest (OUTBOX_DEST_MAX + 1 bytes): its destination when the row was
- * made pending again, "" when it already was (then deliverer_requeued()
- * is not called).
+ * A delivered or dead row becomes pending, due now: OUT dest
+ * (OUTBOX_DEST_MAX + 1 bytes) is its destination, for deliverer_requeued().
+ * A pending row becomes due now: dest is "" and OUT *was_pending true, for
+ * deliverer_rows_due().
  */
-int deliver_requeue(struct write_ctx *ctx, int64_t id, char *dest, struct errmsg *err);
+int deliver_requeue(struct write_ctx *ctx, int64_t id, char *dest, bool *was_pending,
+                    struct errmsg *err);
 
 #endif

@@ -132,6 +132,7 @@ struct redeliver_op {
     int64_t id;
     struct deliverer *deliverer;
     char dest[OUTBOX_DEST_MAX + 1];     /* out: requeued to, or "" */
+    bool was_pending;                   /* out: it was pending, and is due now */
     char row_dest[OUTBOX_DEST_MAX + 1]; /* out: the row's destination */
     struct errmsg err;
 };
@@ -150,7 +151,7 @@ static int redeliver_apply(struct write_ctx *ctx, struct write_op *op)
     if (rc == -DRV_ENOT_FOUND)
         return errmsg_set(&r->err, rc, "job '%s' has no delivery %lld", r->job_id,
                           (long long)r->id);
-    return rc < 0 ? rc : deliver_requeue(ctx, r->id, r->dest, &r->err);
+    return rc < 0 ? rc : deliver_requeue(ctx, r->id, r->dest, &r->was_pending, &r->err);
 }
 
 static void redeliver_done(struct write_op *op)
@@ -158,6 +159,8 @@ static void redeliver_done(struct write_op *op)
     struct redeliver_op *r = container_of(op, struct redeliver_op, op);
     if (op->result == 0 && r->dest[0])
         deliverer_requeued(r->deliverer, r->job_id, r->dest);
+    else if (op->result == 0 && r->was_pending)
+        deliverer_rows_due(r->deliverer);
     http_resume(op->owner);
 }
 

@@ -22,8 +22,8 @@ own secret; secret rotation (two signatures); 500, 500, 200 on the retry
 schedule without touching the job; order held while an earlier event fails;
 Retry-After (seconds and HTTP date); 410 from a subscription (disabled) and
 from a webhook_url (that delivery dies); dead after give_up_after_s with
-job.delivery_dead; the delivery log and redeliver (of delivered and dead
-deliveries, 404s, roles); kill -9 with deliveries pending; the SSRF guard
+job.delivery_dead; the delivery log and redeliver (of delivered, dead and
+pending deliveries, 404s, roles); kill -9 with deliveries pending; the SSRF guard
 without --allow-target; the circuit breaker (cool-down, doubling).
 
 Servers run with a fast schedule (`retry_schedule = 200ms,400ms,800ms`) and,
@@ -38,6 +38,7 @@ import time
 import pytest
 
 from webhook_receiver import (
+    ALLOW,
     SCHEDULE,
     WH,
     create_sub,
@@ -585,6 +586,29 @@ def test_delivery_log_and_redeliver(make_server, receiver):
                              token="admin"), 404, "not_found")
     time.sleep(0.2)
     assert len(receiver.got(path="/log-other")) == 1
+
+
+def test_redeliver_of_a_pending_delivery_sends_it_now(make_server, receiver):
+    # A minute to the retry: only the redeliver can bring it sooner.
+    srv = make_server(config_extra="[webhooks]\nretry_schedule = 60s\n", args=ALLOW)
+    secret = server_secret(srv)
+    receiver.answer("/pend", (500, {}, "not yet"))
+    jid = srv.submit("wh-pend", webhook_url=receiver.url + "/pend")["id"]
+    receiver.wait(1, path="/pend")
+    d = poll_deliveries(srv, jid, lambda ds: ds and ds[0]["attempts"] == 1)[0]
+    assert d["state"] == "pending" and d["last_status"] == 500, d
+    assert ts_parse(d["next_attempt_at"]) > time.time() + 30, d
+
+    r = srv.request("POST", f"/v1/jobs/{jid}/deliveries/{d['id']}/redeliver", token="admin")
+    assert r.status == 200, r
+    assert r.json["id"] == d["id"] and r.json["state"] == "pending", r.json
+    assert ts_parse(r.json["next_attempt_at"]) <= time.time() + 1, r.json
+    recs = receiver.wait(2, path="/pend", timeout=5)
+    assert recs[1]["id"] == f"{jid}_1" and verifies(recs[1], secret), recs[1]
+    ds = poll_deliveries(srv, jid, lambda ds: ds[0]["state"] == "delivered")
+    assert ds[0]["attempts"] == 2 and [a["status"] for a in ds[0]["log"]] == [500, 200], ds
+    # Sent once, not once more at the retry's old time.
+    assert ds[0]["next_attempt_at"] is None, ds
 
 
 # ------------------------------------------------------------------ kill -9

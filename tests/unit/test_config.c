@@ -118,6 +118,12 @@ static void assert_defaults(const struct config *cfg)
     assert_int_equal(cfg->outbound_connect_timeout_ms, 5000);
     assert_int_equal(cfg->outbound_timeout_ms, 15000);
     assert_int_equal(cfg->artifact_max_bytes, 16 * 1024 * 1024);
+    assert_string_equal(cfg->webhook_secret, "");
+    assert_string_equal(cfg->webhook_schedule, "5s,30s,2m,10m,30m,1h,3h,6h");
+    assert_int_equal(cfg->webhook_give_up_s, 3 * 24 * 3600);
+    assert_int_equal(cfg->webhook_max_in_flight, 256);
+    assert_int_equal(cfg->webhook_breaker_after, 5);
+    assert_int_equal(cfg->webhook_breaker_ms, 30000);
     assert_int_equal(cfg->webhook_nice, 10);
     assert_int_equal(cfg->webhook_rate_under_load, 6000);
 }
