@@ -24,7 +24,9 @@ Retry-After (seconds and HTTP date); 410 from a subscription (disabled) and
 from a webhook_url (that delivery dies); dead after give_up_after_s with
 job.delivery_dead; the delivery log and redeliver (of delivered, dead and
 pending deliveries, 404s, roles); kill -9 with deliveries pending; the SSRF guard
-without --allow-target; the circuit breaker (cool-down, doubling).
+without --allow-target; the circuit breaker (cool-down, doubling);
+webhooks.max_in_flight across keys. How each kind of answer is treated
+(3xx, timeouts, Retry-After's cap) is in test_webhook_answers.py.
 
 Servers run with a fast schedule (`retry_schedule = 200ms,400ms,800ms`) and,
 unless the test is about the SSRF guard, `--allow-target 127.0.0.0/8`.
@@ -718,3 +720,22 @@ def test_circuit_breaker_pauses_an_endpoint_then_probes(make_server, make_receiv
     assert all(r["id"] == f"{j1}_1" for r in b), b
     for jid in (j1, j2, j3):
         poll_deliveries(srv, jid, lambda ds: ds[0]["state"] == "delivered")
+
+
+# ------------------------------------------------------------------ bounds
+
+
+def test_max_in_flight_bounds_sends_across_keys(make_server, receiver):
+    # Six jobs, six keys: nothing orders them, the engine would open eight
+    # connections to this host, and only max_in_flight holds them to two.
+    srv = wh_server(make_server, "max_in_flight = 2\n")
+    receiver.set_delay("/mif", 0.3)
+    jids = [srv.submit("wh-mif", webhook_url=receiver.url + "/mif")["id"] for _ in range(6)]
+    recs = receiver.wait(6, path="/mif", timeout=10)
+    for jid in jids:
+        poll_deliveries(srv, jid, lambda ds: ds and ds[0]["state"] == "delivered")
+    # The most requests open at once: each is open from its arrival until
+    # its answer, and drover cannot send the next before it read one.
+    spans = [(r["at"], r["answered_at"]) for r in recs]
+    most = max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans)
+    assert most == 2, spans
