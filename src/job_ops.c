@@ -575,8 +575,10 @@ static int cancel_apply(struct write_ctx *ctx, struct write_op *op)
                                   job->step, job, ctx->now_ms);
         job->due_at_ms = 0;
     }
-    if (c->reason)
-        ev.data = json_pack("{s:s}", "reason", c->reason);
+    if (job->state == JOB_CANCELED) /* its error, as every ending's event carries */
+        ev.data = json_pack("{s:O}", "error", job->error);
+    if (c->reason && (ev.data || (ev.data = json_object())))
+        json_object_set_new(ev.data, "reason", json_string(c->reason));
     struct policy fallback;
     const struct policy *p = jobop_policy_for(ctx, job->queue, &fallback);
     rc = jobop_save(ctx, job, &ev, p);

@@ -6,11 +6,13 @@ disappear (job, events, artifacts, their files) within a few seconds, while
 its scheduled, queued and running jobs and every job of a queue without
 retention stay; a job that just ended is kept until its time (and for a
 dedup window longer than its retention); a retention turned off again stops
-pruning; a backlog bigger than one batch goes in several rounds while the
-server keeps answering; pruning a job whose webhooks still wait for a retry
+pruning; a backlog bigger than one batch goes in several rounds of at most a
+batch each while the server keeps answering; a pruned job's rows leave its
+subscription's delivery log; pruning a job whose webhooks still wait for a retry
 leaves another job's deliveries, retrying at the same time, in order.
 """
 
+import re
 import time
 
 from conftest import (
@@ -21,9 +23,17 @@ from conftest import (
     ts_parse,
     ts_format,
 )
-from webhook_receiver import first_arrivals, run_to_success, wh_server
+from webhook_receiver import (
+    all_sub_deliveries,
+    create_sub,
+    first_arrivals,
+    poll_sub_deliveries,
+    run_to_success,
+    wh_server,
+)
 
 GONE_WITHIN_S = 12  # retention 1 s, rounds every 1 s; generous for slow builds
+ROUND_RE = re.compile(r"retention: deleted (\d+) ended jobs")  # a round's debug line
 
 
 def status(server, path):
@@ -162,7 +172,8 @@ def test_retention_turned_off_again_stops_pruning(server):
     assert server.get_job(job["id"])["state"] == "succeeded"
 
 
-def test_a_backlog_goes_in_rounds_and_the_server_keeps_answering(server):
+def test_a_backlog_goes_in_rounds_and_the_server_keeps_answering(make_server):
+    server = make_server(args=["--log-level", "debug"])  # for each round's count
     put_queue(server, "bulk", retention_s=1)
     ids = []
     for _ in range(450):  # more than two rounds of 200
@@ -182,6 +193,10 @@ def test_a_backlog_goes_in_rounds_and_the_server_keeps_answering(server):
         time.sleep(0.05)
     assert slowest < 2.0, slowest
     assert all(gone(server, i) for i in ids[:5] + ids[-5:])
+    # Each round's transaction deleted at most one batch (RETENTION_BATCH, 200).
+    rounds = [int(m.group(1)) for m in (ROUND_RE.fullmatch(rec.get("msg", ""))
+                                        for rec in server.log_records()) if m]
+    assert sum(rounds) == len(ids) and max(rounds) <= 200 and len(rounds) >= 3, rounds
 
 
 def test_kill_9_mid_sweep_then_restart_finishes_the_job(make_server):
@@ -241,3 +256,40 @@ def test_pruning_a_job_with_failing_webhooks_keeps_other_jobs_in_order(make_serv
     # A is gone with its deliveries; the server still answers for both.
     assert status(srv, f"/v1/jobs/{a}/deliveries") == 404
     assert status(srv, f"/v1/jobs/{b}") == 200
+
+
+def test_a_pruned_job_leaves_no_rows_in_its_subscriptions_delivery_log(make_server, receiver):
+    """A job's delivery rows go with it: once the sweep pruned a job, the
+    subscription's own log (GET /v1/subscriptions/{id}/deliveries, which
+    outlives the job) lists none of its rows, while a kept job's rows to the
+    same subscription stay as they were."""
+    srv = wh_server(make_server)
+    sub = create_sub(srv, url=receiver.url + "/sub-log", queues=["prune-log", "keep-log"])
+    pruned = srv.submit("prune-log")["id"]
+    kept = srv.submit("keep-log")["id"]
+    run_to_success(srv, "prune-log", pruned, steps=[("one", 1)], result={"ok": True})
+    run_to_success(srv, "keep-log", kept, result={"ok": True})
+    seqs = {j: [e["seq"] for e in job_events(srv, j)] for j in (pruned, kept)}
+
+    # Every event of both jobs is delivered and listed in the subscription's log.
+    def rows_of(ds, job_id):
+        return [d for d in ds if d["job"] == job_id]
+
+    before = poll_sub_deliveries(
+        srv, sub["id"],
+        lambda ds: all(sorted(d["seq"] for d in rows_of(ds, j)) == seqs[j] and
+                       all(d["state"] == "delivered" for d in rows_of(ds, j))
+                       for j in seqs),
+        what="both jobs' deliveries in the subscription's log")
+    assert len(before) == len(seqs[pruned]) + len(seqs[kept]), before
+    assert {r["job_id"] for r in receiver.got(path="/sub-log")} == {pruned, kept}
+
+    # Only now does its queue get a retention (a PUT starts a round at once).
+    put_queue(srv, "prune-log", retention_s=1)
+    wait_gone(srv, [pruned])
+    after = all_sub_deliveries(srv, sub["id"])
+    assert rows_of(after, pruned) == [], \
+        f"rows of pruned job {pruned} still listed: {rows_of(after, pruned)}"
+    assert after == rows_of(before, kept), (before, after)
+    assert status(srv, f"/v1/jobs/{pruned}/deliveries") == 404
+    assert status(srv, f"/v1/subscriptions/{sub['id']}") == 200

@@ -20,6 +20,8 @@ import time
 import pytest
 
 from conftest import ULID_RE, UNKNOWN_ID, assert_error, run_threads, ts_parse
+from webhook_receiver import create_sub, wh_server
+from webhook_sig import new_secret, sw_verify
 
 SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # 24 bytes
 SECRET_B = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYX"  # 24 bytes
@@ -412,3 +414,85 @@ def test_survives_kill_9_and_the_mirror_is_refilled(server):
     assert get(server, b["id"]) == p
     d = create(server)
     assert d["id"] > c["id"]
+
+
+# ------------------------------------------------------------------ rotation at signing time
+#
+# The deliveries themselves (webhook_receiver.py: a receiver on 127.0.0.1;
+# signatures checked with webhook_sig.py, never with drover's code): a
+# rotation's grace that runs out on its own, with no PATCH to end it, ends
+# the old secret's signatures from that moment on. test_webhooks covers two
+# signatures during the grace and grace_s 0.
+
+
+def sig_entries(rec):
+    entries = rec["sig"].split(" ")
+    for e in entries:
+        assert e.startswith("v1,") and len(base64.b64decode(e[3:])) == 32, rec["sig"]
+    return entries
+
+
+def test_grace_that_ran_out_signs_with_the_new_secret_only(make_server, receiver):
+    srv = wh_server(make_server)
+    old, new = new_secret(), new_secret()
+    sub = create_sub(srv, url=receiver.url + "/expired", secret=old, queues=["rot-exp"],
+                     events=["job.created"])
+    t0 = time.time()
+    p = patch(srv, sub["id"], secret=new, grace_s=1)
+    assert p["secret"] == new, p
+    until = ts_parse(p["secret_rotating_until"])
+    assert t0 + 1 - 0.05 <= until <= time.time() + 1 + 0.05, (t0, p)
+    time.sleep(max(0.0, until - time.time()) + 0.5)
+
+    jid = srv.submit("rot-exp")["id"]
+    rec = receiver.wait(1, path="/expired")[0]
+    assert rec["id"] == f"{jid}_1" and rec["type"] == "job.created", rec["id"]
+    assert int(rec["ts"]) >= int(until), (rec["ts"], until)
+    # One signature, by the new secret; the old one no longer verifies.
+    entries = sig_entries(rec)
+    assert len(entries) == 1, rec["sig"]
+    assert sw_verify(new, rec["id"], rec["ts"], rec["body"], rec["sig"]), rec["sig"]
+    assert not sw_verify(old, rec["id"], rec["ts"], rec["body"], rec["sig"]), \
+        "the old secret still signs after its grace ran out"
+    assert get(srv, sub["id"])["secret_rotating_until"] is None
+
+
+def test_retry_after_the_grace_ran_out_drops_the_old_signature(make_server, receiver):
+    """Each attempt is signed when it is sent: an event committed during the
+    grace whose first attempt failed is retried, after the deadline, with
+    the new secret's signature alone. (breaker_after 100: the endpoint's
+    circuit must not pause the retries.)"""
+    srv = wh_server(make_server, "breaker_after = 100\n")
+    old, new = new_secret(), new_secret()
+    sub = create_sub(srv, url=receiver.url + "/retry-rot", secret=old, queues=["rot-retry"],
+                     events=["job.created"])
+    p = patch(srv, sub["id"], secret=new, grace_s=2)
+    until = ts_parse(p["secret_rotating_until"])
+    receiver.set_default("/retry-rot", (500, {}, "not yet"))
+    jid = srv.submit("rot-retry")["id"]
+    first = receiver.wait(1, path="/retry-rot")[0]
+    assert first["wall"] < until, "the first attempt came after the grace: too slow to tell"
+    # Fail every attempt until a whole second past the deadline, then take it.
+    time.sleep(max(0.0, until + 1.0 - time.time()))
+    receiver.set_default("/retry-rot", 200)
+    recs = receiver.wait_for(lambda got: any(r["answer"] == 200 for r in got),
+                             what="the retry that is answered 200")
+    recs = [r for r in recs if r["path"] == "/retry-rot"]
+    assert all(r["id"] == f"{jid}_1" for r in recs), [r["id"] for r in recs]
+    assert [r["answer"] for r in recs].count(200) == 1, [r["answer"] for r in recs]
+
+    checked_before = checked_after = 0
+    for r in recs:
+        entries = sig_entries(r)
+        assert sw_verify(new, r["id"], r["ts"], r["body"], r["sig"]), r["sig"]
+        if r["wall"] < until:  # sent during the grace: both secrets sign
+            assert len(entries) == 2, r["sig"]
+            assert sw_verify(old, r["id"], r["ts"], r["body"], r["sig"]), r["sig"]
+            checked_before += 1
+        elif int(r["ts"]) > until:  # signed after the deadline: the new one alone
+            assert len(entries) == 1, (r["sig"], r["ts"], until)
+            assert not sw_verify(old, r["id"], r["ts"], r["body"], r["sig"]), \
+                f"an attempt signed {int(r['ts']) - until:.1f}s after the grace has the old secret"
+            checked_after += 1
+    assert checked_before >= 1 and recs[-1]["answer"] == 200, recs
+    assert int(recs[-1]["ts"]) > until and checked_after >= 1, (recs[-1]["ts"], until)

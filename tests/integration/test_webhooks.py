@@ -37,8 +37,6 @@ import base64
 import email.utils
 import time
 
-import pytest
-
 from webhook_receiver import (
     ALLOW,
     SCHEDULE,
