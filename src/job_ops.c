@@ -577,7 +577,9 @@ static int cancel_apply(struct write_ctx *ctx, struct write_op *op)
     }
     if (job->state == JOB_CANCELED) /* its error, as every ending's event carries */
         ev.data = json_pack("{s:O}", "error", job->error);
-    if (c->reason && (ev.data || (ev.data = json_object())))
+    else if (c->reason)
+        ev.data = json_object();
+    if (c->reason && ev.data)
         json_object_set_new(ev.data, "reason", json_string(c->reason));
     struct policy fallback;
     const struct policy *p = jobop_policy_for(ctx, job->queue, &fallback);
