@@ -157,9 +157,11 @@ struct result_op {
     struct write_op op;
     struct deliverer *d;
     int64_t id;
+    int64_t sent_updated_at; /* the row's updated_at when it was read to be sent */
     char key[KEY_MAX];
     struct answer a;
-    bool finished; /* out: delivered or dead */
+    bool finished;    /* out: delivered or dead */
+    bool redelivered; /* out: failed, but redelivered while out: due again now */
 };
 
 /* An event with every outcome, settled by the writer (in the background). */
@@ -411,8 +413,13 @@ static int record_dead(struct write_ctx *ctx, const struct outbox_row *r, const 
  * then schedule the next try or let the row die (dead rows become
  * job.delivery_dead events; a 410 disables its subscription).
  */
+/*
+ * A try of row r failed (answer a, at at_ms): log it, and make the row
+ * pending for its next try, or dead. again_now: a redeliver came while the
+ * try was out, so the next try is now, not the schedule's.
+ */
 static int record_failure(struct write_ctx *ctx, struct deliverer *d, struct outbox_row *r,
-                          struct answer *a, int64_t at_ms)
+                          struct answer *a, int64_t at_ms, bool again_now)
 {
     r->attempts++;
     a->attempt.n = r->attempts;
@@ -437,7 +444,7 @@ static int record_failure(struct write_ctx *ctx, struct deliverer *d, struct out
             int64_t ra = (int64_t)a->retry_after_s * 1000;
             delay = ra < RETRY_AFTER_MAX ? ra : RETRY_AFTER_MAX;
         }
-        r->next_at_ms = at_ms + delay;
+        r->next_at_ms = again_now ? at_ms : at_ms + delay;
         a->scheduled = true;
         a->next_at = r->next_at_ms;
     }
@@ -484,8 +491,11 @@ static int result_apply(struct write_ctx *ctx, struct write_op *op)
     if (rc < 0)
         return rc == -DRV_ENOT_FOUND ? 0 : rc;
     if (strcmp(r.state, "pending") == 0) {
-        rc = record_failure(ctx, o->d, &r, &o->a, ctx->now_ms);
+        /* deliver_requeue() touched it while it was out: asked for again. */
+        bool again_now = r.updated_at_ms != o->sent_updated_at;
+        rc = record_failure(ctx, o->d, &r, &o->a, ctx->now_ms, again_now);
         o->finished = !o->a.scheduled;
+        o->redelivered = again_now && o->a.scheduled;
     } /* else redelivered and answered meanwhile, or gone */
     outbox_row_release(&r);
     return rc;
@@ -500,7 +510,9 @@ static void result_done(struct write_op *op)
     pthread_mutex_lock(&d->lock);
     strmap_remove(&d->sending, o->key);
     strmap_remove(&d->rows, id);
-    if (strmap_put(&d->done_now, id, NULL) < 0)
+    /* A scan that read the row before this commit must not send it again;
+     * one redelivered meanwhile is due now, whichever state a scan read. */
+    if (!(op->result == 0 && o->redelivered) && strmap_put(&d->done_now, id, NULL) < 0)
         log_printf(LOG_ERROR, "out of memory: delivery %s may be sent twice", id);
     in_flight_end_locked(d);
     if (op->result == 0 && o->finished)
@@ -541,7 +553,7 @@ static int settle_apply(struct write_ctx *ctx, struct write_op *op)
         }
         rc = store_outbox_insert(ctx->store, &r);
         if (rc == 0 && o->kind == OUT_FAILED)
-            rc = record_failure(ctx, ev->d, &r, &o->answer, o->at_ms);
+            rc = record_failure(ctx, ev->d, &r, &o->answer, o->at_ms, false);
         outbox_row_release(&r);
     }
     if (rc == 0)
@@ -683,6 +695,7 @@ static void finish_row(struct send *s, bool ok, bool dead_now, int status, int64
         o->op.done = result_done;
         o->d = d;
         o->id = s->row.id;
+        o->sent_updated_at = s->row.updated_at_ms;
         memcpy(o->key, s->key, sizeof(o->key));
         answer_fill(&o->a, s, ok, dead_now, status, latency_ms, error, excerpt, excerpt_len,
                     retry_after_s);
@@ -1321,22 +1334,35 @@ void deliverer_kick(struct deliverer *d)
     pthread_mutex_unlock(&d->lock);
 }
 
-void deliverer_requeued(struct deliverer *d, const char *job_id, const char *dest)
+/*
+ * Row id was made due by a redeliver (with d->lock held): look for rows
+ * again, and lift the guard of an answer recorded just before. A scan that
+ * reads it now, or read it before, finds it pending and due, as it is.
+ */
+static void redelivered_locked(struct deliverer *d, int64_t id)
+{
+    char text[24];
+    id_text(id, text, sizeof(text));
+    strmap_remove(&d->done_now, text);
+    strmap_remove(&d->done_before, text);
+    d->rows_kicked = true;
+    pthread_cond_signal(&d->cond);
+}
+
+void deliverer_requeued(struct deliverer *d, int64_t id, const char *job_id, const char *dest)
 {
     char key[KEY_MAX];
     key_of(job_id, dest, key);
     pthread_mutex_lock(&d->lock);
     held_add(d, key, +1);
-    d->rows_kicked = true;
-    pthread_cond_signal(&d->cond);
+    redelivered_locked(d, id);
     pthread_mutex_unlock(&d->lock);
 }
 
-void deliverer_rows_due(struct deliverer *d)
+void deliverer_rows_due(struct deliverer *d, int64_t id)
 {
     pthread_mutex_lock(&d->lock);
-    d->rows_kicked = true;
-    pthread_cond_signal(&d->cond);
+    redelivered_locked(d, id);
     pthread_mutex_unlock(&d->lock);
 }
 
@@ -1407,13 +1433,15 @@ void deliverer_free(struct deliverer *d)
 int deliverer_parse_schedule(const char *text, struct deliverer_config *cfg, struct errmsg *err)
 {
     int n = 0;
-    const char *p = text;
+    const char *p = text + strspn(text, " \t");
     while (*p) {
+        /* Digits and a point only: no sign, exponent, hex, inf or nan. */
+        size_t digits = strspn(p, "0123456789.");
         char *end;
         double v = strtod(p, &end);
         int64_t unit = 0;
-        if (end == p || strspn(p, "0123456789.") != (size_t)(end - p))
-            break; /* digits and a point only: no sign, exponent, hex, inf or nan */
+        if (digits == 0 || end != p + digits)
+            break;
         if (strncmp(end, "ms", 2) == 0)
             unit = 1, end += 2;
         else if (*end == 's')
@@ -1422,14 +1450,16 @@ int deliverer_parse_schedule(const char *text, struct deliverer_config *cfg, str
             unit = 60000, end++;
         else if (*end == 'h')
             unit = 3600000, end++;
+        end += strspn(end, " \t"); /* "5s, 30s" */
+        const char *next = *end == ',' ? end + 1 + strspn(end + 1, " \t") : end;
         if (unit == 0 || n == DELIVER_SCHEDULE_MAX || (*end != ',' && *end != '\0') ||
-            v * (double)unit > DELIVER_DELAY_MAX_MS || (*end == ',' && end[1] == '\0'))
+            (*end == ',' && *next == '\0') || v * (double)unit > DELIVER_DELAY_MAX_MS)
             return errmsg_set(err, -DRV_ECONFIG,
                               "'%.60s' is not a retry schedule such as 5s,30s,2m,10m (at most %d "
                               "delays of ms, s, m or h, each up to a year)",
                               text, DELIVER_SCHEDULE_MAX);
         cfg->schedule_ms[n++] = (int64_t)(v * (double)unit);
-        p = *end == ',' ? end + 1 : end;
+        p = next;
     }
     if (n == 0 || *p)
         return errmsg_set(err, -DRV_ECONFIG, "'%.60s' is not a retry schedule such as 5s,30s,2m",
@@ -1451,20 +1481,21 @@ int deliver_requeue(struct write_ctx *ctx, int64_t id, char *dest, bool *was_pen
         return errmsg_set(err, rc, "no delivery %lld", (long long)id);
     if (rc < 0)
         return rc;
-    if (strcmp(r.state, "pending") == 0) {
+    /* Its key's earlier pending rows go first (order per key): due now too. */
+    rc = store_outbox_due_now(ctx->store, r.job_id, r.dest, r.seq - 1, ctx->now_ms);
+    if (rc == 0 && strcmp(r.state, "pending") == 0) {
         /* Already counted among its key's pending rows: only due now, not
-         * at its retry's time. One in flight is answered first and its
-         * answer sets the row's next state, as for any send. */
+         * at its retry's time. The new updated_at tells a try that is out
+         * right now, should it fail, to go again at once (result_apply()). */
         *was_pending = true;
-        if (r.next_at_ms > ctx->now_ms) {
+        if (r.next_at_ms > ctx->now_ms)
             r.next_at_ms = ctx->now_ms;
-            r.updated_at_ms = ctx->now_ms;
-            rc = store_outbox_update(ctx->store, &r);
-        }
+        r.updated_at_ms = ctx->now_ms > r.updated_at_ms ? ctx->now_ms : r.updated_at_ms + 1;
+        rc = store_outbox_update(ctx->store, &r);
         outbox_row_release(&r);
         return rc;
     }
-    if (strcmp(r.state, "delivered") == 0 && r.attempts > 0) {
+    if (rc == 0 && strcmp(r.state, "delivered") == 0 && r.attempts > 0) {
         /* Its successful try lived in the row: log it before the row moves on. */
         struct delivery_attempt last = {.n = r.attempts,
                                         .at_ms = r.updated_at_ms,

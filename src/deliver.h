@@ -66,12 +66,12 @@ void deliverer_set_public_url(struct deliverer *d, const char *public_url);
 /* Events were queued: look again (any thread). */
 void deliverer_kick(struct deliverer *d);
 
-/* deliver_requeue() made (job_id, dest)'s row pending again: it goes, after its key's earlier rows.
- */
-void deliverer_requeued(struct deliverer *d, const char *job_id, const char *dest);
+/* deliver_requeue() made row id of (job_id, dest) pending again: it goes now, after its key's
+ * earlier rows. */
+void deliverer_requeued(struct deliverer *d, int64_t id, const char *job_id, const char *dest);
 
-/* deliver_requeue() made a pending row due now: the row path looks again. */
-void deliverer_rows_due(struct deliverer *d);
+/* deliver_requeue() made pending row id due now: the row path looks again. */
+void deliverer_rows_due(struct deliverer *d, int64_t id);
 
 /*
  * Retention deleted these jobs with their outbox rows (retention.h's
@@ -97,7 +97,9 @@ int deliverer_parse_schedule(const char *text, struct deliverer_config *cfg, str
  * A delivered or dead row becomes pending, due now: OUT dest
  * (OUTBOX_DEST_MAX + 1 bytes) is its destination, for deliverer_requeued().
  * A pending row becomes due now: dest is "" and OUT *was_pending true, for
- * deliverer_rows_due().
+ * deliverer_rows_due(); if a try of it is out and fails, the next is at
+ * once. Either way the earlier pending rows of its job and destination,
+ * which go before it, become due now too.
  */
 int deliver_requeue(struct write_ctx *ctx, int64_t id, char *dest, bool *was_pending,
                     struct errmsg *err);

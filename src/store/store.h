@@ -240,6 +240,9 @@ struct store_engine {
     int (*outbox_insert)(struct store *st, struct outbox_row *r);
     int (*outbox_get)(struct store *st, int64_t id, struct outbox_row *out);
     int (*outbox_update)(struct store *st, const struct outbox_row *r);
+    /* Make (job_id, dest)'s pending rows up to seq due at now_ms, where they are later. */
+    int (*outbox_due_now)(struct store *st, const char *job_id, const char *dest, int64_t seq,
+                          int64_t now_ms);
     /* A pending row's send succeeded; -DRV_ENOT_FOUND when it is not pending (any more). */
     int (*outbox_delivered)(struct store *st, int64_t id, int64_t now_ms, int status,
                             int64_t latency_ms);
@@ -413,6 +416,11 @@ static inline int store_outbox_get(struct store *st, int64_t id, struct outbox_r
 static inline int store_outbox_update(struct store *st, const struct outbox_row *r)
 {
     return st->engine->outbox_update(st, r);
+}
+static inline int store_outbox_due_now(struct store *st, const char *job_id, const char *dest,
+                                       int64_t seq, int64_t now_ms)
+{
+    return st->engine->outbox_due_now(st, job_id, dest, seq, now_ms);
 }
 static inline int store_outbox_delivered(struct store *st, int64_t id, int64_t now_ms, int status,
                                          int64_t latency_ms)

@@ -1430,6 +1430,7 @@ const struct store_engine store_sqlite_engine = {
     .outbox_insert = sqlite_outbox_insert,
     .outbox_get = sqlite_outbox_get,
     .outbox_update = sqlite_outbox_update,
+    .outbox_due_now = sqlite_outbox_due_now,
     .outbox_delivered = sqlite_outbox_delivered,
     .delivery_attempt_insert = sqlite_delivery_attempt_insert,
     .outbox_due = sqlite_outbox_due,

@@ -79,6 +79,7 @@ enum writer_stmt {
     W_OUTBOX_EVENT_DELETE,
     W_OUTBOX_GET,
     W_OUTBOX_UPDATE,
+    W_OUTBOX_DUE_NOW,
     W_OUTBOX_DELIVERED,
     W_ATTEMPT_INSERT,
     W_OUTBOX_PRUNE_ATTEMPTS,
@@ -253,6 +254,8 @@ int sqlite_outbox_event_insert(struct store *st, const char *job_id, int64_t seq
 int sqlite_outbox_event_delete(struct store *st, int64_t id);
 int sqlite_outbox_get(struct store *st, int64_t id, struct outbox_row *out);
 int sqlite_outbox_update(struct store *st, const struct outbox_row *r);
+int sqlite_outbox_due_now(struct store *st, const char *job_id, const char *dest, int64_t seq,
+                          int64_t now_ms);
 int sqlite_outbox_delivered(struct store *st, int64_t id, int64_t now_ms, int status,
                             int64_t latency_ms);
 int sqlite_delivery_attempt_insert(struct store *st, int64_t outbox_id,

@@ -26,6 +26,8 @@ const char *const sqlite_outbox_writer_sql[W__COUNT] = {
     [W_OUTBOX_UPDATE] = ("UPDATE outbox SET state = ?2, attempts = ?3, next_at = ?4, "
                          "updated_at = ?5, last_status = ?6, last_error = ?7, "
                          "last_latency_ms = ?8 WHERE id = ?1"),
+    [W_OUTBOX_DUE_NOW] = ("UPDATE outbox SET next_at = ?4 WHERE job_id = ?1 AND dest = ?2 AND "
+                          "state = 'pending' AND seq <= ?3 AND next_at > ?4"),
     /* The common case in one statement: no read, and no attempt row (the row is its log). */
     [W_OUTBOX_DELIVERED] = ("UPDATE outbox SET state = 'delivered', attempts = attempts + 1, "
                             "updated_at = ?2, last_status = ?3, last_error = NULL, "
@@ -170,6 +172,18 @@ int sqlite_outbox_update(struct store *st, const struct outbox_row *r)
     bind_text(stmt, 7, r->last_error);
     sqlite3_bind_int64(stmt, 8, r->last_latency_ms);
     return sqlite_step_done(s->wdb, stmt, "outbox update");
+}
+
+int sqlite_outbox_due_now(struct store *st, const char *job_id, const char *dest, int64_t seq,
+                          int64_t now_ms)
+{
+    struct sqlite_store *s = sqlite_store(st);
+    sqlite3_stmt *stmt = s->wstmt[W_OUTBOX_DUE_NOW];
+    bind_text(stmt, 1, job_id);
+    bind_text(stmt, 2, dest);
+    sqlite3_bind_int64(stmt, 3, seq);
+    sqlite3_bind_int64(stmt, 4, now_ms);
+    return sqlite_step_done(s->wdb, stmt, "outbox due now");
 }
 
 int sqlite_outbox_delivered(struct store *st, int64_t id, int64_t now_ms, int status,

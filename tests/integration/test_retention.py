@@ -193,9 +193,15 @@ def test_a_backlog_goes_in_rounds_and_the_server_keeps_answering(make_server):
         time.sleep(0.05)
     assert slowest < 2.0, slowest
     assert all(gone(server, i) for i in ids[:5] + ids[-5:])
-    # Each round's transaction deleted at most one batch (RETENTION_BATCH, 200).
-    rounds = [int(m.group(1)) for m in (ROUND_RE.fullmatch(rec.get("msg", ""))
-                                        for rec in server.log_records()) if m]
+    # Each round's transaction deleted at most one batch (RETENTION_BATCH,
+    # 200). A round logs its count after the commit: wait for the last line.
+    deadline = time.monotonic() + 5
+    while True:
+        rounds = [int(m.group(1)) for m in (ROUND_RE.fullmatch(rec.get("msg", ""))
+                                            for rec in server.log_records()) if m]
+        if sum(rounds) >= len(ids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert sum(rounds) == len(ids) and max(rounds) <= 200 and len(rounds) >= 3, rounds
 
 

@@ -12,7 +12,10 @@ DESIGN.md §1 Events and webhooks, §2 CRUD /v1/subscriptions).
 - Everything survives kill -9; GET of one subscription answers from the
   in-memory mirror, which a restart refills from the store.
 
-Deliveries are not tested here (test_webhooks). Loopback only."""
+- A rotation's grace that runs out on its own, seen in the deliveries: the
+  old secret stops signing at the deadline, retries of an earlier event too.
+
+Other deliveries are tested in test_webhooks. Loopback only."""
 
 import base64
 import time

@@ -25,7 +25,7 @@ from webhook_receiver import ALLOW, poll_deliveries
 from conftest import TIME_RE, ts_parse
 
 SLACK_EARLY = 0.05  # clock and scheduling slack before a due time
-SLACK_LATE = 0.6  # HTTP round trips, writer commit, scheduling after a due time
+SLACK_LATE = 2.0  # commits, wake-ups and threads on a busy 2-core machine under ASan
 JITTER = 0.2  # the schedule's documented ±20%
 
 

@@ -23,7 +23,8 @@ schedule without touching the job; order held while an earlier event fails;
 Retry-After (seconds and HTTP date); 410 from a subscription (disabled) and
 from a webhook_url (that delivery dies); dead after give_up_after_s with
 job.delivery_dead; the delivery log and redeliver (of delivered, dead and
-pending deliveries, 404s, roles); kill -9 with deliveries pending; the SSRF guard
+pending deliveries, of one behind another pending one, of one whose try is
+out, 404s, roles); kill -9 with deliveries pending; the SSRF guard
 without --allow-target; the circuit breaker (cool-down, doubling);
 webhooks.max_in_flight across keys. How each kind of answer is treated
 (3xx, timeouts, Retry-After's cap) is in test_webhook_answers.py.
@@ -588,6 +589,12 @@ def test_delivery_log_and_redeliver(make_server, receiver):
     assert len(receiver.got(path="/log-other")) == 1
 
 
+def redeliver(srv, jid, delivery_id):
+    r = srv.request("POST", f"/v1/jobs/{jid}/deliveries/{delivery_id}/redeliver", token="admin")
+    assert r.status == 200, r
+    return r.json
+
+
 def test_redeliver_of_a_pending_delivery_sends_it_now(make_server, receiver):
     # A minute to the retry: only the redeliver can bring it sooner.
     srv = make_server(config_extra="[webhooks]\nretry_schedule = 60s\n", args=ALLOW)
@@ -599,16 +606,53 @@ def test_redeliver_of_a_pending_delivery_sends_it_now(make_server, receiver):
     assert d["state"] == "pending" and d["last_status"] == 500, d
     assert ts_parse(d["next_attempt_at"]) > time.time() + 30, d
 
-    r = srv.request("POST", f"/v1/jobs/{jid}/deliveries/{d['id']}/redeliver", token="admin")
-    assert r.status == 200, r
-    assert r.json["id"] == d["id"] and r.json["state"] == "pending", r.json
-    assert ts_parse(r.json["next_attempt_at"]) <= time.time() + 1, r.json
+    receiver.hold("/pend")  # the reply is read while the send is out
+    got = redeliver(srv, jid, d["id"])
+    assert got["id"] == d["id"] and got["state"] == "pending", got
+    assert ts_parse(got["next_attempt_at"]) <= time.time() + 1, got
     recs = receiver.wait(2, path="/pend", timeout=5)
+    receiver.release("/pend")
     assert recs[1]["id"] == f"{jid}_1" and verifies(recs[1], secret), recs[1]
     ds = poll_deliveries(srv, jid, lambda ds: ds[0]["state"] == "delivered")
     assert ds[0]["attempts"] == 2 and [a["status"] for a in ds[0]["log"]] == [500, 200], ds
-    # Sent once, not once more at the retry's old time.
-    assert ds[0]["next_attempt_at"] is None, ds
+    time.sleep(0.3)
+    assert len(receiver.got(path="/pend")) == 2, "sent again after it was delivered"
+
+
+def test_redeliver_of_a_later_pending_delivery_sends_the_earlier_first(make_server, receiver):
+    # Event 1 fails and waits a minute; event 2 waits behind it (order per
+    # job and destination). Redelivering 2 brings 1 forward too, in order.
+    srv = make_server(config_extra="[webhooks]\nretry_schedule = 60s\n", args=ALLOW)
+    receiver.answer("/later", (500, {}, "not yet"))
+    jid = srv.submit("wh-later", webhook_url=receiver.url + "/later")["id"]
+    receiver.wait(1, path="/later")
+    claim_one(srv, "wh-later")  # job.running: seq 2
+    ds = poll_deliveries(srv, jid, lambda ds: len(ds) == 2)
+    assert [(d["seq"], d["state"], d["attempts"]) for d in ds] == [(1, "pending", 1),
+                                                                  (2, "pending", 0)], ds
+    redeliver(srv, jid, ds[1]["id"])
+    recs = receiver.wait(3, path="/later", timeout=5)
+    assert [r["seq"] for r in recs] == [1, 1, 2], [r["seq"] for r in recs]
+    poll_deliveries(srv, jid, lambda ds: all(d["state"] == "delivered" for d in ds))
+
+
+def test_redeliver_while_a_try_is_out_tries_again_at_once_if_it_fails(make_server, receiver):
+    # The first try fails; its retry (1 s later) is held at the receiver
+    # while the redeliver comes, then fails too: the next try is at once,
+    # not the schedule's minute later.
+    srv = make_server(config_extra="[webhooks]\nretry_schedule = 1s,60s\n", args=ALLOW)
+    receiver.answer("/mid", (500, {}, "first"), (500, {}, "second"))
+    jid = srv.submit("wh-mid", webhook_url=receiver.url + "/mid")["id"]
+    receiver.wait(1, path="/mid")
+    receiver.hold("/mid")
+    receiver.wait(2, path="/mid", timeout=5)  # the retry, out and unanswered
+    d = poll_deliveries(srv, jid, lambda ds: ds and ds[0]["attempts"] == 1)[0]
+    assert redeliver(srv, jid, d["id"])["state"] == "pending"
+    receiver.release("/mid")
+    recs = receiver.wait(3, path="/mid", timeout=5)
+    assert [r["answer"] for r in recs] == [500, 500, 200], recs
+    ds = poll_deliveries(srv, jid, lambda ds: ds[0]["state"] == "delivered")
+    assert [a["status"] for a in ds[0]["log"]] == [500, 500, 200], ds
 
 
 # ------------------------------------------------------------------ kill -9

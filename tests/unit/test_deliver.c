@@ -44,13 +44,18 @@ static void test_units_and_fractions(void **state)
     assert_int_equal(cfg.schedule_ms[3], 0);
     assert_int_equal(deliverer_parse_schedule("8784h", &cfg, &err), 0); /* a leap year */
     assert_int_equal(cfg.schedule_ms[0], 8784 * HOUR);
+    /* Blanks around the delays, as a hand-written config has them. */
+    assert_int_equal(deliverer_parse_schedule(" 5s, 30s ,\t2m ", &cfg, &err), 0);
+    assert_int_equal(cfg.n_schedule, 3);
+    assert_int_equal(cfg.schedule_ms[2], 2 * MIN);
 }
 
 static void test_refused(void **state)
 {
     (void)state;
-    const char *bad[] = {"",     "5",    "5x",     "5s,",   "1s,,2s", ",1s", "-1s",   "5s 6s", "s",
-                         "nans", "infs", "1e300h", "8785h", "5ms5s",  "5 s", "1s;2s", "0x10s"};
+    const char *bad[] = {"",      "5",   "5x",    "5s,",   "5s, ",   "1s,,2s", "1s, ,2s", ",1s",
+                         "-1s",   "+5s", "5s 6s", "s",     "nans",   "infs",   "1e300h",  "8785h",
+                         "5ms5s", "5 s", "1s;2s", "0x10s", "1.2.3s", " "};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct deliverer_config cfg = {.n_schedule = -1};
         struct errmsg err = {0};
