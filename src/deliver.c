@@ -160,8 +160,7 @@ struct result_op {
     int64_t sent_updated_at; /* the row's updated_at when it was read to be sent */
     char key[KEY_MAX];
     struct answer a;
-    bool finished;    /* out: delivered or dead */
-    bool redelivered; /* out: failed, but redelivered while out: due again now */
+    bool finished; /* out: delivered or dead */
 };
 
 /* An event with every outcome, settled by the writer (in the background). */
@@ -416,7 +415,8 @@ static int record_dead(struct write_ctx *ctx, const struct outbox_row *r, const 
 /*
  * A try of row r failed (answer a, at at_ms): log it, and make the row
  * pending for its next try, or dead. again_now: a redeliver came while the
- * try was out, so the next try is now, not the schedule's.
+ * try was out, so the next try is now, not the schedule's (the endpoint's
+ * Retry-After still wins).
  */
 static int record_failure(struct write_ctx *ctx, struct deliverer *d, struct outbox_row *r,
                           struct answer *a, int64_t at_ms, bool again_now)
@@ -439,12 +439,12 @@ static int record_failure(struct write_ctx *ctx, struct deliverer *d, struct out
                  (long long)((at_ms - r->created_at_ms) / 1000));
     } else {
         int i = r->attempts - 1 < d->cfg.n_schedule ? r->attempts - 1 : d->cfg.n_schedule - 1;
-        int64_t delay = (int64_t)((double)d->cfg.schedule_ms[i] * jitter());
+        int64_t delay = again_now ? 0 : (int64_t)((double)d->cfg.schedule_ms[i] * jitter());
         if ((a->attempt.status == 429 || a->attempt.status == 503) && a->retry_after_s >= 0) {
             int64_t ra = (int64_t)a->retry_after_s * 1000;
             delay = ra < RETRY_AFTER_MAX ? ra : RETRY_AFTER_MAX;
         }
-        r->next_at_ms = again_now ? at_ms : at_ms + delay;
+        r->next_at_ms = at_ms + delay;
         a->scheduled = true;
         a->next_at = r->next_at_ms;
     }
@@ -495,7 +495,6 @@ static int result_apply(struct write_ctx *ctx, struct write_op *op)
         bool again_now = r.updated_at_ms != o->sent_updated_at;
         rc = record_failure(ctx, o->d, &r, &o->a, ctx->now_ms, again_now);
         o->finished = !o->a.scheduled;
-        o->redelivered = again_now && o->a.scheduled;
     } /* else redelivered and answered meanwhile, or gone */
     outbox_row_release(&r);
     return rc;
@@ -510,9 +509,8 @@ static void result_done(struct write_op *op)
     pthread_mutex_lock(&d->lock);
     strmap_remove(&d->sending, o->key);
     strmap_remove(&d->rows, id);
-    /* A scan that read the row before this commit must not send it again;
-     * one redelivered meanwhile is due now, whichever state a scan read. */
-    if (!(op->result == 0 && o->redelivered) && strmap_put(&d->done_now, id, NULL) < 0)
+    /* A scan that read the row before this commit must not send it again. */
+    if (strmap_put(&d->done_now, id, NULL) < 0)
         log_printf(LOG_ERROR, "out of memory: delivery %s may be sent twice", id);
     in_flight_end_locked(d);
     if (op->result == 0 && o->finished)
@@ -1164,16 +1162,20 @@ static void scan_rows(struct deliverer *d)
         pthread_mutex_unlock(&d->lock);
         return;
     }
+    bool guarded = false;
     for (int i = 0; i < n; i++) {
         struct outbox_row *r = &rows[i];
         char key[KEY_MAX], id[24];
         key_of(r->job_id, r->dest, key);
         id_text(r->id, id, sizeof(id));
         pthread_mutex_lock(&d->lock);
+        /* Answered since just before this read: what we read may be stale.
+         * The next scan reads it as it is (and is asked for below). */
+        bool answered = strmap_has(&d->done_now, id) || strmap_has(&d->done_before, id);
+        guarded = guarded || answered;
         /* Not while an earlier send of its key is out, or its pending row is
          * not written yet (it may be of an earlier event: seq order). */
-        bool go = d->in_flight < d->cfg.max_in_flight && !strmap_has(&d->rows, id) &&
-                  !strmap_has(&d->done_now, id) && !strmap_has(&d->done_before, id) &&
+        bool go = d->in_flight < d->cfg.max_in_flight && !strmap_has(&d->rows, id) && !answered &&
                   !strmap_has(&d->sending, key) && count_of(&d->unwritten, key) == 0;
         if (go && (strmap_put(&d->sending, key, NULL) < 0 || strmap_put(&d->rows, id, NULL) < 0)) {
             strmap_remove(&d->sending, key);
@@ -1198,6 +1200,13 @@ static void scan_rows(struct deliverer *d)
             send_row(d, s);
         }
         outbox_row_release(r);
+    }
+    /* A row due but skipped as just answered (due again at once: a
+     * redeliver, or a zero delay) has no wake-up of its own: scan again. */
+    if (guarded) {
+        pthread_mutex_lock(&d->lock);
+        d->rows_kicked = true;
+        pthread_mutex_unlock(&d->lock);
     }
     /* Rows not due yet: wake for the earliest (rows due but held back wake
      * us themselves: an answer, a retry coming due, a circuit's pause). */
@@ -1334,35 +1343,22 @@ void deliverer_kick(struct deliverer *d)
     pthread_mutex_unlock(&d->lock);
 }
 
-/*
- * Row id was made due by a redeliver (with d->lock held): look for rows
- * again, and lift the guard of an answer recorded just before. A scan that
- * reads it now, or read it before, finds it pending and due, as it is.
- */
-static void redelivered_locked(struct deliverer *d, int64_t id)
-{
-    char text[24];
-    id_text(id, text, sizeof(text));
-    strmap_remove(&d->done_now, text);
-    strmap_remove(&d->done_before, text);
-    d->rows_kicked = true;
-    pthread_cond_signal(&d->cond);
-}
-
-void deliverer_requeued(struct deliverer *d, int64_t id, const char *job_id, const char *dest)
+void deliverer_requeued(struct deliverer *d, const char *job_id, const char *dest)
 {
     char key[KEY_MAX];
     key_of(job_id, dest, key);
     pthread_mutex_lock(&d->lock);
     held_add(d, key, +1);
-    redelivered_locked(d, id);
+    d->rows_kicked = true;
+    pthread_cond_signal(&d->cond);
     pthread_mutex_unlock(&d->lock);
 }
 
-void deliverer_rows_due(struct deliverer *d, int64_t id)
+void deliverer_rows_due(struct deliverer *d)
 {
     pthread_mutex_lock(&d->lock);
-    redelivered_locked(d, id);
+    d->rows_kicked = true;
+    pthread_cond_signal(&d->cond);
     pthread_mutex_unlock(&d->lock);
 }
 
@@ -1481,17 +1477,15 @@ int deliver_requeue(struct write_ctx *ctx, int64_t id, char *dest, bool *was_pen
         return errmsg_set(err, rc, "no delivery %lld", (long long)id);
     if (rc < 0)
         return rc;
-    /* Its key's earlier pending rows go first (order per key): due now too. */
-    rc = store_outbox_due_now(ctx->store, r.job_id, r.dest, r.seq - 1, ctx->now_ms);
-    if (rc == 0 && strcmp(r.state, "pending") == 0) {
-        /* Already counted among its key's pending rows: only due now, not
-         * at its retry's time. The new updated_at tells a try that is out
-         * right now, should it fail, to go again at once (result_apply()). */
-        *was_pending = true;
-        if (r.next_at_ms > ctx->now_ms)
-            r.next_at_ms = ctx->now_ms;
-        r.updated_at_ms = ctx->now_ms > r.updated_at_ms ? ctx->now_ms : r.updated_at_ms + 1;
-        rc = store_outbox_update(ctx->store, &r);
+    /* Due now: the row if pending (it is counted among its key's pending
+     * rows already), and its key's earlier pending rows, which go first.
+     * Their new updated_at tells a try that is out right now, should it
+     * fail, to go again at once (result_apply()). */
+    bool pending = strcmp(r.state, "pending") == 0;
+    rc = store_outbox_due_now(ctx->store, r.job_id, r.dest, pending ? r.seq : r.seq - 1,
+                              ctx->now_ms);
+    if (pending) {
+        *was_pending = rc == 0;
         outbox_row_release(&r);
         return rc;
     }

@@ -66,12 +66,12 @@ void deliverer_set_public_url(struct deliverer *d, const char *public_url);
 /* Events were queued: look again (any thread). */
 void deliverer_kick(struct deliverer *d);
 
-/* deliver_requeue() made row id of (job_id, dest) pending again: it goes now, after its key's
+/* deliver_requeue() made (job_id, dest)'s row pending again: it goes now, after its key's
  * earlier rows. */
-void deliverer_requeued(struct deliverer *d, int64_t id, const char *job_id, const char *dest);
+void deliverer_requeued(struct deliverer *d, const char *job_id, const char *dest);
 
-/* deliver_requeue() made pending row id due now: the row path looks again. */
-void deliverer_rows_due(struct deliverer *d, int64_t id);
+/* deliver_requeue() made pending rows due now: the row path looks again. */
+void deliverer_rows_due(struct deliverer *d);
 
 /*
  * Retention deleted these jobs with their outbox rows (retention.h's

@@ -158,9 +158,9 @@ static void redeliver_done(struct write_op *op)
 {
     struct redeliver_op *r = container_of(op, struct redeliver_op, op);
     if (op->result == 0 && r->dest[0])
-        deliverer_requeued(r->deliverer, r->id, r->job_id, r->dest);
+        deliverer_requeued(r->deliverer, r->job_id, r->dest);
     else if (op->result == 0 && r->was_pending)
-        deliverer_rows_due(r->deliverer, r->id);
+        deliverer_rows_due(r->deliverer);
     http_resume(op->owner);
 }
 

@@ -240,7 +240,7 @@ struct store_engine {
     int (*outbox_insert)(struct store *st, struct outbox_row *r);
     int (*outbox_get)(struct store *st, int64_t id, struct outbox_row *out);
     int (*outbox_update)(struct store *st, const struct outbox_row *r);
-    /* Make (job_id, dest)'s pending rows up to seq due at now_ms, where they are later. */
+    /* (job_id, dest)'s pending rows up to seq: due by now_ms, updated_at moved past its value. */
     int (*outbox_due_now)(struct store *st, const char *job_id, const char *dest, int64_t seq,
                           int64_t now_ms);
     /* A pending row's send succeeded; -DRV_ENOT_FOUND when it is not pending (any more). */

@@ -26,8 +26,10 @@ const char *const sqlite_outbox_writer_sql[W__COUNT] = {
     [W_OUTBOX_UPDATE] = ("UPDATE outbox SET state = ?2, attempts = ?3, next_at = ?4, "
                          "updated_at = ?5, last_status = ?6, last_error = ?7, "
                          "last_latency_ms = ?8 WHERE id = ?1"),
-    [W_OUTBOX_DUE_NOW] = ("UPDATE outbox SET next_at = ?4 WHERE job_id = ?1 AND dest = ?2 AND "
-                          "state = 'pending' AND seq <= ?3 AND next_at > ?4"),
+    /* updated_at always moves forward: a try out now sees it changed. */
+    [W_OUTBOX_DUE_NOW] = ("UPDATE outbox SET next_at = min(next_at, ?4), updated_at = "
+                          "max(updated_at + 1, ?4) WHERE job_id = ?1 AND dest = ?2 AND "
+                          "state = 'pending' AND seq <= ?3"),
     /* The common case in one statement: no read, and no attempt row (the row is its log). */
     [W_OUTBOX_DELIVERED] = ("UPDATE outbox SET state = 'delivered', attempts = attempts + 1, "
                             "updated_at = ?2, last_status = ?3, last_error = NULL, "

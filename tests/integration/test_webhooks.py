@@ -655,6 +655,26 @@ def test_redeliver_while_a_try_is_out_tries_again_at_once_if_it_fails(make_serve
     assert [a["status"] for a in ds[0]["log"]] == [500, 500, 200], ds
 
 
+def test_redeliver_behind_a_try_that_is_out_brings_that_one_forward(make_server, receiver):
+    # Event 1's retry is out (held at the receiver) when event 2, waiting
+    # behind it, is redelivered; that retry fails: it goes again at once,
+    # and event 2 right after it, not a minute later.
+    srv = make_server(config_extra="[webhooks]\nretry_schedule = 1s,60s\n", args=ALLOW)
+    receiver.answer("/behind", (500, {}, "first"), (500, {}, "second"))
+    jid = srv.submit("wh-behind", webhook_url=receiver.url + "/behind")["id"]
+    receiver.wait(1, path="/behind")
+    claim_one(srv, "wh-behind")  # job.running: seq 2, behind seq 1
+    ds = poll_deliveries(srv, jid, lambda ds: len(ds) == 2)
+    receiver.hold("/behind")
+    receiver.wait(2, path="/behind", timeout=5)  # seq 1's retry, out and unanswered
+    redeliver(srv, jid, ds[1]["id"])
+    receiver.release("/behind")
+    recs = receiver.wait(4, path="/behind", timeout=5)
+    assert [(r["seq"], r["answer"]) for r in recs] == [(1, 500), (1, 500), (1, 200),
+                                                      (2, 200)], recs
+    poll_deliveries(srv, jid, lambda ds: all(d["state"] == "delivered" for d in ds))
+
+
 # ------------------------------------------------------------------ kill -9
 
 
