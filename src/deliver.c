@@ -94,6 +94,9 @@ struct deliverer {
      * see the row still pending. Two generations are enough: a scan that
      * began after the commit reads the row as it is. */
     struct strmap done_now, done_before;
+    /* Outbox ids whose answer the store failed to record -> when they may
+     * go again (intptr_t ms): still pending and due, but not at once. */
+    struct strmap stalled;
     struct circuit *circuits;
     char public_url[1100]; /* set once by deliverer_set_public_url(); "" until then */
 };
@@ -300,6 +303,10 @@ static void circuit_record(struct deliverer *d, const char *endpoint, bool ok, i
         return;
     bool probe = c->probing;
     c->probing = false;
+    if (probe) { /* rows held back for the probe may go, or learn the new pause */
+        d->rows_kicked = true;
+        pthread_cond_signal(&d->cond);
+    }
     if (ok) {
         c->failures = 0;
         c->open_until = 0;
@@ -509,9 +516,13 @@ static void result_done(struct write_op *op)
     pthread_mutex_lock(&d->lock);
     strmap_remove(&d->sending, o->key);
     strmap_remove(&d->rows, id);
-    /* A scan that read the row before this commit must not send it again. */
-    if (strmap_put(&d->done_now, id, NULL) < 0)
+    if (op->result < 0) { /* not recorded: the row is as it was, and due */
+        if (strmap_put(&d->stalled, id, (void *)(intptr_t)(time_now_ms() + 1000)) < 0)
+            log_printf(LOG_ERROR, "out of memory: delivery %s may be sent again at once", id);
+    } else if (strmap_put(&d->done_now, id, NULL) < 0) {
+        /* A scan that read the row before this commit must not send it again. */
         log_printf(LOG_ERROR, "out of memory: delivery %s may be sent twice", id);
+    }
     in_flight_end_locked(d);
     if (op->result == 0 && o->finished)
         held_add(d, o->key, -1);
@@ -762,6 +773,10 @@ static void finish_event(struct send *s, enum outcome_kind kind, bool dead_now, 
             go = next;
         } else {
             strmap_remove(&d->sending, s->key);
+            if (held_count(d, s->key) > 0) { /* its pending rows may go now */
+                d->rows_kicked = true;
+                pthread_cond_signal(&d->cond);
+            }
         }
     }
     pthread_mutex_unlock(&d->lock);
@@ -1157,8 +1172,7 @@ static void scan_rows(struct deliverer *d)
     pthread_mutex_unlock(&d->lock);
     if (store_outbox_due(d->cfg.store, now, SCAN_MAX, rows, &n) < 0) {
         pthread_mutex_lock(&d->lock);
-        d->rows_kicked = true;
-        wake_at_locked(d, now + 1000);
+        wake_at_locked(d, now + 1000); /* again in a second, not at once */
         pthread_mutex_unlock(&d->lock);
         return;
     }
@@ -1173,6 +1187,11 @@ static void scan_rows(struct deliverer *d)
          * The next scan reads it as it is (and is asked for below). */
         bool answered = strmap_has(&d->done_now, id) || strmap_has(&d->done_before, id);
         guarded = guarded || answered;
+        /* Its answer was not recorded: again after a pause (woken for). */
+        intptr_t until = (intptr_t)strmap_get(&d->stalled, id);
+        if (until && until <= now)
+            strmap_remove(&d->stalled, id);
+        answered = answered || until > now;
         /* Not while an earlier send of its key is out, or its pending row is
          * not written yet (it may be of an earlier event: seq order). */
         bool go = d->in_flight < d->cfg.max_in_flight && !strmap_has(&d->rows, id) && !answered &&
@@ -1288,6 +1307,7 @@ static void deliverer_release(struct deliverer *d)
     strmap_release(&d->rows);
     strmap_release(&d->done_now);
     strmap_release(&d->done_before);
+    strmap_release(&d->stalled);
     OPENSSL_cleanse(&d->job_key, sizeof(d->job_key));
     pthread_mutex_destroy(&d->lock);
     pthread_cond_destroy(&d->cond);
@@ -1308,6 +1328,7 @@ int deliverer_start(const struct deliverer_config *cfg, struct deliverer **out)
     strmap_init(&d->rows);
     strmap_init(&d->done_now);
     strmap_init(&d->done_before);
+    strmap_init(&d->stalled);
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->cond, NULL);
     /* Keys with pending rows send new events behind them, also after a restart. */

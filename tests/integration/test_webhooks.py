@@ -24,7 +24,7 @@ Retry-After (seconds and HTTP date); 410 from a subscription (disabled) and
 from a webhook_url (that delivery dies); dead after give_up_after_s with
 job.delivery_dead; the delivery log and redeliver (of delivered, dead and
 pending deliveries, of one behind another pending one, of one whose try is
-out, 404s, roles); kill -9 with deliveries pending; the SSRF guard
+out, of one whose key has a newer event's send out, 404s, roles); kill -9 with deliveries pending; the SSRF guard
 without --allow-target; the circuit breaker (cool-down, doubling);
 webhooks.max_in_flight across keys. How each kind of answer is treated
 (3xx, timeouts, Retry-After's cap) is in test_webhook_answers.py.
@@ -673,6 +673,29 @@ def test_redeliver_behind_a_try_that_is_out_brings_that_one_forward(make_server,
     assert [(r["seq"], r["answer"]) for r in recs] == [(1, 500), (1, 500), (1, 200),
                                                       (2, 200)], recs
     poll_deliveries(srv, jid, lambda ds: all(d["state"] == "delivered" for d in ds))
+
+
+def test_redeliver_while_a_newer_event_is_out_goes_once_that_one_is_answered(make_server,
+                                                                              receiver):
+    # Event 1 was delivered; event 2's send is out (held) when event 1 is
+    # redelivered: one send per job and destination at a time, so event 1
+    # goes again as soon as event 2 is answered, with nothing else to wake
+    # the deliverer.
+    srv = wh_server(make_server)
+    jid = srv.submit("wh-newer", webhook_url=receiver.url + "/newer")["id"]
+    receiver.wait(1, path="/newer")
+    first = poll_deliveries(srv, jid, lambda ds: ds and ds[0]["state"] == "delivered")[0]
+    receiver.hold("/newer")
+    claim_one(srv, "wh-newer")  # job.running: seq 2, sent and held
+    receiver.wait(2, path="/newer", timeout=5)
+    redeliver(srv, jid, first["id"])
+    time.sleep(0.3)
+    assert len(receiver.got(path="/newer")) == 2, "sent beside the send that is out"
+    receiver.release("/newer")
+    recs = receiver.wait(3, path="/newer", timeout=3)
+    assert [r["seq"] for r in recs] == [1, 2, 1], recs
+    poll_deliveries(srv, jid, lambda ds: len(ds) == 2 and
+                    all(d["state"] == "delivered" for d in ds))
 
 
 # ------------------------------------------------------------------ kill -9
