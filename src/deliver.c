@@ -94,9 +94,10 @@ struct deliverer {
      * see the row still pending. Two generations are enough: a scan that
      * began after the commit reads the row as it is. */
     struct strmap done_now, done_before;
-    /* Outbox ids whose answer the store failed to record -> when they may
-     * go again (intptr_t ms): still pending and due, but not at once. */
+    /* Outbox ids whose answer the store failed to record: still pending
+     * and due, but not sent again before stalled_until (then forgotten). */
     struct strmap stalled;
+    int64_t stalled_until;
     struct circuit *circuits;
     char public_url[1100]; /* set once by deliverer_set_public_url(); "" until then */
 };
@@ -517,7 +518,8 @@ static void result_done(struct write_op *op)
     strmap_remove(&d->sending, o->key);
     strmap_remove(&d->rows, id);
     if (op->result < 0) { /* not recorded: the row is as it was, and due */
-        if (strmap_put(&d->stalled, id, (void *)(intptr_t)(time_now_ms() + 1000)) < 0)
+        d->stalled_until = time_now_ms() + 1000;
+        if (strmap_put(&d->stalled, id, NULL) < 0)
             log_printf(LOG_ERROR, "out of memory: delivery %s may be sent again at once", id);
     } else if (strmap_put(&d->done_now, id, NULL) < 0) {
         /* A scan that read the row before this commit must not send it again. */
@@ -773,7 +775,7 @@ static void finish_event(struct send *s, enum outcome_kind kind, bool dead_now, 
             go = next;
         } else {
             strmap_remove(&d->sending, s->key);
-            if (held_count(d, s->key) > 0) { /* its pending rows may go now */
+            if (!pending && held_count(d, s->key) > 0) { /* its pending rows may go now */
                 d->rows_kicked = true;
                 pthread_cond_signal(&d->cond);
             }
@@ -1169,6 +1171,10 @@ static void scan_rows(struct deliverer *d)
     strmap_release(&d->done_before);
     d->done_before = d->done_now; /* answered before this scan's read: still guard this once */
     strmap_init(&d->done_now);
+    if (d->stalled_until <= now) { /* their pause is over */
+        strmap_release(&d->stalled);
+        strmap_init(&d->stalled);
+    }
     pthread_mutex_unlock(&d->lock);
     if (store_outbox_due(d->cfg.store, now, SCAN_MAX, rows, &n) < 0) {
         pthread_mutex_lock(&d->lock);
@@ -1187,11 +1193,11 @@ static void scan_rows(struct deliverer *d)
          * The next scan reads it as it is (and is asked for below). */
         bool answered = strmap_has(&d->done_now, id) || strmap_has(&d->done_before, id);
         guarded = guarded || answered;
-        /* Its answer was not recorded: again after a pause (woken for). */
-        intptr_t until = (intptr_t)strmap_get(&d->stalled, id);
-        if (until && until <= now)
-            strmap_remove(&d->stalled, id);
-        answered = answered || until > now;
+        /* Its answer was not recorded: again after the pause, woken for. */
+        if (strmap_has(&d->stalled, id)) {
+            answered = true;
+            wake_at_locked(d, d->stalled_until);
+        }
         /* Not while an earlier send of its key is out, or its pending row is
          * not written yet (it may be of an earlier event: seq order). */
         bool go = d->in_flight < d->cfg.max_in_flight && !strmap_has(&d->rows, id) && !answered &&
