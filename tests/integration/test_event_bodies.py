@@ -28,13 +28,11 @@ from conftest import (
     put_queue,
     ts_parse,
 )
-from webhook_receiver import first_arrivals, server_secret, verifies, wh_server
+from webhook_receiver import check_body, first_arrivals, server_secret, verifies, wh_server
 from webhook_sig import new_secret
 
 BACKOFF_S = 1  # the retry's backoff (integer seconds, no jitter)
 
-JOB_KEYS = {"id", "queue", "state", "previous_state", "step", "attempt", "error", "result",
-            "created_at", "updated_at"}
 ERROR_KEYS = {"kind", "message", "step", "run_id", "attempt", "at"}
 
 
@@ -58,34 +56,6 @@ def delivered_bodies(srv, receiver, jid, path, secret):
         assert isinstance(rec["json"], dict), rec["body"][:300]
         bodies.setdefault(rec["seq"], rec["json"])
     return events, bodies
-
-
-def check_body(doc, ev, job, **want):
-    """The documented body of event ev of job (as GET shows it now): the
-    event's type, timestamp, seq and data, the job's id, queue and
-    created_at; then every field of data.job named in want."""
-    assert set(doc) == {"type", "timestamp", "data"}, doc
-    assert doc["type"] == ev["type"], (doc, ev)
-    assert TIME_RE.match(doc["timestamp"]), doc
-    assert abs(ts_parse(doc["timestamp"]) - ts_parse(ev["at"])) < 2, (doc, ev)
-    data = doc["data"]
-    assert data["seq"] == ev["seq"], doc
-    assert data["event"] == ev["data"], (doc, ev)
-    j = data["job"]
-    assert JOB_KEYS <= set(j), j
-    assert "artifacts" not in j, f"artifacts are on job.succeeded only: {j}"
-    assert j["id"] == job["id"] and j["queue"] == job["queue"], j
-    assert j["created_at"] == job["created_at"], j
-    assert TIME_RE.match(j["updated_at"]), j
-    assert ts_parse(job["created_at"]) <= ts_parse(j["updated_at"]) <= \
-        ts_parse(job["updated_at"]), (j, job)
-    # The job as of the event: what its history says.
-    assert j["state"] == ev["state"] and j["previous_state"] == ev["prev_state"], (j, ev)
-    assert j["attempt"] == ev["attempt"] and j["step"] == ev["step"], (j, ev)
-    assert j["result"] is None, j
-    for k, v in want.items():
-        assert j[k] == v, (k, j)
-    return j
 
 
 def check_error(err, kind, message, step, attempt):

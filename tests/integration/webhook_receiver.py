@@ -22,6 +22,7 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from conftest import TIME_RE, ts_parse
 from webhook_sig import sw_key, sw_verify
 
 MAX_HOLD_S = 30  # a held request is answered after this anyway (no thread outlives a test)
@@ -291,6 +292,42 @@ WH = "[webhooks]\nretry_schedule = 200ms,400ms,800ms\n"
 def wh_server(make_server, extra=""):
     """A server with the fast retry schedule (WH) that may deliver to loopback."""
     return make_server(config_extra=WH + extra, args=ALLOW)
+
+
+# The fields of a body's data.job (job.succeeded adds artifacts).
+JOB_KEYS = {"id", "queue", "state", "previous_state", "step", "attempt", "error", "result",
+            "created_at", "updated_at"}
+
+
+def check_body(doc, ev, job, **want):
+    """The documented body of event ev of job (as GET shows it now): the
+    event's type, timestamp, seq and data, the job's id, queue and
+    created_at, and its state, previous state, step and attempt as of the
+    event; then every field of data.job named in want (result: null unless
+    wanted). Returns data.job."""
+    assert set(doc) == {"type", "timestamp", "data"}, doc
+    assert doc["type"] == ev["type"], (doc, ev)
+    assert TIME_RE.match(doc["timestamp"]), doc
+    assert abs(ts_parse(doc["timestamp"]) - ts_parse(ev["at"])) < 2, (doc, ev)
+    data = doc["data"]
+    assert data["seq"] == ev["seq"], doc
+    assert data["event"] == ev["data"], (doc, ev)
+    j = data["job"]
+    assert JOB_KEYS <= set(j), j
+    if doc["type"] != "job.succeeded":
+        assert "artifacts" not in j, f"artifacts are on job.succeeded only: {j}"
+    assert j["id"] == job["id"] and j["queue"] == job["queue"], j
+    assert j["created_at"] == job["created_at"], j
+    assert TIME_RE.match(j["updated_at"]), j
+    assert ts_parse(job["created_at"]) <= ts_parse(j["updated_at"]) <= \
+        ts_parse(job["updated_at"]), (j, job)
+    # The job as of the event: what its history says.
+    assert j["state"] == ev["state"] and j["previous_state"] == ev["prev_state"], (j, ev)
+    assert j["attempt"] == ev["attempt"] and j["step"] == ev["step"], (j, ev)
+    want.setdefault("result", None)
+    for k, v in want.items():
+        assert j[k] == v, (k, j)
+    return j
 
 
 def verifies(rec, secret):
