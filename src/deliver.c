@@ -418,13 +418,9 @@ static int record_dead(struct write_ctx *ctx, const struct outbox_row *r, const 
 /*
  * A failed try of r, a pending row in the store, answered at at_ms: log it,
  * then schedule the next try or let the row die (dead rows become
- * job.delivery_dead events; a 410 disables its subscription).
- */
-/*
- * A try of row r failed (answer a, at at_ms): log it, and make the row
- * pending for its next try, or dead. again_now: a redeliver came while the
- * try was out, so the next try is now, not the schedule's (the endpoint's
- * Retry-After still wins).
+ * job.delivery_dead events; a 410 disables its subscription). again_now: a
+ * redeliver came while the try was out, so the next try is now, not the
+ * schedule's (the endpoint's Retry-After still wins).
  */
 static int record_failure(struct write_ctx *ctx, struct deliverer *d, struct outbox_row *r,
                           struct answer *a, int64_t at_ms, bool again_now)
